@@ -1,0 +1,145 @@
+"""Look-up-table kernels behind one dispatch point.
+
+``QCNN_LITE_BACKEND=numpy|pythran|auto`` (default ``auto``) picks the
+implementation when this module is imported; :func:`set_backend` changes it at
+run time. ``auto`` uses the compiled Pythran kernels when they were built and
+the pure-numpy path otherwise.
+
+Every array is checked here, before any kernel sees it: a compiled kernel
+indexes tables with the codes, so a code out of range would read out of bounds.
+"""
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+import numpy as np
+
+from . import _numpy
+
+__all__ = ["linear_lut", "conv2d_lut", "backend", "set_backend", "available_backends"]
+
+_BACKENDS = ("numpy", "pythran", "auto")
+
+
+def _load_pythran() -> ModuleType | None:
+    try:
+        from . import _pythran  # noqa: F401  (compiled extension, optional)
+    except ImportError:
+        return None
+    return _pythran
+
+
+_impl: ModuleType = _numpy
+_name = "numpy"
+
+
+def available_backends() -> list[str]:
+    return ["numpy"] + (["pythran"] if _load_pythran() is not None else [])
+
+
+def set_backend(name: str) -> str:
+    """Select ``numpy``, ``pythran`` or ``auto``; returns the backend now in use."""
+    global _impl, _name
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(_BACKENDS)}")
+    if name == "numpy":
+        _impl, _name = _numpy, "numpy"
+        return _name
+    mod = _load_pythran()
+    if mod is None:
+        if name == "pythran":
+            raise ImportError(
+                "the Pythran kernels are not built: reinstall qcnn-lite with a C++ compiler "
+                "and pythran available, or use QCNN_LITE_BACKEND=numpy"
+            )
+        _impl, _name = _numpy, "numpy"
+    else:
+        _impl, _name = mod, "pythran"
+    return _name
+
+
+def backend() -> str:
+    """Name of the backend in use: ``numpy`` or ``pythran``."""
+    return _name
+
+
+set_backend(os.environ.get("QCNN_LITE_BACKEND", "auto").strip().lower() or "auto")
+
+
+# -- validation ------------------------------------------------------------
+def _check_array(name: str, a: np.ndarray, ndim: int, kinds: tuple[type, ...]) -> None:
+    if not isinstance(a, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array, got {type(a).__name__}")
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
+    if a.dtype.type not in kinds:
+        allowed = ", ".join(np.dtype(k).name for k in kinds)
+        raise ValueError(f"{name} must have dtype {allowed}, got {a.dtype}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray)")
+
+
+def _check_codes(codes: np.ndarray, K: int) -> None:
+    _check_array("codes", codes, codes.ndim, (np.uint8, np.uint16))
+    if K > np.iinfo(codes.dtype).max + 1:
+        raise ValueError(f"codes of dtype {codes.dtype} cannot address K={K} codewords")
+    if codes.size and int(codes.max()) >= K:
+        raise ValueError(f"codes must be < K={K}, found {int(codes.max())}")
+
+
+def _check_common(x, codebooks, codes, bias, x_ndim: int, codes_ndim: int) -> None:
+    _check_array("x", x, x_ndim, (np.float32,))
+    _check_array("codebooks", codebooks, 3, (np.float32,))
+    _check_array("bias", bias, 1, (np.float32,))
+    if not isinstance(codes, np.ndarray) or codes.ndim != codes_ndim:
+        raise ValueError(f"codes must be a {codes_ndim}-D numpy array")
+    _check_codes(codes, codebooks.shape[1])
+    if codes.shape[-1] != codebooks.shape[0]:
+        raise ValueError(f"codes have {codes.shape[-1]} sub-spaces, codebooks {codebooks.shape[0]}")
+    if bias.shape[0] != codes.shape[0]:
+        raise ValueError(f"bias has {bias.shape[0]} entries for {codes.shape[0]} outputs")
+
+
+# -- public kernels --------------------------------------------------------
+def linear_lut(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Quantized fully-connected layer.
+
+    x (n, M*d) float32, codebooks (M, K, d) float32, codes (out, M) uint8/uint16,
+    bias (out,) float32 -> (n, out) float32.
+    """
+    _check_common(x, codebooks, codes, bias, 2, 2)
+    M, K, d = codebooks.shape
+    if x.shape[1] != M * d:
+        raise ValueError(f"x has {x.shape[1]} features, the codebooks cover {M}x{d}={M * d}")
+    return _impl.linear_lut(x, codebooks, codes, bias)
+
+
+def conv2d_lut(
+    x: np.ndarray,
+    codebooks: np.ndarray,
+    codes: np.ndarray,
+    bias: np.ndarray,
+    stride: int = 1,
+    padding: int = 0,
+    groups: int = 1,
+) -> np.ndarray:
+    """Quantized convolution, the sum of shifted look-up-table planes.
+
+    x (n, C, H, W) float32; codebooks (M, K, d) float32 with C = groups*M*d;
+    codes (Ct, kh, kw, M) uint8/uint16; bias (Ct,) float32 -> (n, Ct, OH, OW) float32.
+    """
+    _check_common(x, codebooks, codes, bias, 4, 4)
+    M, K, d = codebooks.shape
+    n, C, H, W = x.shape
+    Ct, kh, kw, _ = codes.shape
+    for name, v, lo in (("stride", stride, 1), ("padding", padding, 0), ("groups", groups, 1)):
+        if int(v) != v or v < lo:
+            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+    if C != groups * M * d:
+        raise ValueError(f"x has {C} channels, expected groups*M*d = {groups}*{M}*{d}")
+    if Ct % groups:
+        raise ValueError(f"{Ct} output channels are not divisible by groups={groups}")
+    if _numpy.conv_output_size(H, kh, stride, padding) < 1 or _numpy.conv_output_size(W, kw, stride, padding) < 1:
+        raise ValueError(f"a {kh}x{kw} kernel does not fit a {H}x{W} input with padding {padding}")
+    return _impl.conv2d_lut(x, codebooks, codes, bias, int(stride), int(padding), int(groups))

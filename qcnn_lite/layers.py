@@ -1,0 +1,438 @@
+"""Dense and quantized fully-connected and convolutional layers.
+
+``Linear`` and ``Conv2d`` are the dense reference (im2col + BLAS).
+``QLinear`` and ``QConv2d`` are their Q-CNN counterparts: codebooks, codes and
+a look-up-table forward pass. ``from_dense`` quantizes a dense layer, with the
+paper's error correction when calibration inputs are given.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from . import kernels
+from .correction import ResponseStats, refine
+from .kernels._numpy import conv_output_size
+from .pq import code_dtype, kmeans
+
+__all__ = ["Linear", "Conv2d", "QLinear", "QConv2d", "im2col"]
+
+
+def _f32(name: str, a, ndim: int | None = None) -> np.ndarray:
+    a = np.asarray(a)
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise ValueError(f"{name} must be numeric, got dtype {a.dtype}")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or Inf")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _bias(bias, n_out: int) -> np.ndarray:
+    if bias is None:
+        return np.zeros(n_out, dtype=np.float32)
+    b = _f32("bias", bias, 1)
+    if b.shape[0] != n_out:
+        raise ValueError(f"bias has {b.shape[0]} entries for {n_out} outputs")
+    return b
+
+
+def _positive_int(name: str, v, lo: int = 1) -> int:
+    if isinstance(v, bool) or int(v) != v or v < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+    return int(v)
+
+
+def im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int, groups: int = 1) -> np.ndarray:
+    """Patches of x (n, C, H, W) in (kh, kw, c) order: -> (groups, n*OH*OW, kh*kw*C/groups)."""
+    n, C, H, W = x.shape
+    OH, OW = conv_output_size(H, kh, stride, padding), conv_output_size(W, kw, stride, padding)
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding))) if padding else x
+    s = xp.strides
+    win = np.lib.stride_tricks.as_strided(
+        xp, (n, OH, OW, kh, kw, C), (s[0], s[2] * stride, s[3] * stride, s[2], s[3], s[1]), writeable=False
+    )
+    cg = C // groups
+    win = win.reshape(n, OH, OW, kh, kw, groups, cg)
+    return np.ascontiguousarray(win.transpose(5, 0, 1, 2, 3, 4, 6)).reshape(groups, n * OH * OW, kh * kw * cg)
+
+
+def _conv_dense(x: np.ndarray, w_flat: np.ndarray, bias: np.ndarray, kh: int, kw: int, stride: int, padding: int, groups: int) -> np.ndarray:
+    """Dense conv via im2col + BLAS; w_flat (Ct, kh*kw*Cg) in (kh, kw, c) order."""
+    n, _, H, W = x.shape
+    OH, OW = conv_output_size(H, kh, stride, padding), conv_output_size(W, kw, stride, padding)
+    cols = im2col(x, kh, kw, stride, padding, groups)  # (g, n*OH*OW, kk*cg)
+    ctg = w_flat.shape[0] // groups
+    out = np.matmul(cols, w_flat.reshape(groups, ctg, -1).transpose(0, 2, 1))  # (g, n*OH*OW, ctg)
+    out = out.reshape(groups, n, OH, OW, ctg).transpose(1, 0, 4, 2, 3).reshape(n, groups * ctg, OH, OW)
+    return out + bias[None, :, None, None]
+
+
+def _check_input(x, ndim: int, channels: int, what: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != ndim or x.shape[1] != channels:
+        want = "(n, %d)" % channels if ndim == 2 else "(n, %d, H, W)" % channels
+        raise ValueError(f"{what} expects input of shape {want}, got {x.shape}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- dense
+class Linear:
+    """Dense fully-connected layer: weight (out, in), bias (out,)."""
+
+    kind = "fc"
+
+    def __init__(self, weight, bias=None):
+        self.weight = _f32("weight", weight, 2)
+        self.bias = _bias(bias, self.weight.shape[0])
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+    def dense_weight(self) -> np.ndarray:
+        return self.weight
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """x (n, in) -> (n, out)."""
+        x = _check_input(x, 2, self.in_features, "Linear")
+        return x @ self.weight.T + self.bias
+
+
+class Conv2d:
+    """Dense convolution: weight (out, in/groups, kh, kw), bias (out,)."""
+
+    kind = "conv"
+
+    def __init__(self, weight, bias=None, stride: int = 1, padding: int = 0, groups: int = 1):
+        self.weight = _f32("weight", weight, 4)
+        self.stride = _positive_int("stride", stride)
+        self.padding = _positive_int("padding", padding, 0)
+        self.groups = _positive_int("groups", groups)
+        if self.weight.shape[0] % self.groups:
+            raise ValueError(f"{self.weight.shape[0]} output channels are not divisible by groups={self.groups}")
+        self.bias = _bias(bias, self.weight.shape[0])
+
+    @property
+    def in_channels(self) -> int:
+        return self.weight.shape[1] * self.groups
+
+    @property
+    def out_channels(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def kernel_size(self) -> tuple[int, int]:
+        return self.weight.shape[2], self.weight.shape[3]
+
+    def dense_weight(self) -> np.ndarray:
+        return self.weight
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """x (n, C, H, W) -> (n, out, OH, OW)."""
+        x = _check_input(x, 4, self.in_channels, "Conv2d")
+        kh, kw = self.kernel_size
+        w_flat = self.weight.transpose(0, 2, 3, 1).reshape(self.out_channels, -1)
+        return _conv_dense(x, w_flat, self.bias, kh, kw, self.stride, self.padding, self.groups)
+
+
+# --------------------------------------------------------------------------- quantized
+def _check_settings(sub_dim, n_codewords, n_iter, channels: int, n_vectors: int, what: str) -> tuple[int, int, int]:
+    sub_dim = _positive_int("sub_dim", sub_dim)
+    n_codewords = _positive_int("n_codewords", n_codewords)
+    n_iter = _positive_int("n_iter", n_iter, 0)
+    if channels % sub_dim:
+        raise ValueError(f"{what}: sub_dim={sub_dim} (C's) does not divide the {channels} input channels")
+    if n_codewords > 65536:
+        raise ValueError(f"n_codewords={n_codewords} is above the 65536 that uint16 codes hold")
+    if n_codewords > n_vectors:
+        raise ValueError(
+            f"{what}: n_codewords={n_codewords} (K) is larger than the {n_vectors} sub-vectors to quantize"
+        )
+    return sub_dim, n_codewords, n_iter
+
+
+def _init_pq(blocks: np.ndarray, K: int, kmeans_iter: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Plain product quantization of blocks (O, T, M, d): k-means per sub-space m over all outputs and taps."""
+    O, T, M, d = blocks.shape
+    rng = np.random.default_rng(seed)
+    books = np.empty((M, K, d), dtype=np.float32)
+    codes = np.empty((O, T, M), dtype=code_dtype(K))
+    for m in range(M):
+        centers, labels = kmeans(blocks[:, :, m].reshape(O * T, d), K, kmeans_iter, rng)
+        books[m] = centers
+        codes[:, :, m] = labels.reshape(O, T)
+    return books, codes
+
+
+def _correct(books, codes, stats, n_iter, progress):
+    books, codes, history = refine(books, codes, stats, n_iter=n_iter, progress=progress)
+    return books, codes.astype(code_dtype(books.shape[1])), history
+
+
+def _refit_bias(w_flat: np.ndarray, stats: list[ResponseStats]) -> np.ndarray:
+    """The bias that is optimal with the new weights: mean target - W mean input, per group."""
+    og = w_flat.shape[0] // len(stats)
+    return np.concatenate(
+        [s.t_mean - w_flat[g * og : (g + 1) * og].astype(np.float64) @ s.s_mean for g, s in enumerate(stats)]
+    ).astype(np.float32)
+
+
+class _QuantizedLayer:
+    codebooks: np.ndarray
+    codes: np.ndarray
+    bias: np.ndarray
+    history_: list[float]
+
+    @property
+    def n_subspaces(self) -> int:
+        return self.codebooks.shape[0]
+
+    @property
+    def n_codewords(self) -> int:
+        return self.codebooks.shape[1]
+
+    @property
+    def sub_dim(self) -> int:
+        return self.codebooks.shape[2]
+
+    def _validate(self) -> None:
+        M, K, d = self.codebooks.shape
+        if self.codes.shape[-1] != M:
+            raise ValueError(f"codes have {self.codes.shape[-1]} sub-spaces, codebooks {M}")
+        if self.codes.size and int(self.codes.max()) >= K:
+            raise ValueError(f"codes must be < K={K}, found {int(self.codes.max())}")
+        if self.bias.shape != (self.codes.shape[0],):
+            raise ValueError(f"bias shape {self.bias.shape} does not match {self.codes.shape[0]} outputs")
+
+
+def _codes(codes, K: int) -> np.ndarray:
+    codes = np.asarray(codes)
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise ValueError(f"codes must be integers, got dtype {codes.dtype}")
+    if codes.size and (codes.min() < 0 or codes.max() >= K):
+        raise ValueError(f"codes must lie in [0, {K}), got [{codes.min()}, {codes.max()}]")
+    return np.ascontiguousarray(codes, dtype=code_dtype(K))
+
+
+class QLinear(_QuantizedLayer):
+    """Quantized fully-connected layer.
+
+    codebooks (M, K, d) float32, codes (out, M) uint8/uint16, bias (out,) float32;
+    ``in_features = M * d``. Weight row o, block m, is ``codebooks[m, codes[o, m]]``.
+    """
+
+    kind = "fc"
+
+    def __init__(self, codebooks, codes, bias):
+        self.codebooks = _f32("codebooks", codebooks, 3)
+        self.codes = _codes(codes, self.codebooks.shape[1])
+        if self.codes.ndim != 2:
+            raise ValueError(f"QLinear codes must be (out, M), got shape {self.codes.shape}")
+        self.bias = _bias(bias, self.codes.shape[0])
+        self.history_ = []
+        self._validate()
+
+    @property
+    def in_features(self) -> int:
+        return self.n_subspaces * self.sub_dim
+
+    @property
+    def out_features(self) -> int:
+        return self.codes.shape[0]
+
+    @classmethod
+    def from_dense(
+        cls,
+        weight,
+        bias,
+        sub_dim: int,
+        n_codewords: int,
+        calib=None,
+        targets=None,
+        n_iter: int = 4,
+        seed: int = 0,
+        kmeans_iter: int = 25,
+        progress: Callable[[], None] | None = None,
+    ) -> "QLinear":
+        """Quantize a dense layer.
+
+        weight (out, in), bias (out,) or None. Without ``calib`` this is plain
+        product quantization of the weight rows (k-means per sub-space). With
+        ``calib`` (n, in) inputs, ``n_iter`` sweeps of error correction fit the
+        response ``targets`` (n, out); by default those are this layer's own
+        dense outputs on ``calib``. Pass the original network's responses
+        with inputs from the quantized prefix to compensate accumulated error.
+        """
+        w = _f32("weight", weight, 2)
+        b = _bias(bias, w.shape[0])
+        out_f, in_f = w.shape
+        sub_dim, K, n_iter = _check_settings(sub_dim, n_codewords, n_iter, in_f, out_f, "QLinear")
+        M = in_f // sub_dim
+        stats = None
+        if calib is not None:
+            S = _f32("calib", calib, 2)
+            if S.shape[0] == 0:
+                raise ValueError("the calibration set is empty")
+            if S.shape[1] != in_f:
+                raise ValueError(f"calib has {S.shape[1]} features, the layer takes {in_f}")
+            T = S @ w.T + b if targets is None else _f32("targets", targets, 2)
+            if T.shape != (S.shape[0], out_f):
+                raise ValueError(f"targets must have shape {(S.shape[0], out_f)}, got {T.shape}")
+            stats = [ResponseStats(in_f, out_f).update(S, T)]
+        books, codes = _init_pq(w.reshape(out_f, 1, M, sub_dim), K, kmeans_iter, seed)
+        history: list[float] = []
+        if stats is not None and n_iter > 0:
+            books, codes, history = _correct(books, codes, stats, n_iter, progress)
+        layer = cls(books, codes.reshape(out_f, M), b)
+        if stats is not None and n_iter > 0:
+            layer.bias = _refit_bias(layer.dense_weight(), stats)
+        layer.history_ = history
+        return layer
+
+    def dense_weight(self) -> np.ndarray:
+        """The reconstructed weight, (out, in) float32."""
+        return self.codebooks[np.arange(self.n_subspaces), self.codes].reshape(self.out_features, -1)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Look-up-table forward pass: x (n, in) -> (n, out)."""
+        x = _check_input(x, 2, self.in_features, "QLinear")
+        return kernels.linear_lut(x, self.codebooks, self.codes, self.bias)
+
+
+class QConv2d(_QuantizedLayer):
+    """Quantized convolution.
+
+    codebooks (M, K, d) float32, one per sub-space of d input channels, shared by
+    all taps and groups; codes (out, kh, kw, M) uint8/uint16; bias (out,).
+    ``in_channels = groups * M * d``.
+    """
+
+    kind = "conv"
+
+    def __init__(self, codebooks, codes, bias, stride: int = 1, padding: int = 0, groups: int = 1):
+        self.codebooks = _f32("codebooks", codebooks, 3)
+        self.codes = _codes(codes, self.codebooks.shape[1])
+        if self.codes.ndim != 4:
+            raise ValueError(f"QConv2d codes must be (out, kh, kw, M), got shape {self.codes.shape}")
+        self.stride = _positive_int("stride", stride)
+        self.padding = _positive_int("padding", padding, 0)
+        self.groups = _positive_int("groups", groups)
+        if self.codes.shape[0] % self.groups:
+            raise ValueError(f"{self.codes.shape[0]} output channels are not divisible by groups={self.groups}")
+        self.bias = _bias(bias, self.codes.shape[0])
+        self.history_ = []
+        self._validate()
+
+    @property
+    def in_channels(self) -> int:
+        return self.groups * self.n_subspaces * self.sub_dim
+
+    @property
+    def out_channels(self) -> int:
+        return self.codes.shape[0]
+
+    @property
+    def kernel_size(self) -> tuple[int, int]:
+        return self.codes.shape[1], self.codes.shape[2]
+
+    @classmethod
+    def from_dense(
+        cls,
+        weight,
+        bias,
+        stride: int = 1,
+        padding: int = 0,
+        groups: int = 1,
+        sub_dim: int = 8,
+        n_codewords: int = 128,
+        calib=None,
+        targets=None,
+        n_iter: int = 4,
+        seed: int = 0,
+        kmeans_iter: int = 25,
+        max_samples: int | None = None,
+        progress: Callable[[], None] | None = None,
+    ) -> "QConv2d":
+        """Quantize a dense convolution.
+
+        weight (out, in/groups, kh, kw). Sub-spaces split the input channels of a
+        group; each codebook serves every tap and every group. With ``calib``
+        (n, in, H, W), error correction fits the response ``targets``
+        (n, out, OH, OW), every output position counting as a sample; by default
+        the targets are this layer's dense outputs. ``max_samples`` caps the
+        positions used (a seeded random subset).
+        """
+        w = _f32("weight", weight, 4)
+        stride = _positive_int("stride", stride)
+        padding = _positive_int("padding", padding, 0)
+        groups = _positive_int("groups", groups)
+        b = _bias(bias, w.shape[0])
+        Ct, cg, kh, kw = w.shape
+        if Ct % groups:
+            raise ValueError(f"{Ct} output channels are not divisible by groups={groups}")
+        sub_dim, K, n_iter = _check_settings(sub_dim, n_codewords, n_iter, cg, Ct * kh * kw, "QConv2d")
+        M = cg // sub_dim
+        stats = None
+        if calib is not None:
+            S = _f32("calib", calib, 4)
+            if S.shape[0] == 0:
+                raise ValueError("the calibration set is empty")
+            if S.shape[1] != cg * groups:
+                raise ValueError(f"calib has {S.shape[1]} channels, the layer takes {cg * groups}")
+            dense = Conv2d(w, b, stride, padding, groups)
+            T = dense(S) if targets is None else _f32("targets", targets, 4)
+            OH, OW = conv_output_size(S.shape[2], kh, stride, padding), conv_output_size(S.shape[3], kw, stride, padding)
+            if T.shape != (S.shape[0], Ct, OH, OW):
+                raise ValueError(f"targets must have shape {(S.shape[0], Ct, OH, OW)}, got {T.shape}")
+            stats = _conv_stats(S, T, kh, kw, stride, padding, groups, max_samples, seed)
+        blocks = w.transpose(0, 2, 3, 1).reshape(Ct, kh * kw, M, sub_dim)
+        books, codes = _init_pq(blocks, K, kmeans_iter, seed)
+        history: list[float] = []
+        if stats is not None and n_iter > 0:
+            books, codes, history = _correct(books, codes, stats, n_iter, progress)
+        layer = cls(books, codes.reshape(Ct, kh, kw, M), b, stride, padding, groups)
+        if stats is not None and n_iter > 0:
+            w_flat = layer.dense_weight().transpose(0, 2, 3, 1).reshape(Ct, -1)
+            layer.bias = _refit_bias(w_flat, stats)
+        layer.history_ = history
+        return layer
+
+    def dense_weight(self) -> np.ndarray:
+        """The reconstructed weight, (out, in/groups, kh, kw) float32."""
+        Ct, kh, kw, M = self.codes.shape
+        w = self.codebooks[np.arange(M), self.codes]  # (Ct, kh, kw, M, d)
+        return np.ascontiguousarray(w.reshape(Ct, kh, kw, M * self.sub_dim).transpose(0, 3, 1, 2))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Look-up-table forward pass: x (n, in, H, W) -> (n, out, OH, OW)."""
+        x = _check_input(x, 4, self.in_channels, "QConv2d")
+        return kernels.conv2d_lut(x, self.codebooks, self.codes, self.bias, self.stride, self.padding, self.groups)
+
+
+def _conv_stats(S, T, kh, kw, stride, padding, groups, max_samples, seed, chunk: int = 16) -> list[ResponseStats]:
+    """Per-group response statistics of a conv layer, output positions as samples."""
+    n, Ct = T.shape[:2]
+    ctg = Ct // groups
+    dim = kh * kw * S.shape[1] // groups
+    stats = [ResponseStats(dim, ctg) for _ in range(groups)]
+    positions = T.shape[2] * T.shape[3]
+    keep = None
+    if max_samples is not None and n * positions > max_samples:
+        keep = np.sort(np.random.default_rng(seed).choice(n * positions, max_samples, replace=False))
+    for i in range(0, n, chunk):
+        cols = im2col(S[i : i + chunk], kh, kw, stride, padding, groups)  # (g, m*P, dim)
+        t = T[i : i + chunk].transpose(0, 2, 3, 1).reshape(-1, Ct)  # (m*P, Ct)
+        if keep is not None:
+            lo, hi = i * positions, min(n, i + chunk) * positions
+            sel = keep[(keep >= lo) & (keep < hi)] - lo
+            cols, t = cols[:, sel], t[sel]
+        for g in range(groups):
+            stats[g].update(cols[g], t[:, g * ctg : (g + 1) * ctg])
+    return stats
