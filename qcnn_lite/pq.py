@@ -82,7 +82,7 @@ def kmeans(
             # Re-seed with the worst-served points: the standard fix, and it keeps k codewords useful.
             worst = np.argsort(d[np.arange(n), labels])[::-1][: empty.size]
             centers[empty] = X[worst]
-        if prev - inertia <= tol * max(prev, 1e-30) and not empty.size:
+        if np.isfinite(prev) and prev - inertia <= tol * prev and not empty.size:
             break
         prev = inertia
     labels = _sq_dists(X, centers).argmin(1)

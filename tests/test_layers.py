@@ -1,0 +1,111 @@
+"""Look-up-table forward passes against torch's dense conv2d/linear on the reconstructed weights."""
+import itertools
+
+import numpy as np
+import pytest
+
+from qcnn_lite import Conv2d, Linear, QConv2d, QLinear
+from conftest import rel_err
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def t(a):
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def test_qlinear_matches_torch_linear(rng):
+    w = rng.standard_normal((50, 36)).astype(np.float32)
+    b = rng.standard_normal(50).astype(np.float32)
+    for d, K in [(1, 4), (3, 16), (4, 32), (12, 8)]:
+        q = QLinear.from_dense(w, b, d, K, seed=1)
+        assert q.codes.shape == (50, 36 // d) and q.codebooks.shape == (36 // d, K, d)
+        x = rng.standard_normal((7, 36)).astype(np.float32)
+        ref = F.linear(t(x), t(q.dense_weight()), t(q.bias)).numpy()
+        assert rel_err(q(x), ref) < 1e-4
+
+
+def _conv_case(rng, cin, cout, k, stride, padding, groups, H, W, d=2, K=8):
+    w = rng.standard_normal((cout, cin // groups, k, k)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    q = QConv2d.from_dense(w, b, stride, padding, groups, sub_dim=d, n_codewords=K, kmeans_iter=5)
+    x = rng.standard_normal((2, cin, H, W)).astype(np.float32)
+    ref = F.conv2d(t(x), t(q.dense_weight()), t(q.bias), stride, padding, 1, groups).numpy()
+    out = q(x)
+    assert out.shape == ref.shape
+    assert rel_err(out, ref) < 1e-4, (cin, cout, k, stride, padding, groups, H, W)
+    # the dense reference layer agrees too
+    dense = Conv2d(q.dense_weight(), q.bias, stride, padding, groups)
+    assert rel_err(dense(x), ref) < 1e-4
+
+
+@pytest.mark.parametrize("stride,padding,groups", list(itertools.product([1, 2, 4], [0, 1, 2], [1, 2])))
+def test_qconv_matches_torch_strides_padding_groups(rng, stride, padding, groups):
+    _conv_case(rng, 8, 6, 3, stride, padding, groups, 13, 10)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 7, 11])
+def test_qconv_kernel_sizes_nonsquare(rng, k):
+    _conv_case(rng, 4, 5, k, 1 + k // 5, k // 2, 1, k + 6, k + 3, K=4)
+
+
+def test_qconv_one_by_one_input(rng):
+    _conv_case(rng, 4, 3, 3, 1, 1, 1, 1, 1, K=4)  # only the centre tap is inside the image
+    _conv_case(rng, 4, 2, 1, 1, 0, 2, 1, 1, K=2)
+
+
+def test_qconv_alexnet_like_conv1(rng):
+    # 3 input channels, one sub-space of width 3 (M=1), 11x11 stride 4
+    _conv_case(rng, 3, 8, 11, 4, 0, 1, 35, 35, d=3, K=16)
+
+
+def test_dense_layers_match_torch(rng):
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((2, 8, 9, 7)).astype(np.float32)
+    ref = F.conv2d(t(x), t(w), None, 2, 1, 1, 2).numpy()
+    assert rel_err(Conv2d(w, None, 2, 1, 2)(x), ref) < 1e-5
+    w2 = rng.standard_normal((5, 8)).astype(np.float32)
+    x2 = rng.standard_normal((3, 8)).astype(np.float32)
+    assert rel_err(Linear(w2)(x2), F.linear(t(x2), t(w2)).numpy()) < 1e-5
+
+
+def test_zero_padding_contributes_nothing(rng):
+    # a padded LUT conv equals the dense conv on an explicitly zero-padded input
+    w = rng.standard_normal((4, 4, 5, 5)).astype(np.float32)
+    q = QConv2d.from_dense(w, None, 1, 2, 1, sub_dim=2, n_codewords=4)
+    x = rng.standard_normal((1, 4, 6, 6)).astype(np.float32)
+    xp = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))
+    q0 = QConv2d(q.codebooks, q.codes, q.bias, 1, 0, 1)
+    assert rel_err(q(x), q0(xp)) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "kwargs, msg",
+    [
+        (dict(sub_dim=3), "does not divide"),
+        (dict(n_codewords=10_000), "larger than"),
+        (dict(calib=np.zeros((0, 8, 5, 5), np.float32)), "empty"),
+        (dict(calib=np.zeros((2, 6, 5, 5), np.float32)), "channels"),
+        (dict(stride=0), "stride"),
+    ],
+)
+def test_qconv_bad_settings(rng, kwargs, msg):
+    w = rng.standard_normal((4, 8, 3, 3)).astype(np.float32)
+    args = dict(sub_dim=4, n_codewords=4)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=msg):
+        QConv2d.from_dense(w, None, **args)
+
+
+def test_nan_weights_rejected(rng):
+    w = rng.standard_normal((4, 8)).astype(np.float32)
+    w[1, 2] = np.inf
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        QLinear.from_dense(w, None, 2, 2)
+
+
+def test_wrong_input_shape_is_a_clear_error(rng):
+    q = QLinear.from_dense(rng.standard_normal((4, 8)), None, 2, 2)
+    with pytest.raises(ValueError, match=r"expects input of shape \(n, 8\)"):
+        q(np.zeros((1, 9), np.float32))
