@@ -1,0 +1,668 @@
+"""The qcnn-lite model file: one pickle-free, checksummed file per network.
+
+Layout (all integers little-endian)::
+
+    offset 0   8 bytes   magic b"QCNNLITE"
+           8   uint32    format version (1)
+          12   uint32    header length H (JSON + space padding; 16 + H is a multiple of 64)
+          16   H bytes   UTF-8 JSON manifest, sorted keys, padded with spaces
+      16 + H   payload   the arrays, each at a 64-byte aligned offset, zero padding between
+         end   32 bytes  SHA-256 of every byte before it
+
+The manifest holds the network (name, input_shape, spec, meta), one entry per
+conv/fc layer (class, stride/padding/groups) and one per array (layer, role,
+dtype, shape, bits, offset, nbytes; offsets count from the payload start).
+Floats are raw float32; codes are bit-packed at ``max(1, ceil(log2 K))`` bits,
+MSB-first in one continuous stream, with zero bits padding the last byte.
+
+:func:`load` checks everything (magic, version, checksum, every manifest
+field, layout, shapes against the spec, codes < K, finite floats) before it
+builds a layer, and reports any problem as :class:`ModelFormatError`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from .engine import LAYER_TYPES, PARAM_TYPES, Network, output_shapes
+from .layers import Conv2d, Linear, QConv2d, QLinear
+from .pq import code_dtype
+
+__all__ = ["ModelFormatError", "save", "load", "read_manifest", "FORMAT_VERSION", "MAGIC", "code_bits"]
+
+MAGIC = b"QCNNLITE"
+FORMAT_VERSION = 1
+ALIGN = 64  # payload and array alignment, so arrays could be memory-mapped
+_PREAMBLE = struct.Struct("<8sII")  # magic, format version, header length
+_DIGEST = 32  # SHA-256 trailer
+_MAX_HEADER = 64 << 20  # a manifest is a few kB; refuse absurd lengths before decoding
+_MAX_DIM = 1 << 31  # any single dimension or spec integer
+_CHUNK = 1 << 20  # codes packed/unpacked per step (a multiple of 8 keeps chunks byte-aligned)
+
+_CLASSES = {"Linear": Linear, "Conv2d": Conv2d, "QLinear": QLinear, "QConv2d": QConv2d}
+_KIND = {"Linear": "fc", "QLinear": "fc", "Conv2d": "conv", "QConv2d": "conv"}
+_ROLES = {
+    "Linear": ("weight", "bias"),
+    "Conv2d": ("weight", "bias"),
+    "QLinear": ("codebooks", "codes", "bias"),
+    "QConv2d": ("codebooks", "codes", "bias"),
+}
+
+
+class ModelFormatError(ValueError):
+    """A file that is not a valid qcnn-lite model: wrong type, corrupt, truncated or inconsistent."""
+
+
+def code_bits(n_codewords: int) -> int:
+    """Bits per stored code: ``ceil(log2 K)``, and 1 for K = 1 so every code takes space."""
+    return max(1, (int(n_codewords) - 1).bit_length())
+
+
+# --------------------------------------------------------------------------- bit packing
+def _pack_codes(codes: np.ndarray, bits: int) -> bytes:
+    """Codes (any shape, < 2**bits) -> MSB-first bit stream, C order, last byte zero-padded."""
+    flat = np.ascontiguousarray(codes).reshape(-1).astype(">u2")
+    out = []
+    for i in range(0, flat.size, _CHUNK):
+        b = np.unpackbits(flat[i : i + _CHUNK].view(np.uint8).reshape(-1, 2), axis=1)  # (n, 16), MSB first
+        out.append(np.packbits(b[:, 16 - bits :].reshape(-1)).tobytes())
+    return b"".join(out)
+
+
+def _unpack_codes(buf: memoryview, n: int, bits: int, dtype: np.dtype) -> np.ndarray:
+    """Inverse of :func:`_pack_codes`: n codes of ``bits`` bits -> (n,) array of ``dtype``."""
+    out = np.empty(n, dtype=dtype)
+    step = _CHUNK * bits // 8  # bytes per chunk of _CHUNK codes
+    raw = np.frombuffer(buf, dtype=np.uint8)
+    for j, i in enumerate(range(0, n, _CHUNK)):
+        m = min(_CHUNK, n - i)
+        b = np.unpackbits(raw[j * step : j * step + (m * bits + 7) // 8], count=m * bits).reshape(m, bits)
+        wide = np.zeros((m, 16), dtype=np.uint8)
+        wide[:, 16 - bits :] = b
+        out[i : i + m] = np.packbits(wide, axis=1).view(">u2").reshape(m)
+    return out
+
+
+# --------------------------------------------------------------------------- layer <-> arrays
+def _layer_entry(name: str, layer: Any) -> tuple[dict, list[tuple[str, np.ndarray | bytes, dict]]]:
+    """Manifest entry and (role, data, array-entry) list of one parameter layer."""
+    cls = type(layer).__name__
+    if type(layer) not in (Linear, Conv2d, QLinear, QConv2d):
+        raise ValueError(f"layer {name!r}: cannot save a {cls}; expected Linear, Conv2d, QLinear or QConv2d")
+    entry: dict[str, Any] = {"name": name, "class": cls}
+    if _KIND[cls] == "conv":
+        entry.update(stride=int(layer.stride), padding=int(layer.padding), groups=int(layer.groups))
+    arrays = []
+    for role in _ROLES[cls]:
+        a = np.asarray(getattr(layer, role))
+        if role == "codes":
+            K = layer.codebooks.shape[1]
+            bits = code_bits(K)
+            if a.size and (int(a.min()) < 0 or int(a.max()) >= K):
+                raise ValueError(f"layer {name!r}: codes must lie in [0, {K})")
+            data: np.ndarray | bytes = _pack_codes(a, bits)
+            dtype = code_dtype(K).name
+        else:
+            if not np.isfinite(a).all():
+                raise ValueError(f"layer {name!r}: {role} contains NaN or Inf")
+            data = np.ascontiguousarray(a, dtype="<f4")
+            bits, dtype = 32, "float32"
+        arrays.append((role, data, {"layer": name, "role": role, "dtype": dtype, "shape": list(a.shape), "bits": bits}))
+    return entry, arrays
+
+
+def _expected_shapes(L: dict, in_shape: tuple[int, ...], entry: dict, shapes: dict[str, list[int]]) -> dict[str, list[int]]:
+    """The array shapes a layer must have given its spec and input; raises ValueError on mismatch of settings."""
+    cls, name, out = entry["class"], L["name"], L["out"]
+    if L["type"] == "conv":
+        for key, default in (("stride", 1), ("padding", 0), ("groups", 1)):
+            if entry[key] != L.get(key, default):
+                raise ValueError(f"layer {name!r}: {key}={entry[key]} but the spec says {L.get(key, default)}")
+        g, k = L.get("groups", 1), L["kernel"]
+        cin = in_shape[0]
+        if cin % g or out % g:
+            raise ValueError(f"layer {name!r}: groups={g} does not divide {cin} input and {out} output channels")
+        if cls == "Conv2d":
+            return {"weight": [out, cin // g, k, k], "bias": [out]}
+        M, K, d = _book_shape(shapes, name)
+        if M * d * g != cin:
+            raise ValueError(f"layer {name!r}: codebooks (M={M}, d={d}) x groups={g} do not cover {cin} input channels")
+        return {"codebooks": [M, K, d], "codes": [out, k, k, M], "bias": [out]}
+    n_in = math.prod(in_shape)
+    if cls == "Linear":
+        return {"weight": [out, n_in], "bias": [out]}
+    M, K, d = _book_shape(shapes, name)
+    if M * d != n_in:
+        raise ValueError(f"layer {name!r}: codebooks (M={M}, d={d}) do not cover {n_in} input features")
+    return {"codebooks": [M, K, d], "codes": [out, M], "bias": [out]}
+
+
+def _book_shape(shapes: dict[str, list[int]], name: str) -> tuple[int, int, int]:
+    s = shapes.get("codebooks")
+    if not isinstance(s, list) or len(s) != 3 or min(s) < 1:
+        raise ValueError(f"layer {name!r}: codebooks must have shape (M, K, d) with positive sizes, got {s}")
+    if s[1] > 65536:
+        raise ValueError(f"layer {name!r}: K={s[1]} codewords is above the 65536 that uint16 codes hold")
+    return s[0], s[1], s[2]
+
+
+# --------------------------------------------------------------------------- JSON
+def _check_json(obj: Any, where: str) -> None:
+    """Raise ValueError unless obj is plain JSON data (tuples allowed: they come back as lists)."""
+    if obj is None or isinstance(obj, (str, bool, int)):
+        return
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            raise ValueError(f"{where} is {obj}: JSON has no NaN or Inf")
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_json(v, f"{where}[{i}]")
+        return
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise ValueError(f"{where} has a non-string key {k!r}: JSON keys are strings")
+            _check_json(v, f"{where}[{k!r}]")
+        return
+    raise ValueError(f"{where} is a {type(obj).__name__}, which JSON cannot hold exactly; use int/float/str/list/dict")
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+# --------------------------------------------------------------------------- save
+def save(net: Network, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write ``net`` to one model file at ``path``; returns the path.
+
+    Refuses to replace an existing file unless ``overwrite=True`` (FileExistsError).
+    The file is written to a temporary file in the same directory and moved into
+    place, so a crash never leaves a half-written model behind. The same network
+    always gives the same bytes. Raises ValueError if the network cannot be
+    stored exactly (non-JSON meta, NaN weights, params that do not fit the spec).
+    """
+    if not isinstance(net, Network):
+        raise ValueError(f"save() takes a Network, got {type(net).__name__}")
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; give a file name such as {path / (net.name + '.qcnn')}")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    header, arrays = _manifest(net)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            _write(f, header, arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _create_exclusive(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _create_exclusive(tmp: str, path: Path) -> None:
+    """Move tmp to path only if path does not exist (a hard link is atomic and never replaces)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it") from None
+    except OSError:  # filesystems without hard links: check, then replace
+        if path.exists():
+            raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it") from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def _manifest(net: Network) -> tuple[bytes, list[np.ndarray | bytes]]:
+    """The padded header bytes and the payload arrays, in file order."""
+    _check_json(net.name, "network name")
+    _check_json(net.spec, "spec")
+    _check_json(net.meta, "meta")
+    if not isinstance(net.meta, dict):
+        raise ValueError(f"meta must be a dict, got {type(net.meta).__name__}")
+    spec_names = [L["name"] for _, L in net.param_layers()]
+    extra = sorted(set(net.params) - set(spec_names))
+    if extra:
+        raise ValueError(f"params has layers the spec does not mention: {', '.join(extra)}")
+    missing = [n for n in spec_names if n not in net.params]
+    if missing:
+        raise ValueError(f"network {net.name!r} has no parameters for {', '.join(missing)}; nothing to save for them")
+    dims = net.input_dims()
+    layers, entries, data = [], [], []
+    offset = 0
+    for _, L in net.param_layers():
+        entry, arrays = _layer_entry(L["name"], net.params[L["name"]])
+        if _KIND[entry["class"]] != L["type"]:
+            raise ValueError(f"layer {L['name']!r} is {L['type']} in the spec but holds a {entry['class']}")
+        want = _expected_shapes(L, dims[L["name"]], entry, {r: e["shape"] for r, _, e in arrays})
+        for role, a, e in arrays:
+            if e["shape"] != want[role]:
+                raise ValueError(f"layer {L['name']!r}: {role} has shape {tuple(e['shape'])}, the spec needs {tuple(want[role])}")
+            nbytes = len(a) if isinstance(a, bytes) else a.nbytes
+            e.update(offset=offset, nbytes=nbytes)
+            offset += -(-nbytes // ALIGN) * ALIGN
+            entries.append(e)
+            data.append(a)
+        layers.append(entry)
+    manifest = {
+        "format": "qcnn-lite model",
+        "format_version": FORMAT_VERSION,
+        "network": {"name": net.name, "input_shape": list(net.input_shape), "spec": net.spec, "meta": net.meta},
+        "layers": layers,
+        "arrays": entries,
+        "payload_nbytes": offset,
+    }
+    text = _dumps(manifest)
+    pad = -(_PREAMBLE.size + len(text)) % ALIGN
+    return text + b" " * pad, data
+
+
+def _write(f: BinaryIO, header: bytes, arrays: list[np.ndarray | bytes]) -> None:
+    h = hashlib.sha256()
+
+    def put(b: bytes | memoryview) -> None:
+        h.update(b)
+        f.write(b)
+
+    put(_PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header)))
+    put(header)
+    for a in arrays:
+        b = a if isinstance(a, bytes) else memoryview(a).cast("B")
+        put(b)
+        put(b"\0" * (-len(b) % ALIGN))
+    f.write(h.digest())
+
+
+# --------------------------------------------------------------------------- load
+def load(path: str | os.PathLike) -> Network:
+    """Read a model file written by :func:`save`.
+
+    Every field is checked before any layer is built; a file that is not a
+    qcnn-lite model, or is corrupt, truncated or inconsistent, raises
+    :class:`ModelFormatError` naming the file and the problem.
+    FileNotFoundError is raised as usual for a missing file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ModelFormatError(f"{path}: is a directory, not a model file")
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise ModelFormatError(f"{path}: is a directory, not a model file") from None
+    return _parse(memoryview(data), str(path))
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """The validated JSON manifest of a model file (network, layers, arrays), without building layers."""
+    path = Path(path)
+    if path.is_dir():
+        raise ModelFormatError(f"{path}: is a directory, not a model file")
+    buf = memoryview(path.read_bytes())
+    man, _ = _guarded(lambda: _validate(buf, str(path)), str(path))
+    return man
+
+
+def _guarded(fn, where: str):
+    """Run a parsing step; any unexpected exception becomes a ModelFormatError (the cause stays chained)."""
+    try:
+        return fn()
+    except ModelFormatError:
+        raise
+    except Exception as e:  # a malformed file must never escape as IndexError, KeyError, ...
+        raise ModelFormatError(f"{where}: not a valid qcnn-lite model ({type(e).__name__}: {e})") from e
+
+
+def _parse(buf: memoryview, where: str) -> Network:
+    man, arrays = _guarded(lambda: _validate(buf, where), where)
+    return _guarded(lambda: _build(man, arrays, where), where)
+
+
+class _Fail:
+    """Raises ModelFormatError prefixed with the file name."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def __call__(self, msg: str) -> ModelFormatError:
+        return ModelFormatError(f"{self.where}: {msg}")
+
+
+def _validate(buf: memoryview, where: str) -> tuple[dict, dict[tuple[str, str], np.ndarray]]:
+    """Check the whole file; returns the manifest and the decoded arrays keyed by (layer, role)."""
+    fail = _Fail(where)
+    n = len(buf)
+    head = bytes(buf[:8])
+    if n == 0:
+        raise fail("the file is empty")
+    if head != MAGIC:
+        if head[:1] == b"\x80":
+            raise fail("this looks like a Python pickle; qcnn-lite model files are never pickles and pickles are never loaded")
+        if head.startswith(b"\x93NUMPY") or head.startswith(b"PK"):
+            raise fail("this is a numpy .npy/.npz file, not a qcnn-lite model file")
+        if n < len(MAGIC) and MAGIC.startswith(head):
+            raise fail(f"truncated: {n} bytes, shorter than the file preamble")
+        raise fail(f"not a qcnn-lite model file (starts with {head!r}, expected {MAGIC!r})")
+    if n < _PREAMBLE.size:
+        raise fail(f"truncated: {n} bytes, shorter than the {_PREAMBLE.size}-byte preamble")
+    _, version, hlen = _PREAMBLE.unpack(bytes(buf[: _PREAMBLE.size]))
+    if version > FORMAT_VERSION:
+        raise fail(f"format version {version}: written by a newer qcnn-lite (this one reads up to version {FORMAT_VERSION}); upgrade qcnn-lite")
+    if version < 1:
+        raise fail(f"invalid format version {version}")
+    if n < _PREAMBLE.size + _DIGEST:
+        raise fail(f"truncated: {n} bytes, too short to hold a header and checksum")
+    if hashlib.sha256(buf[:-_DIGEST]).digest() != bytes(buf[-_DIGEST:]):
+        raise fail("checksum mismatch: the file is corrupt or truncated")
+    body = n - _DIGEST  # bytes covered by the checksum
+    start = _PREAMBLE.size + hlen  # payload start
+    if hlen > _MAX_HEADER or start > body:
+        raise fail(f"header length {hlen} runs past the end of the file ({n} bytes)")
+    if start % ALIGN:
+        raise fail(f"header length {hlen} leaves the payload unaligned")
+    try:
+        text = bytes(buf[_PREAMBLE.size : start]).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise fail(f"the header is not valid UTF-8 ({e})") from None
+    stripped = text.rstrip(" ")
+    try:
+        man = json.loads(stripped, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as e:
+        raise fail(f"the header is not valid JSON ({e})") from None
+    _check_manifest(man, fail)
+    if man["format_version"] != version:
+        raise fail(f"the header says format version {man['format_version']} but the preamble says {version}")
+    arrays = _check_layout(man, buf, start, body, fail)
+    if _dumps(man) != stripped.encode("utf-8"):  # one network, one byte string: edits show up here
+        raise fail("the header is not in canonical form (sorted keys, no spaces); it has been edited")
+    return man, arrays
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        raise ValueError(f"duplicate keys in an object: {sorted(k for k, _ in pairs)}")
+    return d
+
+
+def _no_constant(s: str) -> float:
+    raise ValueError(f"{s} is not allowed")
+
+
+def _finite_float(s: str) -> float:
+    v = float(s)
+    if not math.isfinite(v):
+        raise ValueError(f"number {s} is out of range")
+    return v
+
+
+def _is_int(v: Any, lo: int = 0, hi: int = _MAX_DIM) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _check_keys(obj: Any, required: set[str], optional: set[str], what: str, fail: _Fail) -> None:
+    if not isinstance(obj, dict):
+        raise fail(f"{what} must be an object, got {type(obj).__name__}")
+    missing = required - obj.keys()
+    if missing:
+        raise fail(f"{what} lacks {', '.join(sorted(missing))}")
+    unknown = obj.keys() - required - optional
+    if unknown:
+        raise fail(f"{what} has unknown fields {', '.join(sorted(unknown))}")
+
+
+# what the engine reads from each spec layer type: key -> (required, check, description)
+_SPEC_FIELDS: dict[str, dict[str, tuple[bool, Any, str]]] = {
+    "conv": {
+        "name": (True, lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+        "out": (True, lambda v: _is_int(v, 1), "a positive integer"),
+        "kernel": (True, lambda v: _is_int(v, 1), "a positive integer"),
+        "stride": (False, lambda v: _is_int(v, 1), "a positive integer"),
+        "padding": (False, lambda v: _is_int(v, 0), "a non-negative integer"),
+        "groups": (False, lambda v: _is_int(v, 1), "a positive integer"),
+    },
+    "fc": {
+        "name": (True, lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+        "out": (True, lambda v: _is_int(v, 1), "a positive integer"),
+    },
+    "maxpool": {
+        "kernel": (True, lambda v: _is_int(v, 1), "a positive integer"),
+        "stride": (True, lambda v: _is_int(v, 1), "a positive integer"),
+        "ceil": (False, lambda v: isinstance(v, bool), "true or false"),
+    },
+    "lrn": {
+        "size": (False, lambda v: _is_int(v, 1), "a positive integer"),
+        "alpha": (False, lambda v: _is_num(v), "a number"),
+        "beta": (False, lambda v: _is_num(v), "a number"),
+        "k": (False, lambda v: _is_num(v), "a number"),
+    },
+}
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_manifest(man: Any, fail: _Fail) -> None:
+    """Types and values of every manifest field (not yet the payload layout)."""
+    _check_keys(man, {"format", "format_version", "network", "layers", "arrays", "payload_nbytes"}, set(), "the header", fail)
+    if man["format"] != "qcnn-lite model":
+        raise fail(f"the header's format is {man['format']!r}, expected 'qcnn-lite model'")
+    if not _is_int(man["format_version"], 1):
+        raise fail(f"format_version must be a positive integer, got {man['format_version']!r}")
+    if man["format_version"] > FORMAT_VERSION:
+        raise fail(f"format version {man['format_version']}: written by a newer qcnn-lite; upgrade qcnn-lite")
+    if not _is_int(man["payload_nbytes"], 0, 1 << 62):
+        raise fail(f"payload_nbytes must be a non-negative integer, got {man['payload_nbytes']!r}")
+    net = man["network"]
+    _check_keys(net, {"name", "input_shape", "spec", "meta"}, set(), "network", fail)
+    if not isinstance(net["name"], str):
+        raise fail(f"network name must be a string, got {net['name']!r}")
+    shp = net["input_shape"]
+    if not (isinstance(shp, list) and len(shp) == 3 and all(_is_int(v, 1) for v in shp)):
+        raise fail(f"input_shape must be 3 positive integers (C, H, W), got {shp!r}")
+    if not isinstance(net["meta"], dict):
+        raise fail(f"meta must be an object, got {type(net['meta']).__name__}")
+    spec = net["spec"]
+    if not isinstance(spec, list):
+        raise fail(f"spec must be a list of layers, got {type(spec).__name__}")
+    for i, L in enumerate(spec):
+        if not isinstance(L, dict):
+            raise fail(f"spec layer {i} must be an object, got {type(L).__name__}")
+        t = L.get("type")
+        if t not in LAYER_TYPES:
+            raise fail(f"spec layer {i}: unknown layer type {t!r} (known: {', '.join(LAYER_TYPES)})")
+        for key, (required, ok, desc) in _SPEC_FIELDS.get(t, {}).items():
+            if key not in L:
+                if required:
+                    raise fail(f"spec layer {i} ({t}) lacks {key!r}")
+            elif not ok(L[key]):
+                raise fail(f"spec layer {i} ({t}): {key} must be {desc}, got {L[key]!r}")
+    layers = man["layers"]
+    if not isinstance(layers, list):
+        raise fail("layers must be a list")
+    for j, e in enumerate(layers):
+        if not isinstance(e, dict):
+            raise fail(f"layers[{j}] must be an object")
+        cls = e.get("class")
+        if cls not in _CLASSES:
+            raise fail(f"layers[{j}]: unknown layer type {cls!r} (known: {', '.join(_CLASSES)})")
+        conv = {"stride", "padding", "groups"} if _KIND[cls] == "conv" else set()
+        _check_keys(e, {"name", "class"} | conv, set(), f"layers[{j}]", fail)
+        if not isinstance(e["name"], str):
+            raise fail(f"layers[{j}]: name must be a string")
+        for key in sorted(conv):
+            if not _is_int(e[key], 0 if key == "padding" else 1):
+                raise fail(f"layer {e['name']!r}: {key} must be a {'non-negative' if key == 'padding' else 'positive'} integer, got {e[key]!r}")
+    arrays = man["arrays"]
+    if not isinstance(arrays, list):
+        raise fail("arrays must be a list")
+    for j, a in enumerate(arrays):
+        _check_keys(a, {"layer", "role", "dtype", "shape", "bits", "offset", "nbytes"}, set(), f"arrays[{j}]", fail)
+        if not isinstance(a["layer"], str) or a["role"] not in ("weight", "bias", "codebooks", "codes"):
+            raise fail(f"arrays[{j}]: unknown layer/role {a['layer']!r}/{a['role']!r}")
+        if a["dtype"] not in ("float32", "uint8", "uint16"):
+            raise fail(f"arrays[{j}] ({a['layer']}.{a['role']}): dtype {a['dtype']!r} is not one of float32, uint8, uint16")
+        if not (isinstance(a["shape"], list) and len(a["shape"]) <= 4 and all(_is_int(v) for v in a["shape"])):
+            raise fail(f"arrays[{j}] ({a['layer']}.{a['role']}): shape must be a list of up to 4 non-negative integers, got {a['shape']!r}")
+        if not _is_int(a["bits"], 1, 32):
+            raise fail(f"arrays[{j}] ({a['layer']}.{a['role']}): bits must be an integer in 1..32, got {a['bits']!r}")
+        for key in ("offset", "nbytes"):
+            if not _is_int(a[key], 0, 1 << 62):
+                raise fail(f"arrays[{j}] ({a['layer']}.{a['role']}): {key} must be a non-negative integer, got {a[key]!r}")
+
+
+def _check_layout(man: dict, buf: memoryview, start: int, body: int, fail: _Fail) -> dict[tuple[str, str], np.ndarray]:
+    """Layers against the spec, arrays against their layers and the payload; decodes the arrays."""
+    net = man["network"]
+    spec, input_shape = net["spec"], tuple(net["input_shape"])
+    names = [L["name"] for L in spec if L["type"] in PARAM_TYPES]
+    if len(set(names)) != len(names):
+        raise fail("spec has conv/fc layers with the same name")
+    try:
+        shapes = [input_shape] + output_shapes(spec, input_shape)
+    except ValueError as e:
+        raise fail(f"the spec does not fit its input shape: {e}") from None
+    in_dims = {L["name"]: shapes[i] for i, L in enumerate(spec) if L["type"] in PARAM_TYPES}
+    by_name = {L["name"]: L for L in spec if L["type"] in PARAM_TYPES}
+
+    entries = {}
+    for e in man["layers"]:
+        if e["name"] not in by_name:
+            raise fail(f"layer {e['name']!r} is not a conv/fc layer of the spec")
+        if e["name"] in entries:
+            raise fail(f"layer {e['name']!r} appears twice")
+        entries[e["name"]] = e
+    for name in names:
+        if name not in entries:
+            raise fail(f"missing parameters for {by_name[name]['type']} layer {name!r}")
+    if [e["name"] for e in man["layers"]] != names:
+        raise fail("layers are not in spec order")
+
+    arrays: dict[tuple[str, str], dict] = {}
+    for a in man["arrays"]:
+        key = (a["layer"], a["role"])
+        if a["layer"] not in entries:
+            raise fail(f"array {a['layer']}.{a['role']} belongs to no layer")
+        if key in arrays:
+            raise fail(f"array {a['layer']}.{a['role']} appears twice")
+        arrays[key] = a
+
+    # Each layer: the right class for its spec type, all its arrays, shapes from the spec, dtype, bits, size.
+    book_K: dict[str, int] = {}
+    for name in names:
+        L, e = by_name[name], entries[name]
+        cls = e["class"]
+        if _KIND[cls] != L["type"]:
+            raise fail(f"layer {name!r} is {L['type']} in the spec but the file stores a {cls}")
+        roles = _ROLES[cls]
+        have = sorted(r for (n, r) in arrays if n == name)
+        if have != sorted(roles):
+            raise fail(f"layer {name!r} ({cls}) needs arrays {', '.join(roles)}, the file has {', '.join(have) or 'none'}")
+        try:
+            want = _expected_shapes(L, in_dims[name], e, {r: arrays[name, r]["shape"] for r in roles})
+        except ValueError as err:
+            raise fail(str(err)) from None
+        K = want["codebooks"][1] if "codebooks" in want else 0
+        for role in roles:
+            a = arrays[name, role]
+            what = f"layer {name!r} {role}"
+            if a["shape"] != want[role]:
+                raise fail(f"{what}: shape {tuple(a['shape'])} does not match the spec, which needs {tuple(want[role])}")
+            count = math.prod(a["shape"])
+            if role == "codes":
+                bits, dtype = code_bits(K), code_dtype(K)
+                if a["dtype"] != dtype.name or a["bits"] != bits:
+                    raise fail(f"{what}: K={K} codes are {dtype.name} at {bits} bits, the file says {a['dtype']} at {a['bits']} bits")
+                size = (count * bits + 7) // 8
+            else:
+                if a["dtype"] != "float32" or a["bits"] != 32:
+                    raise fail(f"{what}: must be float32 at 32 bits, the file says {a['dtype']} at {a['bits']} bits")
+                size = 4 * count
+            if a["nbytes"] != size:
+                raise fail(f"{what}: {count} values at {a['bits']} bits take {size} bytes, the file says {a['nbytes']}")
+        book_K[name] = K
+    order = [(n, r) for n in names for r in _ROLES[entries[n]["class"]]]
+    if [(a["layer"], a["role"]) for a in man["arrays"]] != order:
+        raise fail("arrays are not listed in spec order (layer by layer, in role order)")
+
+    # Layout: in manifest order, aligned, in bounds, non-overlapping, zero padding in every gap.
+    payload = body - start
+    if man["payload_nbytes"] != payload:
+        raise fail(f"the payload is {payload} bytes, the header says {man['payload_nbytes']} (truncated or padded file)")
+    pos = 0
+    raw = np.frombuffer(buf, dtype=np.uint8)
+    for a in man["arrays"]:
+        what = f"array {a['layer']}.{a['role']}"
+        if a["offset"] % ALIGN:
+            raise fail(f"{what}: offset {a['offset']} is not {ALIGN}-byte aligned")
+        if a["offset"] < pos:
+            raise fail(f"{what}: offset {a['offset']} overlaps the previous array (which ends at {pos}), or arrays are out of order")
+        if a["offset"] + a["nbytes"] > payload:
+            raise fail(f"{what}: bytes {a['offset']}..{a['offset'] + a['nbytes']} run past the payload end {payload}")
+        if raw[start + pos : start + a["offset"]].any():
+            raise fail(f"non-zero padding before {what}")
+        pos = a["offset"] + a["nbytes"]
+    if -(-pos // ALIGN) * ALIGN != payload:
+        raise fail(f"{payload - pos} unexplained bytes after the last array")
+    if raw[start + pos : body].any():
+        raise fail("non-zero padding after the last array")
+
+    # Decode: codes < K, floats finite.
+    out: dict[tuple[str, str], np.ndarray] = {}
+    for a in man["arrays"]:
+        K = book_K[a["layer"]]
+        what = f"layer {a['layer']!r} {a['role']}"
+        lo, count = start + a["offset"], math.prod(a["shape"])
+        if a["role"] == "codes":
+            used = count * a["bits"]
+            if used % 8 and raw[lo + a["nbytes"] - 1] & ((1 << (8 - used % 8)) - 1):
+                raise fail(f"{what}: non-zero padding bits after the last code")
+            codes = _unpack_codes(buf[lo : lo + a["nbytes"]], count, a["bits"], code_dtype(K))
+            if count and int(codes.max()) >= K:
+                bad = int(np.argmax(codes >= K))
+                raise fail(f"{what}: code {int(codes[bad])} at index {bad} is >= K={K} codewords")
+            out[a["layer"], a["role"]] = codes.reshape(a["shape"])
+        else:
+            arr = np.frombuffer(buf[lo : lo + a["nbytes"]], dtype="<f4").astype(np.float32).reshape(a["shape"])
+            if not np.isfinite(arr).all():
+                raise fail(f"{what}: contains NaN or Inf")
+            out[a["layer"], a["role"]] = arr
+    return out
+
+
+def _build(man: dict, arrays: dict[tuple[str, str], np.ndarray], where: str) -> Network:
+    """Layer objects and the Network, from a validated manifest."""
+    fail = _Fail(where)
+    params = {}
+    for e in man["layers"]:
+        name, cls = e["name"], e["class"]
+        args = [arrays[name, r] for r in _ROLES[cls]]
+        kw = {k: e[k] for k in ("stride", "padding", "groups") if k in e}
+        try:
+            params[name] = _CLASSES[cls](*args, **kw)
+        except ValueError as err:
+            raise fail(f"layer {name!r}: {err}") from None
+    net = man["network"]
+    try:
+        return Network(net["name"], tuple(net["input_shape"]), net["spec"], params, net["meta"])
+    except ValueError as err:
+        raise fail(f"invalid network: {err}") from None
