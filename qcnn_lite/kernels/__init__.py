@@ -23,11 +23,12 @@ _BACKENDS = ("numpy", "pythran", "auto")
 
 
 def _load_pythran() -> ModuleType | None:
+    """The compiled backend, or None when the extension ``_pythran`` was not built."""
     try:
-        from . import _pythran  # noqa: F401  (compiled extension, optional)
+        from . import _compiled  # numpy tables + the compiled extension _pythran
     except ImportError:
         return None
-    return _pythran
+    return _compiled
 
 
 _impl: ModuleType = _numpy

@@ -1,0 +1,92 @@
+"""The compiled backend: numpy builds the look-up tables, Pythran kernels sum them.
+
+Building a table is a small dense product (inputs x codewords), which BLAS does
+best; summing table entries picked by the codes is what the compiled kernels in
+``_pythran`` do. Arguments are validated by :mod:`qcnn_lite.kernels`.
+Importing this module raises ImportError when the extension was not built.
+"""
+from __future__ import annotations
+
+import importlib.machinery
+
+import numpy as np
+
+from . import _pythran
+from ._numpy import conv_output_size
+
+if not str(getattr(_pythran, "__file__", "")).endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
+    # The Pythran *source* was found instead of the compiled extension.
+    raise ImportError("qcnn_lite.kernels._pythran is not compiled")
+
+__all__ = ["linear_lut", "conv2d_lut", "linear_tables", "conv_tables", "conv_geometry"]
+
+
+def linear_tables(x: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
+    """LUT[n, m*K + k] = <x[n, m-th block], codebooks[m, k]>: x (n, M*d), codebooks (M, K, d) -> (n, M*K)."""
+    M, K, d = codebooks.shape
+    n = x.shape[0]
+    lut = np.matmul(x.reshape(n, M, 1, d), codebooks.transpose(0, 2, 1)[None])  # (n, M, 1, K)
+    return lut.reshape(n, M * K)
+
+
+def linear_lut(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """x (n, M*d) f32, codebooks (M, K, d), codes (out, M), bias (out,) -> (n, out) f32."""
+    K = codebooks.shape[1]
+    return _pythran.linear_accumulate(linear_tables(x, codebooks), codes, bias, K)
+
+
+def conv_geometry(H: int, W: int, kh: int, kw: int, stride: int, padding: int) -> tuple[int, int, int, int]:
+    """(OH, OW, Hq, Wq): output size and the size of one phase plane of the table.
+
+    A phase plane covers the zero-padded input with step ``stride``; it is at
+    least as wide as OW plus the largest column shift, so a valid output never
+    reads across a row end, and one row taller than the last row read, so the
+    scratch columns never run past the plane.
+    """
+    OH, OW = conv_output_size(H, kh, stride, padding), conv_output_size(W, kw, stride, padding)
+    s = stride
+    Hq = max(-(-(H + 2 * padding) // s), OH + (kh - 1) // s) + 1
+    Wq = max(-(-(W + 2 * padding) // s), OW + (kw - 1) // s)
+    return OH, OW, Hq, Wq
+
+
+def conv_tables(x: np.ndarray, codebooks: np.ndarray, groups: int, stride: int, padding: int, Hq: int, Wq: int) -> np.ndarray:
+    """The table of one image in the layout of ``_pythran.conv_accumulate``.
+
+    x (C, H, W) with C = groups*M*d, codebooks (M, K, d) ->
+    (groups, M*K, stride*stride, Hq*Wq) float32 with entry
+    [g, m*K + k, a*stride + b, y*Wq + x] = <xp[g, m, :, y*stride + a, x*stride + b], codebooks[m, k]>,
+    xp being x with ``padding`` zeros around it (and zeros past its end).
+    Zero pixels give zero entries: a tap in the padding adds exactly 0.
+    """
+    C, H, W = x.shape
+    M, K, d = codebooks.shape
+    s = stride
+    xp = np.zeros((C, Hq * s, Wq * s), np.float32)
+    xp[:, padding:padding + H, padding:padding + W] = x
+    if s > 1:
+        # (C, Hq, a, Wq, b) -> (C, a, b, Hq, Wq): each phase one contiguous plane
+        xp = np.ascontiguousarray(xp.reshape(C, Hq, s, Wq, s).transpose(0, 2, 4, 1, 3))
+    xs = xp.reshape(groups, M, d, s * s * Hq * Wq)
+    lut = np.matmul(codebooks[None], xs)  # (groups, M, K, P): one (K x d) @ (d x P) product per (g, m)
+    return lut.reshape(groups, M * K, s * s, Hq * Wq)
+
+
+def conv2d_lut(
+    x: np.ndarray,
+    codebooks: np.ndarray,
+    codes: np.ndarray,
+    bias: np.ndarray,
+    stride: int,
+    padding: int,
+    groups: int,
+) -> np.ndarray:
+    """x (n, C, H, W) f32; codebooks (M, K, d); codes (Ct, kh, kw, M); bias (Ct,) -> (n, Ct, OH, OW) f32."""
+    n, C, H, W = x.shape
+    Ct, kh, kw, M = codes.shape
+    OH, OW, Hq, Wq = conv_geometry(H, W, kh, kw, stride, padding)
+    out = np.empty((n, Ct, OH, OW), np.float32)
+    for i in range(n):  # one table per image: it is the size of a layer's activations times K/d
+        lut = conv_tables(x[i], codebooks, groups, stride, padding, Hq, Wq)
+        out[i] = _pythran.conv_accumulate(lut, codes, bias, stride, OH, OW, Wq)
+    return out

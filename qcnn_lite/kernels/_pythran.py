@@ -1,0 +1,128 @@
+"""Look-up-table accumulation kernels, compiled by Pythran into ``qcnn_lite.kernels._pythran``.
+
+This file is Pythran source: plain Python over numpy arrays, typed by the
+``#pythran export`` lines. It is never imported as Python (it would be very
+slow); :mod:`qcnn_lite.kernels._compiled` calls the extension built from it.
+
+The split of the work follows the paper:
+
+1. The look-up table -- inner products of input sub-vectors with every
+   codeword -- is a small dense matrix product. numpy builds it outside these
+   kernels (one BLAS call per sub-space).
+2. The kernels below do the rest: sums of table entries picked by the codes.
+   That part has no multiplications at all, and it is where Q-CNN saves time.
+
+No BLAS here (the extension is built with ``-DPYTHRAN_BLAS_NONE``): only loops.
+
+Convolution layout. The table of one image is ``lut[g, m*K + k, ph, y, x]``:
+group g, sub-space m, codeword k, then the input map split into its
+``stride*stride`` phases (``ph = (row % stride) * stride + col % stride``),
+each a plane of ``ceil(H/stride) x ceil(W/stride)`` pixels. For one output
+channel, one kernel tap and one sub-space the codeword is fixed, so the tap's
+contribution to the whole output plane is one shifted table plane. The
+phase split makes that shift contiguous for every stride: tap (i, j) reads
+phase ``((i - pad) % s, (j - pad) % s)`` at offset ``((i - pad) // s, (j - pad) // s)``.
+The inner loop is therefore a contiguous add of table rows into output rows;
+no gathers, and the compiler vectorizes it.
+"""
+import numpy as np
+
+
+#pythran export linear_accumulate(float32[:, :], uint8[:, :], float32[:], int)
+#pythran export linear_accumulate(float32[:, :], uint16[:, :], float32[:], int)
+def linear_accumulate(lut, codes, bias, K):
+    """y[b, o] = bias[o] + sum_m lut[b, m*K + codes[o, m]].
+
+    lut (n, M*K) float32, codes (out, M), bias (out,) -> (n, out) float32.
+    For one input this is a gather: M table reads per output. Four outputs are
+    summed at once so four independent add chains hide the add latency; each
+    chain keeps the sub-space order m = 0, 1, ... of the reference.
+    """
+    n = lut.shape[0]
+    n_out, M = codes.shape
+    y = np.empty((n, n_out), np.float32)
+    n4 = n_out - n_out % 4
+    for b in range(n):
+        for o in range(0, n4, 4):
+            s0 = np.float32(0)
+            s1 = np.float32(0)
+            s2 = np.float32(0)
+            s3 = np.float32(0)
+            for m in range(M):
+                base = m * K
+                s0 += lut[b, base + codes[o, m]]
+                s1 += lut[b, base + codes[o + 1, m]]
+                s2 += lut[b, base + codes[o + 2, m]]
+                s3 += lut[b, base + codes[o + 3, m]]
+            y[b, o] = s0 + bias[o]
+            y[b, o + 1] = s1 + bias[o + 1]
+            y[b, o + 2] = s2 + bias[o + 2]
+            y[b, o + 3] = s3 + bias[o + 3]
+        for o in range(n4, n_out):
+            s = np.float32(0)
+            for m in range(M):
+                s += lut[b, m * K + codes[o, m]]
+            y[b, o] = s + bias[o]
+    return y
+
+
+def _add4(acc, a, b, c, d):
+    """acc += (a + b) + (c + d), elementwise over 1-D runs: one load and store of acc per four table runs."""
+    for t in range(acc.shape[0]):
+        acc[t] += (a[t] + b[t]) + (c[t] + d[t])
+
+
+def _add1(acc, a):
+    for t in range(acc.shape[0]):
+        acc[t] += a[t]
+
+
+def _run(lut, codes, oc, g, q, stride, Wq, L):
+    """The table run that item q = (tap, sub-space) adds to output channel oc: a 1-D view of length L."""
+    kw, M = codes.shape[2], codes.shape[3]
+    K = lut.shape[1] // M
+    tap, m = q // M, q % M
+    i, j = tap // kw, tap % kw
+    r = m * K + codes[oc, i, j, m]  # the plane of codeword codes[oc, i, j, m] of sub-space m
+    ph = (i % stride) * stride + j % stride  # the phase tap (i, j) reads
+    off = (i // stride) * Wq + j // stride  # and its shift inside that phase plane
+    return lut[g, r, ph, off:off + L]
+
+
+#pythran export conv_accumulate(float32[:, :, :, :], uint8[:, :, :, :], float32[:], int, int, int, int)
+#pythran export conv_accumulate(float32[:, :, :, :], uint16[:, :, :, :], float32[:], int, int, int, int)
+def conv_accumulate(lut, codes, bias, stride, OH, OW, Wq):
+    """One image's convolution output from its table: a sum of shifted table planes.
+
+    lut (groups, M*K, stride*stride, Hq*Wq) float32 -- the layout described at the
+    top of this file; codes (Ct, kh, kw, M); bias (Ct,) -> (Ct, OH, OW) float32.
+
+    Every output channel accumulates kh*kw*M shifted planes into ``acc``, an
+    (OH, Wq) plane kept flat so that each shifted plane is ONE contiguous run
+    of OH*Wq values: the columns ow >= OW are scratch, computed and dropped.
+    Runs are added four at a time.
+    """
+    G, MK = lut.shape[0], lut.shape[1]
+    Ct, kh, kw, M = codes.shape
+    ctg = Ct // G
+    L = OH * Wq
+    n_items = kh * kw * M  # (tap, sub-space) pairs, each one table run
+    out = np.empty((Ct, OH, OW), np.float32)
+    acc = np.empty(L, np.float32)
+    for oc in range(Ct):
+        g = oc // ctg
+        acc[:] = bias[oc]
+        q = 0
+        while q + 4 <= n_items:
+            _add4(acc,
+                  _run(lut, codes, oc, g, q, stride, Wq, L),
+                  _run(lut, codes, oc, g, q + 1, stride, Wq, L),
+                  _run(lut, codes, oc, g, q + 2, stride, Wq, L),
+                  _run(lut, codes, oc, g, q + 3, stride, Wq, L))
+            q += 4
+        while q < n_items:
+            _add1(acc, _run(lut, codes, oc, g, q, stride, Wq, L))
+            q += 1
+        for oh in range(OH):
+            out[oc, oh] = acc[oh * Wq:oh * Wq + OW]
+    return out
