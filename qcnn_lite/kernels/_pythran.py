@@ -43,6 +43,7 @@ def linear_accumulate(lut, codes, bias, K):
     y = np.empty((n, n_out), np.float32)
     n4 = n_out - n_out % 4
     for b in range(n):
+        #omp parallel for schedule(static)
         for o in range(0, n4, 4):
             s0 = np.float32(0)
             s1 = np.float32(0)
@@ -108,10 +109,10 @@ def conv_accumulate(lut, codes, bias, stride, OH, OW, Wq):
     L = OH * Wq
     n_items = kh * kw * M  # (tap, sub-space) pairs, each one table run
     out = np.empty((Ct, OH, OW), np.float32)
-    acc = np.empty(L, np.float32)
-    for oc in range(Ct):
+    #omp parallel for schedule(static)
+    for oc in range(Ct):  # output channels are independent (threads only with -Dopenmp=true)
         g = oc // ctg
-        acc[:] = bias[oc]
+        acc = np.full(L, bias[oc], np.float32)
         q = 0
         while q + 4 <= n_items:
             _add4(acc,

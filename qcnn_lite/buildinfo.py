@@ -1,0 +1,112 @@
+"""What this installation runs on: kernel backend, how the kernels were built, numpy and its BLAS.
+
+``python -m qcnn_lite info`` prints :func:`collect` (see :func:`main`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from importlib import resources
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["collect", "render", "main", "add_parser"]
+
+
+def _build_file() -> dict[str, Any]:
+    """The build record written by meson (qcnn_lite/kernels/_buildinfo.json), or a note why it is missing."""
+    try:
+        text = resources.files("qcnn_lite.kernels").joinpath("_buildinfo.json").read_text()
+    except (FileNotFoundError, OSError):
+        return {"pythran_kernels": "unknown (no _buildinfo.json: not installed through meson)"}
+    return json.loads(text)
+
+
+def _blas() -> list[dict[str, Any]]:
+    """BLAS libraries numpy uses (threadpoolctl when installed, else numpy's build config)."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        return [
+            {k: d.get(k) for k in ("internal_api", "version", "num_threads", "filepath", "architecture")}
+            for d in threadpool_info()
+            if d.get("user_api") == "blas"
+        ]
+    except ImportError:
+        cfg = np.show_config(mode="dicts") if np.lib.NumpyVersion(np.__version__) >= "1.26.0" else {}
+        blas = cfg.get("Build Dependencies", {}).get("blas", {}) if cfg else {}
+        return [{"name": blas.get("name"), "version": blas.get("version")}] if blas else []
+
+
+def collect() -> dict[str, Any]:
+    """Everything :func:`main` prints, as a JSON-able dict."""
+    from . import kernels
+
+    info: dict[str, Any] = {
+        "backend": kernels.backend(),
+        "available_backends": kernels.available_backends(),
+        "build": _build_file(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "numpy": np.__version__,
+        "blas": _blas(),
+    }
+    info["kernels_path"] = None
+    if "pythran" in info["available_backends"]:
+        from .kernels import _pythran
+
+        info["kernels_path"] = _pythran.__file__
+    return info
+
+
+def render(info: dict[str, Any]) -> str:
+    """A readable multi-line report of :func:`collect`."""
+    b = info["build"]
+    lines = [
+        f"backend in use      : {info['backend']}   (set QCNN_LITE_BACKEND=numpy|pythran|auto)",
+        f"available backends  : {', '.join(info['available_backends'])}",
+        f"pythran kernels     : {b.get('pythran_kernels')}",
+        f"kernels loaded from : {info['kernels_path'] or '-'}",
+    ]
+    if "cxx" in b:
+        lines += [
+            f"build options       : -Dpythran={b.get('pythran_option')} -Dnative={b.get('native')} "
+            f"-Dopenmp={b.get('openmp')}  buildtype={b.get('buildtype')} -O{b.get('optimization')}",
+            f"compiler            : {b.get('cxx')} ({b.get('cxx_version') or '-'})",
+            f"compiler flags      : {b.get('cpp_args') or '-'}",
+            f"pythran / meson     : {b.get('pythran_version')} / {b.get('meson_version')}",
+        ]
+    lines += [
+        f"python              : {info['python']} on {info['platform']}",
+        f"numpy               : {info['numpy']}",
+    ]
+    for lib in info["blas"] or [{"name": "unknown"}]:
+        desc = ", ".join(f"{k}={v}" for k, v in lib.items() if v is not None)
+        lines.append(f"numpy BLAS          : {desc}")
+    return "\n".join(lines) + "\n"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``info`` on a CLI's subparsers; the handler is ``args.func(args)``."""
+    p = subparsers.add_parser("info", help="kernel backend, build options, compiler, numpy/BLAS")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=lambda args: main(["--json"] if args.json else []))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the report; ``--json`` for machine-readable output."""
+    parser = argparse.ArgumentParser(prog="python -m qcnn_lite info", description=__doc__)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    args = parser.parse_args(argv)
+    info = collect()
+    print(json.dumps(info, indent=2) if args.json else render(info), end="\n" if args.json else "")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
