@@ -66,7 +66,7 @@ def _setting(settings: Mapping[str, Any] | None, name: str, kind: str) -> tuple[
     return int(d), int(k)
 
 
-def layer_costs(spec: list[dict], input_shape: tuple[int, int, int], settings: Mapping[str, Any] | None = None) -> list[LayerCost]:
+def layer_costs(input_shape: tuple[int, int, int], spec: list[dict], settings: Mapping[str, Any] | None = None) -> list[LayerCost]:
     """Per-layer costs of a spec; ``settings`` as in :func:`qcnn_lite.quantize.layer_settings`.
 
     Without settings only the CNN columns are meaningful (the Q-CNN columns repeat them).
@@ -98,9 +98,9 @@ def layer_costs(spec: list[dict], input_shape: tuple[int, int, int], settings: M
     return out
 
 
-def network_cost(spec: list[dict], input_shape: tuple[int, int, int], settings: Mapping[str, Any] | None = None) -> dict[str, float]:
+def network_cost(input_shape: tuple[int, int, int], spec: list[dict], settings: Mapping[str, Any] | None = None) -> dict[str, float]:
     """Totals: FLOPs, MiB, speed-up and compression of the Q-CNN against the CNN."""
-    layers = layer_costs(spec, input_shape, settings)
+    layers = layer_costs(input_shape, spec, settings)
     cf = sum(c.cnn_flops for c in layers)
     qf = sum(c.qcnn_flops for c in layers)
     cb = sum(c.cnn_bytes for c in layers)

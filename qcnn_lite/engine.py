@@ -135,6 +135,29 @@ class Network:
         self.input_shape = tuple(int(v) for v in self.input_shape)
         _validate_spec(self.spec)
         output_shapes(self.spec, self.input_shape)
+        for name, layer in self.params.items():
+            self.check_param(name, layer)
+
+    def check_param(self, name: str, layer: Any) -> None:
+        """Raise ValueError unless ``layer`` fits spec layer ``name`` (type, shape, stride, padding, groups)."""
+        specs = {L["name"]: (i, L) for i, L in self.param_layers()}
+        if name not in specs:
+            raise ValueError(f"params hold {name!r}, which is not a conv/fc layer of the spec")
+        i, L = specs[name]
+        in_shape = ([self.input_shape] + self.shapes())[i]
+        if L["type"] == "conv":
+            if not isinstance(layer, (Conv2d, QConv2d)):
+                raise ValueError(f"layer {name!r} is a conv layer, got {type(layer).__name__}")
+            got = (layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding, layer.groups)
+            want = (in_shape[0], L["out"], (L["kernel"],) * 2, L.get("stride", 1), L.get("padding", 0), L.get("groups", 1))
+            fields = "in_channels, out_channels, kernel, stride, padding, groups"
+        else:
+            if not isinstance(layer, (Linear, QLinear)):
+                raise ValueError(f"layer {name!r} is an fc layer, got {type(layer).__name__}")
+            got, want = (layer.in_features, layer.out_features), (int(np.prod(in_shape)), L["out"])
+            fields = "in_features, out_features"
+        if tuple(got) != tuple(want):
+            raise ValueError(f"layer {name!r} does not fit the spec: ({fields}) = {got}, the spec needs {want}")
 
     # -- structure ---------------------------------------------------------
     def param_layers(self) -> Iterator[tuple[int, dict]]:

@@ -22,7 +22,7 @@ def table1_rows() -> list[dict[str, Any]]:
     for net, settings in paper.TABLE1_SETTINGS.items():
         input_shape, spec = models.spec(net)
         for i, st in enumerate(settings, start=1):
-            c = network_cost(spec, input_shape, st)
+            c = network_cost(input_shape, spec, st)
             p = paper.table1_paper(net, i)
             rows.append({
                 "network": net,

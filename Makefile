@@ -1,0 +1,51 @@
+# qcnn-lite: `make reproduce` and `make test` are all a fresh machine needs; both set themselves up.
+SHELL   := /bin/bash
+PYTHON  ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PY      := $(BIN)/python
+STAMP   := $(VENV)/.setup-done
+# meson-python's editable install rebuilds on import and needs meson/ninja on PATH
+export PATH := $(abspath $(BIN)):$(PATH)
+PYTEST  := $(PY) -m pytest -p no:cacheprovider
+
+.PHONY: help setup system-deps data test test-core test-notebooks test-numpy test-asan reproduce lab clean
+
+help:
+	@echo "make reproduce  - set up, then rebuild the paper's tables into results/ and print them"
+	@echo "make test       - set up, then run the whole test suite (as CI does)"
+	@echo "make lab        - open JupyterLab on the notebooks"
+	@echo "make setup      - create $(VENV)/ and install qcnn-lite with every extra"
+	@echo "make data       - get Fashion-MNIST if it is missing"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt meson.build
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# build requirements first: the editable install builds without isolation (as SciPy's dev docs do)
+	$(PY) -m pip install -q -c constraints.txt "torch==2.13.0" meson-python meson ninja numpy pythran
+	$(PY) -m pip install -q -c constraints.txt --no-build-isolation -e ".[torch,notebooks,dev]"
+	@touch $@
+
+system-deps:
+	@scripts/system-deps.sh
+
+data: setup system-deps
+	$(PY) -m qcnn_lite.data fetch
+
+reproduce: setup data
+	$(PY) -m qcnn_lite reproduce
+
+test: setup system-deps data
+	$(PYTEST) tests
+	QCNN_LITE_BACKEND=numpy $(PYTEST) -q tests/test_layers.py tests/test_engine.py tests/test_quantize.py
+	$(MAKE) test-notebooks
+
+test-notebooks: setup
+	QCNN_FAST=1 QCNN_PROGRESS=0 $(PYTEST) --nbval-lax --nbval-current-env notebooks/
+
+lab: setup data
+	$(BIN)/jupyter lab notebooks/
+
+clean:
+	rm -rf build/ .pytest_cache/

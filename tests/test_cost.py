@@ -1,0 +1,61 @@
+"""The cost model against the paper's published figures and an independent count."""
+import numpy as np
+import pytest
+
+from qcnn_lite import models, paper, tables
+from qcnn_lite.cost import layer_costs, network_cost
+
+
+def test_cnn_storage_matches_paper():
+    for name, mib in [("alexnet", 232.56), ("cnns", 392.57)]:
+        c = network_cost(*models.spec(name))
+        assert c["cnn_mib"] == pytest.approx(mib, rel=1e-3)
+
+
+def test_params_match_the_synthetic_weights():
+    # an independent count: the arrays the engine actually allocates
+    net = models.synthetic("alexnet")
+    n = sum(p.weight.size + p.bias.size for p in net.params.values())
+    assert network_cost(*models.spec("alexnet"))["params"] == n == 60_965_224
+
+
+def test_released_alexnet():
+    c = network_cost(*models.spec("alexnet"), paper.RELEASED_ALEXNET)
+    assert c["qcnn_mib"] == pytest.approx(12.60, rel=0.01)
+    assert c["speedup"] == pytest.approx(4.16, rel=0.01)
+    assert c["cnn_flops"] == pytest.approx(724e6, rel=0.001)
+    assert c["qcnn_flops"] == pytest.approx(174e6, rel=0.005)
+
+
+def test_table2_qcnn_storage():
+    c = network_cost(*models.spec("cnns"), paper.RELEASED_ALEXNET)
+    assert c["qcnn_mib"] == pytest.approx(paper.table2_paper("cnns")["qcnn"]["storage_mb"], rel=0.002)
+
+
+def test_table1_every_row_within_1_5_percent():
+    rows = tables.table1_rows()
+    assert [(r["network"], r["setting"]) for r in rows] == [(n, s) for n in ("alexnet", "cnns", "vgg16") for s in (1, 2)]
+    for r in rows:
+        assert abs(r["speedup"] / r["paper_speedup"] - 1) <= 0.015, r
+        assert abs(r["compression"] / r["paper_compression"] - 1) <= 0.015, r
+
+
+def test_fc_and_conv_formulas_on_one_layer():
+    spec = [{"type": "conv", "name": "c", "out": 16, "kernel": 3, "stride": 1, "padding": 1, "groups": 2},
+            {"type": "flatten"}, {"type": "fc", "name": "f", "out": 10}]
+    c, f = layer_costs((8, 5, 5), spec, {"conv": (2, 4), "fc": (4, 8)})
+    # conv: M = (8/2)/2 = 2; CNN dt^2*Ct*k^2*Cs/g; Q-CNN ds^2*Cs*K + dt^2*k^2*M*Ct
+    assert (c.cnn_flops, c.qcnn_flops) == (25 * 16 * 9 * 4, 25 * 8 * 4 + 25 * 9 * 2 * 16)
+    assert c.qcnn_bytes == 4 * 2 * 2 * 4 + 16 * 9 * 2 * 2 / 8 + 4 * 16
+    assert (f.cnn_flops, f.qcnn_flops) == (400 * 10, 400 * 8 + 10 * 100)
+    assert f.cnn_bytes == 4 * (400 * 10 + 10)
+
+
+def test_paper_tables_copy_is_faithful():
+    import json
+    from pathlib import Path
+
+    shared = Path(__file__).resolve().parents[2] / "shared" / "paper" / "tables.json"
+    if not shared.exists():
+        pytest.skip("../shared/paper/tables.json is not beside this checkout")
+    assert json.loads(shared.read_text()) == paper.TABLES
