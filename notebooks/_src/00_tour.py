@@ -1,0 +1,204 @@
+from nbbuild import build, code, md, setup
+
+NB = "00_tour"
+cells = [
+    md(r"""
+    # 00 · A tour of qcnn-lite: why quantize a CNN?
+
+    **What you will learn**
+    - where a convolutional network spends its arithmetic and its memory, layer by layer (AlexNet as the example);
+    - what Quantized CNN (Q-CNN, Wu et al. 2016) promises: about 4x fewer multiply-adds and about 18x less storage;
+    - how this suite of notebooks is organised, and how to run it (fast mode, kernel backends, where figures go).
+
+    **What you need**
+    - nothing beyond the installed `qcnn_lite` package: this notebook only uses the *cost model*
+      (`qcnn_lite.cost`), which works on architecture specifications and never touches weights;
+    - it runs in a few seconds.
+    """),
+    setup(NB, "import pandas as pd\nfrom qcnn_lite import cost, kernels, models, paper"),
+    md(r"""
+    ## 1. The problem: a CNN's cost, layer by layer
+
+    The paper counts one **FLOP** as one multiply-add. For a convolution with $C_s$ input channels,
+    $C_t$ output channels, a $d_k \times d_k$ kernel, $g$ groups and a $d_t \times d_t$ output map,
+    and for a fully-connected (fc) layer with $C_s$ inputs and $C_t$ outputs:
+
+    $$
+    \text{FLOPs}_\text{conv} = d_t^2\, C_t\, d_k^2\, \frac{C_s}{g},
+    \qquad
+    \text{FLOPs}_\text{fc} = C_s\, C_t .
+    $$
+
+    Storage is 4 bytes (float32) per weight plus the biases. A convolution reuses each weight at every
+    one of its $d_t^2$ output positions; an fc layer uses each weight exactly once. So we should expect the
+    **conv layers to dominate the arithmetic** and the **fc layers to dominate the memory**.
+    `qcnn_lite.cost.layer_costs` evaluates these formulas on the exact BVLC AlexNet specification
+    (`qcnn_lite.models.spec("alexnet")`).
+    """),
+    code(r"""
+    input_shape, spec = models.spec("alexnet")
+    layers = cost.layer_costs(spec=spec, input_shape=input_shape)
+    df = pd.DataFrame([c.as_dict() for c in layers]).set_index("name")
+    df["MFLOPs"] = df["cnn_flops"] / 1e6
+    df["MiB"] = df["cnn_bytes"] / cost.MiB
+    df[["type", "cs", "ct", "kernel", "groups", "ds", "dt", "params", "MFLOPs", "MiB"]].round(2)
+    """),
+    code(r"""
+    # NBVAL_CHECK_OUTPUT
+    total = cost.network_cost(spec=spec, input_shape=input_shape)
+    conv_flops = df.loc[df.type == "conv", "cnn_flops"].sum() / total["cnn_flops"]
+    fc_bytes = df.loc[df.type == "fc", "cnn_bytes"].sum() / df["cnn_bytes"].sum()
+    print(f"AlexNet: {total['params']:,} parameters = {total['cnn_mib']:.2f} MiB, "
+          f"{total['cnn_flops'] / 1e6:.1f} M FLOPs per image")
+    print(f"conv layers: {100 * conv_flops:.1f}% of the FLOPs; fc layers: {100 * fc_bytes:.1f}% of the storage")
+    """),
+    code(r"""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    colors = ["tab:blue" if t == "conv" else "tab:orange" for t in df.type]
+    axes[0].bar(df.index, df.MFLOPs, color=colors)
+    axes[0].set(title="Arithmetic per layer", ylabel="million multiply-adds")
+    axes[1].bar(df.index, df.MiB, color=colors)
+    axes[1].set(title="Storage per layer", ylabel="MiB (float32)")
+    for ax in axes:
+        ax.tick_params(axis="x", rotation=45)
+    axes[0].legend(handles=[plt.Rectangle((0, 0), 1, 1, color="tab:blue"), plt.Rectangle((0, 0), 1, 1, color="tab:orange")],
+                   labels=["conv", "fc"])
+    fig.suptitle("BVLC AlexNet, one 227x227 image")
+    fig.tight_layout()
+    show(fig, "alexnet_cost_per_layer")
+    """),
+    md(r"""
+    Two different problems, then: to run faster we must shrink the **conv** arithmetic; to fit on a phone
+    we must shrink the **fc** weights. Q-CNN attacks both with one idea.
+
+    ## 2. What Q-CNN promises
+
+    Q-CNN replaces each layer's weights by **product quantization**
+    (notebook 01): the input dimension is cut into $M = C_s / C'_s$ sub-spaces of $C'_s$ channels; in each
+    sub-space every weight sub-vector is replaced by one of $K$ learned codewords. At test time the layer
+    first computes the inner products of its input with all codewords (a **look-up table**), and every
+    output is then a sum of $M$ table entries per kernel tap instead of $C_s$ multiply-adds:
+
+    $$
+    \text{FLOPs}^{Q}_\text{fc} = C_s K + C_t M,
+    \qquad
+    \text{FLOPs}^{Q}_\text{conv} = d_s^2\, C_s K + d_t^2\, d_k^2\, M\, C_t .
+    $$
+
+    Storage becomes $K$ codewords of $C'_s$ floats per sub-space plus one $\log_2 K$-bit index per
+    sub-vector:
+
+    $$
+    \text{bytes}^{Q} = 4 M C'_s K + \frac{C_t\, d_k^2\, M \log_2 K}{8} + 4 C_t .
+    $$
+
+    The authors released one quantized AlexNet with $C'_s=8, K=128$ for the conv layers, $C'_s=4, K=32$ for
+    fc6/fc7 and $C'_s=1, K=16$ for fc8 (`qcnn_lite.paper.RELEASED_ALEXNET`). They report a theoretical speed-up
+    of 4.16x and 232.56 MiB → 12.60 MiB. The cost model reproduces it:
+    """),
+    code(r"""
+    # NBVAL_CHECK_OUTPUT
+    print("settings (C's, K):", paper.RELEASED_ALEXNET)
+    q = cost.network_cost(spec=spec, input_shape=input_shape, settings=paper.RELEASED_ALEXNET)
+    print(f"FLOPs   : {q['cnn_flops'] / 1e6:.0f} M -> {q['qcnn_flops'] / 1e6:.0f} M   speed-up {q['speedup']:.2f}x  (paper: 4.16x, 724M -> 174M)")
+    print(f"storage : {q['cnn_mib']:.2f} MiB -> {q['qcnn_mib']:.2f} MiB   compression {q['compression']:.1f}x  (paper: 232.56 -> 12.60 MiB)")
+    """),
+    md(r"""
+    The 0.02 MiB gap to the paper's 12.60 MiB is rounding in their storage accounting (the released file
+    packs indices into 4096-byte blocks). Layer by layer, on a log scale:
+    """),
+    code(r"""
+    qlayers = cost.layer_costs(spec=spec, input_shape=input_shape, settings=paper.RELEASED_ALEXNET)
+    names = [c.name for c in qlayers]
+    x = np.arange(len(names))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, (a, b, unit, scale) in zip(axes, [("cnn_flops", "qcnn_flops", "million multiply-adds", 1e6),
+                                             ("cnn_bytes", "qcnn_bytes", "MiB", cost.MiB)]):
+        ax.bar(x - 0.2, [getattr(c, a) / scale for c in qlayers], 0.4, label="CNN")
+        ax.bar(x + 0.2, [getattr(c, b) / scale for c in qlayers], 0.4, label="Q-CNN")
+        ax.set_xticks(x, names, rotation=45)
+        ax.set_yscale("log")
+        ax.set_ylabel(unit)
+        ax.legend()
+    axes[0].set_title("Arithmetic: 4.2x fewer multiply-adds in all")
+    axes[1].set_title("Storage: 18.5x smaller in all")
+    fig.tight_layout()
+    show(fig, "alexnet_cnn_vs_qcnn")
+    """),
+    md(r"""
+    Note fc8: with $C'_s=1$ every weight gets its own 4-bit index, so its arithmetic barely changes
+    ($C_s K + C_t M = 4096\cdot16 + 1000\cdot4096 > C_s C_t$) but its storage shrinks 7x.
+
+    These are *theoretical* numbers: the notebooks that follow show how the codebooks are learned
+    (01–04), check that the look-up-table kernels compute exactly what the reconstructed weights would
+    (02, 03), and measure the accuracy that quantization costs on small networks trained on
+    Fashion-MNIST (02, 04).
+
+    ## 3. A map of the suite
+
+    | notebook | what it covers |
+    |---|---|
+    | [00_tour](00_tour.ipynb) | this page: where a CNN spends FLOPs and bytes; what Q-CNN promises; how to run |
+    | [01_product_quantization](01_product_quantization.ipynb) | k-means, product quantization, distortion vs $K$ and $C'_s$, the look-up-table trick |
+    | [02_quantized_fc_layer](02_quantized_fc_layer.ipynb) | one fc layer: weight-space PQ, then error correction on real activations; LUT inference timed |
+    | [03_quantized_conv_layer](03_quantized_conv_layer.ipynb) | one conv layer: shared codebooks across taps, the LUT planes, padding and groups, exactness and speed |
+    | [04_whole_network](04_whole_network.ipynb) | a whole network layer by layer: accumulated-error compensation, accuracy vs compression, the model file |
+    | 05–07 | the paper's tables and measurements rebuilt (speed-up/compression, run time and memory); see the listing below |
+
+    The cell below lists the notebooks actually present next to this one, with their titles:
+    """),
+    code(r"""
+    import json
+    from pathlib import Path
+    import qcnn_lite
+
+    nb_dir = Path(qcnn_lite.__file__).resolve().parents[1] / "notebooks"
+    for path in sorted(nb_dir.glob("[0-9][0-9]_*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        title = next((c["source"] if isinstance(c["source"], str) else "".join(c["source"])
+                      for c in cells if c["cell_type"] == "markdown"), "").splitlines()[0].lstrip("# ")
+        print(f"{path.name:38s} {title}")
+    """),
+    md(r"""
+    ## 4. How to run the notebooks
+
+    - **Full mode** (default) reproduces the committed outputs: full test sets, more calibration images,
+      more iterations. Every notebook runs in a few minutes on a laptop.
+    - **Fast mode**: `QCNN_FAST=1` shrinks data sets and iteration counts so that the whole suite runs in CI:
+      `QCNN_FAST=1 pytest --nbval-lax --nbval-current-env notebooks/`. Cells whose printed results must stay
+      true are marked `# NBVAL_CHECK_OUTPUT`; they print the same text in both modes.
+    - **Kernel backend**: the look-up-table kernels have a pure-numpy reference and optional compiled Pythran
+      kernels. `QCNN_LITE_BACKEND=numpy|pythran|auto` picks one at import (default `auto`: Pythran when built);
+      `qcnn_lite.kernels.set_backend(...)` switches at run time.
+    - **Figures** are saved as PNG under `figures/<notebook>/` before they are shown (`qcnn_lite.figures.savefig`);
+      set `QCNN_FIGURES` to put them elsewhere.
+    """),
+    code(r"""
+    print("fast mode        :", figures.fast_mode())
+    print("kernel backend   :", kernels.backend())
+    print("available        :", kernels.available_backends())
+    folder = figures.figures_root() / NOTEBOOK
+    print("figures go to    :", folder.relative_to(folder.parents[1]) if len(folder.parents) > 1 else folder)
+    """),
+    md(r"""
+    ## Summary
+
+    - In AlexNet the five conv layers do ~92% of the arithmetic while the three fc layers hold ~96% of the weights.
+    - Q-CNN quantizes both kinds of layer with product quantization and evaluates them through look-up tables:
+      the cost model gives 4.16x fewer FLOPs and 18.5x less storage for the authors' released AlexNet,
+      matching the paper.
+    - Everything here came from formulas on the architecture; the next notebooks learn real codebooks.
+
+    ## Exercises
+
+    1. Compute the same per-layer bar plots for VGG-16 (`models.spec("vgg16")`). Which layer dominates its FLOPs,
+       and which its storage?
+    2. Using `cost.network_cost`, find the fc setting $(C'_s, K)$ for AlexNet's fc6/fc7 that reaches 30x compression
+       with the conv setting unchanged. What happens to the speed-up?
+    3. From the formula $C_s K + C_t M$, derive the largest $K$ for which a quantized fc layer with $C'_s=4$ still
+       needs fewer FLOPs than the dense one. Check your answer against `cost.layer_costs`.
+    """),
+]
+
+if __name__ == "__main__":
+    build(NB, cells)
