@@ -28,7 +28,7 @@ import os
 import struct
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -36,7 +36,10 @@ from .engine import LAYER_TYPES, PARAM_TYPES, Network, output_shapes
 from .layers import Conv2d, Linear, QConv2d, QLinear
 from .pq import code_dtype
 
-__all__ = ["ModelFormatError", "save", "load", "read_manifest", "FORMAT_VERSION", "MAGIC", "code_bits"]
+if TYPE_CHECKING:
+    import argparse
+
+__all__ = ["ModelFormatError", "save", "load", "read_manifest", "describe", "add_parser", "FORMAT_VERSION", "MAGIC", "code_bits"]
 
 MAGIC = b"QCNNLITE"
 FORMAT_VERSION = 1
@@ -78,16 +81,20 @@ def _pack_codes(codes: np.ndarray, bits: int) -> bytes:
 
 
 def _unpack_codes(buf: memoryview, n: int, bits: int, dtype: np.dtype) -> np.ndarray:
-    """Inverse of :func:`_pack_codes`: n codes of ``bits`` bits -> (n,) array of ``dtype``."""
+    """Inverse of :func:`_pack_codes`: n codes of ``bits`` bits -> (n,) array of ``dtype``.
+
+    A code of at most 16 bits starting anywhere in a byte lies within 3 bytes, so
+    each one is cut out of a 24-bit big-endian window.
+    """
+    raw = np.zeros(len(buf) + 2, dtype=np.uint32)  # two zero bytes so every window is in bounds
+    raw[: len(buf)] = np.frombuffer(buf, dtype=np.uint8)
     out = np.empty(n, dtype=dtype)
-    step = _CHUNK * bits // 8  # bytes per chunk of _CHUNK codes
-    raw = np.frombuffer(buf, dtype=np.uint8)
-    for j, i in enumerate(range(0, n, _CHUNK)):
-        m = min(_CHUNK, n - i)
-        b = np.unpackbits(raw[j * step : j * step + (m * bits + 7) // 8], count=m * bits).reshape(m, bits)
-        wide = np.zeros((m, 16), dtype=np.uint8)
-        wide[:, 16 - bits :] = b
-        out[i : i + m] = np.packbits(wide, axis=1).view(">u2").reshape(m)
+    mask = np.uint32((1 << bits) - 1)
+    for i in range(0, n, _CHUNK):
+        pos = np.arange(i, min(n, i + _CHUNK), dtype=np.int64) * bits  # bit offset of each code
+        idx = pos >> 3
+        window = (raw[idx] << 16) | (raw[idx + 1] << 8) | raw[idx + 2]
+        out[i : i + len(pos)] = (window >> (24 - bits - (pos & 7)).astype(np.uint32)) & mask
     return out
 
 
@@ -305,7 +312,10 @@ def load(path: str | os.PathLike) -> Network:
     if path.is_dir():
         raise ModelFormatError(f"{path}: is a directory, not a model file")
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(len(MAGIC))
+            if data == MAGIC:  # read the rest only if this is a model file at all
+                data += f.read()
     except IsADirectoryError:
         raise ModelFormatError(f"{path}: is a directory, not a model file") from None
     return _parse(memoryview(data), str(path))
@@ -666,3 +676,34 @@ def _build(man: dict, arrays: dict[tuple[str, str], np.ndarray], where: str) -> 
         return Network(net["name"], tuple(net["input_shape"]), net["spec"], params, net["meta"])
     except ValueError as err:
         raise fail(f"invalid network: {err}") from None
+
+
+# --------------------------------------------------------------------------- command line
+def describe(path: str | os.PathLike) -> str:
+    """A text summary of a model file, after full validation: layers, K, bits and bytes per layer."""
+    path = Path(path)
+    net = load(path)  # validates everything, payload included
+    man = read_manifest(path)
+    rows = [f"{path}: {net.name}, input {'x'.join(map(str, net.input_shape))}, format version {man['format_version']}, "
+            f"{_size(path.stat().st_size)}"]
+    for e in man["layers"]:
+        arrays = [a for a in man["arrays"] if a["layer"] == e["name"]]
+        nbytes = sum(a["nbytes"] for a in arrays)
+        shapes = ", ".join(f"{a['role']} {'x'.join(map(str, a['shape']))}" for a in arrays)
+        codes = next((a for a in arrays if a["role"] == "codes"), None)
+        q = f"; K={arrays[0]['shape'][1]} at {codes['bits']} bits" if codes else ""
+        rows.append(f"  {e['name']:<10} {e['class']:<8} {_size(nbytes):>10}  {shapes}{q}")
+    if net.meta:
+        rows.append(f"  meta: {json.dumps(net.meta, sort_keys=True, ensure_ascii=False)[:200]}")
+    return "\n".join(rows) + "\n"
+
+
+def _size(n: int) -> str:
+    return f"{n} B" if n < 1024 else f"{n / 1024:.1f} KiB" if n < 2**20 else f"{n / 2**20:.2f} MiB"
+
+
+def add_parser(subparsers: "argparse._SubParsersAction") -> None:
+    """Register ``model-info PATH``: validate a model file and print its layers."""
+    p = subparsers.add_parser("model-info", help="check a .qcnn model file and list its layers and sizes")
+    p.add_argument("path", help="model file written by qcnn_lite.modelfile.save")
+    p.set_defaults(func=lambda args: print(describe(args.path), end="") or 0)

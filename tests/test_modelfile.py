@@ -11,10 +11,11 @@ import struct
 import numpy as np
 import pytest
 
-from qcnn_lite import models
+from qcnn_lite import cost, models
 from qcnn_lite.engine import Network, build_layer, output_shapes
 from qcnn_lite.layers import Conv2d, Linear, QConv2d, QLinear
-from qcnn_lite.modelfile import ModelFormatError, load, read_manifest, save
+from qcnn_lite.modelfile import ModelFormatError, add_parser, describe, load, read_manifest, save
+from qcnn_lite.quantize import quantize_network
 
 MAGIC = b"QCNNLITE"
 
@@ -160,6 +161,30 @@ def test_round_trip_mixed_and_meta_types(tmp_path, qfile):
     assert load(save(net2, tmp_path / "t.qcnn")).meta["pair"] == [1, 2]
 
 
+def test_round_trip_quantize_network(tmp_path):
+    """A network from quantize_network (k-means codebooks, its meta) comes back bit-identical."""
+    qnet = quantize_network(tiny_net(seed=2), None, {"conv": (2, 8), "fc": (2, 4), "f2": (1, 2)},
+                            error_correction=False, show_progress=False)
+    assert isinstance(qnet.params["f2"], QLinear) and qnet.params["f2"].n_codewords == 2
+    back = load(save(qnet, tmp_path / "q.qcnn"))
+    assert_same(qnet, back)
+    assert back.meta["quantization"]["settings"]["f2"] == [1, 2]
+
+
+def test_describe_and_cli(tmp_path, qfile, capsys):
+    import argparse
+
+    p = tmp_path / "m.qcnn"
+    p.write_bytes(qfile[1])
+    text = describe(p)
+    assert "tiny" in text and "QConv2d" in text and "K=100 at 7 bits" in text and "K=16 at 4 bits" in text
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["model-info", str(p)])
+    assert args.func(args) == 0
+    assert capsys.readouterr().out == text
+
+
 def load_bytes(tmp_path, data: bytes) -> Network:
     p = tmp_path / "x.qcnn"
     p.write_bytes(data)
@@ -182,6 +207,18 @@ def test_codes_are_packed_msb_first(tmp_path, K):
         a = array_entry(man, name, "codes")
         got = payload[a["offset"] : a["offset"] + a["nbytes"]]
         assert got == _pack_reference(net.params[name].codes, a["bits"])
+
+
+@pytest.mark.parametrize("K", [3, 100, 1024])
+def test_packing_in_small_chunks(tmp_path, monkeypatch, K):
+    """Packing and unpacking work in chunks of codes; chunk edges must not shift the stream."""
+    import qcnn_lite.modelfile as mf
+
+    net = tiny_net({"c1": K, "f1": K}, seed=4)
+    whole = save(net, tmp_path / "a.qcnn").read_bytes()
+    monkeypatch.setattr(mf, "_CHUNK", 8)
+    assert save(net, tmp_path / "b.qcnn").read_bytes() == whole
+    assert_same(net, load(tmp_path / "a.qcnn"))
 
 
 def test_known_bit_pattern(tmp_path):
@@ -249,7 +286,7 @@ def test_alexnet_size_matches_cost_model(tmp_path):
     settings = {"conv": (8, 128), "fc": (4, 32), "fc8": (1, 16)}
     shapes = [input_shape] + output_shapes(spec, input_shape)
     rng = np.random.default_rng(0)
-    params, cost = {}, 0.0
+    params, nbytes = {}, 0.0
     for i, L in enumerate(spec):
         if L["type"] not in ("conv", "fc"):
             continue
@@ -258,11 +295,12 @@ def test_alexnet_size_matches_cost_model(tmp_path):
         d = min(d, cin)
         layer = _random_q(L, shapes[i], K, d, rng)
         params[L["name"]] = layer
-        cost += 4 * layer.codebooks.size + layer.codes.size * math.log2(K) / 8 + 4 * L["out"]
+        nbytes += 4 * layer.codebooks.size + layer.codes.size * math.log2(K) / 8 + 4 * L["out"]
     net = Network("alexnet", input_shape, spec, params)
     size = os.path.getsize(save(net, tmp_path / "alexnet.qcnn"))
-    assert abs(cost / 2**20 - 12.58) < 0.01  # the paper's 12.60 MiB, by the formula
-    assert abs(size / cost - 1) < 0.01, (size / 2**20, cost / 2**20)
+    assert abs(nbytes / 2**20 - 12.58) < 0.01  # the paper's 12.60 MiB, by the formula
+    assert abs(size / nbytes - 1) < 0.01, (size / 2**20, nbytes / 2**20)
+    assert abs(size / 2**20 / cost.network_cost(input_shape, spec, settings)["qcnn_mib"] - 1) < 0.01
     back = read_manifest(tmp_path / "alexnet.qcnn")
     assert [a["bits"] for a in back["arrays"] if a["role"] == "codes"] == [7] * 5 + [5, 5, 4]
 
@@ -529,13 +567,18 @@ def _mutate(data: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
     return what, assemble(man, payload, version, canonical=bool(rng.random() < 0.9))
 
 
-def test_fuzz_only_model_format_errors(tmp_path, qfile):
+@pytest.mark.parametrize("which", ["K=100,16", "K=1024,1"])
+def test_fuzz_only_model_format_errors(tmp_path, qfile, which):
     """Mutated files either load to a network that saves back to the same bytes, or raise ModelFormatError."""
-    net, data = qfile
-    rng = np.random.default_rng(20160627)
+    if which == "K=100,16":
+        net, data = qfile
+    else:  # uint16 codes at 10 bits and 1-bit codes of K=1
+        net = tiny_net({"c2": 1024, "f1": 1, "f2": 1024}, seed=9)
+        data = save(net, tmp_path / "base.qcnn").read_bytes()
+    rng = np.random.default_rng(20160627 + len(which))
     p, out = tmp_path / "fuzz.qcnn", tmp_path / "resaved.qcnn"
     loaded = errors = 0
-    for i in range(400):
+    for i in range(300):
         what, bad = _mutate(data, rng)
         p.write_bytes(bad)
         try:
