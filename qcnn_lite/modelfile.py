@@ -279,6 +279,10 @@ def _manifest(net: Network) -> tuple[bytes, list[np.ndarray | bytes]]:
         "payload_nbytes": offset,
     }
     text = _dumps(manifest)
+    try:  # whatever save writes, load must accept: e.g. a spec stride of 1.0 would not load
+        _check_manifest(json.loads(text), _Fail(f"cannot save network {net.name!r}"))
+    except ModelFormatError as e:
+        raise ValueError(str(e)) from None
     pad = -(_PREAMBLE.size + len(text)) % ALIGN
     return text + b" " * pad, data
 
@@ -308,6 +312,17 @@ def load(path: str | os.PathLike) -> Network:
     :class:`ModelFormatError` naming the file and the problem.
     FileNotFoundError is raised as usual for a missing file.
     """
+    man, arrays = _read(path)
+    return _guarded(lambda: _build(man, arrays, str(path)), str(path))
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """The JSON manifest of a model file (network, layers, arrays), after the same checks as :func:`load`."""
+    return _read(path)[0]
+
+
+def _read(path: str | os.PathLike) -> tuple[dict, dict[tuple[str, str], np.ndarray]]:
+    """The validated manifest and decoded arrays of a model file."""
     path = Path(path)
     if path.is_dir():
         raise ModelFormatError(f"{path}: is a directory, not a model file")
@@ -318,17 +333,8 @@ def load(path: str | os.PathLike) -> Network:
                 data += f.read()
     except IsADirectoryError:
         raise ModelFormatError(f"{path}: is a directory, not a model file") from None
-    return _parse(memoryview(data), str(path))
-
-
-def read_manifest(path: str | os.PathLike) -> dict:
-    """The validated JSON manifest of a model file (network, layers, arrays), without building layers."""
-    path = Path(path)
-    if path.is_dir():
-        raise ModelFormatError(f"{path}: is a directory, not a model file")
-    buf = memoryview(path.read_bytes())
-    man, _ = _guarded(lambda: _validate(buf, str(path)), str(path))
-    return man
+    buf = memoryview(data)
+    return _guarded(lambda: _validate(buf, str(path)), str(path))
 
 
 def _guarded(fn, where: str):
@@ -339,11 +345,6 @@ def _guarded(fn, where: str):
         raise
     except Exception as e:  # a malformed file must never escape as IndexError, KeyError, ...
         raise ModelFormatError(f"{where}: not a valid qcnn-lite model ({type(e).__name__}: {e})") from e
-
-
-def _parse(buf: memoryview, where: str) -> Network:
-    man, arrays = _guarded(lambda: _validate(buf, where), where)
-    return _guarded(lambda: _build(man, arrays, where), where)
 
 
 class _Fail:
@@ -682,8 +683,8 @@ def _build(man: dict, arrays: dict[tuple[str, str], np.ndarray], where: str) -> 
 def describe(path: str | os.PathLike) -> str:
     """A text summary of a model file, after full validation: layers, K, bits and bytes per layer."""
     path = Path(path)
-    net = load(path)  # validates everything, payload included
-    man = read_manifest(path)
+    man, arrays = _read(path)  # validates everything, payload included
+    net = _guarded(lambda: _build(man, arrays, str(path)), str(path))
     rows = [f"{path}: {net.name}, input {'x'.join(map(str, net.input_shape))}, format version {man['format_version']}, "
             f"{_size(path.stat().st_size)}"]
     for e in man["layers"]:

@@ -270,10 +270,13 @@ def test_save_rejects_what_it_cannot_store_exactly(tmp_path):
     del bad.params["c1"]
     with pytest.raises(ValueError, match="no parameters for c1"):
         save(bad, tmp_path / "m.qcnn")
-    bad = net.copy()
-    bad.params["f1"].weight = bad.params["f1"].weight.copy()
+    bad = tiny_net()
     bad.params["f1"].weight[0, 0] = np.inf
     with pytest.raises(ValueError, match="NaN or Inf"):
+        save(bad, tmp_path / "m.qcnn")
+    bad = tiny_net()
+    bad.spec[3]["ceil"] = 0  # the loader wants a boolean: save must not write what load refuses
+    with pytest.raises(ValueError, match="ceil must be true or false"):
         save(bad, tmp_path / "m.qcnn")
     assert not os.listdir(tmp_path)
     with pytest.raises(IsADirectoryError):
