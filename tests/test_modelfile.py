@@ -255,6 +255,24 @@ def test_refuses_to_overwrite(tmp_path):
     assert os.stat(p).st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
+    import qcnn_lite.modelfile as mf
+
+    p = tmp_path / "m.qcnn"
+    save(tiny_net(), p)
+    before = p.read_bytes()
+
+    def disk_full(f, header, arrays):
+        f.write(header[:100])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(mf, "_write", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        save(tiny_net(seed=1), p, overwrite=True)
+    assert p.read_bytes() == before  # the old model is intact
+    assert os.listdir(tmp_path) == ["m.qcnn"]
+
+
 def test_save_rejects_what_it_cannot_store_exactly(tmp_path):
     net = tiny_net()
     for meta, match in [({"x": float("nan")}, "NaN"), ({"x": np.float32(1)}, "float32"), ({1: 2}, "non-string key")]:
