@@ -218,7 +218,7 @@ def classify(net: Network, data: bytes | str | os.PathLike | Any, dense: Network
 _CSS = """
 <style>
 .qcnn-top5 { list-style: none; padding: 0; margin: 0.3em 0; font-family: sans-serif; font-size: 13px; }
-.qcnn-top5 li { display: grid; grid-template-columns: 9em 12em 4.5em; align-items: center; gap: 0.4em; margin: 2px 0; }
+.qcnn-top5 li { display: grid; grid-template-columns: 7.5em 8em 3.5em; align-items: center; gap: 0.4em; margin: 2px 0; }
 .qcnn-top5 .qcnn-bar { background: #eee; height: 0.9em; }
 .qcnn-top5 .qcnn-fill { background: #3b7dd8; height: 100%; }
 .qcnn-top5 li:first-child .qcnn-fill { background: #d8663b; }
@@ -340,7 +340,7 @@ def classify_app(model_path: str | os.PathLike | None = None, dense_path: str | 
         html_q = top5_html(res.top, f"Q-CNN ({net.name}): top-5")
         t = f"Q-CNN: {1000 * res.seconds:.2f} ms ({res.backend} kernels)"
         if res.dense_top is not None:
-            html_q = (f'<div style="display:flex; gap:2em">{html_q}'
+            html_q = (f'<div style="display:flex; flex-wrap:wrap; gap:1.5em">{html_q}'
                       f'{top5_html(res.dense_top, "dense CNN: top-5")}</div>')
             t += f" &nbsp;|&nbsp; dense CNN: {1000 * res.dense_seconds:.2f} ms"
         result.value = html_q
@@ -369,7 +369,7 @@ def classify_app(model_path: str | os.PathLike | None = None, dense_path: str | 
         header,
         W.HBox(inputs, layout=W.Layout(align_items="flex-start", grid_gap="1.5em")),
         message,
-        W.HBox([W.VBox([W.HTML("<b>What the network sees</b>"), picture]), W.VBox([result, timing])],
+        W.HBox([W.VBox([W.HTML("<b>Network input</b>"), picture]), W.VBox([result, timing])],
                layout=W.Layout(grid_gap="1.5em")),
     ])
     box.add_class("qcnn-classify-app")

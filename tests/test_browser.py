@@ -1,0 +1,161 @@
+"""End to end in a real browser: JupyterLab + headless Chromium with a fake camera.
+
+Starts JupyterLab on 127.0.0.1 (a secure context, so getUserMedia is allowed)
+with a random token and port, opens notebooks/07_webcam_demo.ipynb in Debian's
+Chromium (driven by Playwright's Python API, never ``playwright install``),
+runs the app cell, presses Capture and checks that a top-5 list appears. The
+screenshot goes to figures/07_webcam_demo/browser_capture.png.
+
+Needs ``/usr/bin/chromium`` (``apt-get install chromium``) and ``playwright``
+(pip); skipped, loudly, when either is missing. Autosave is switched off and
+the notebook file is checked to be unchanged afterwards.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = "notebooks/07_webcam_demo.ipynb"
+CHROMIUM = os.environ.get("QCNN_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOT = REPO / "figures" / "07_webcam_demo" / "browser_capture.png"
+CHROMIUM_ARGS = [
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _skip_reason() -> str | None:
+    if not Path(CHROMIUM).is_file():
+        return f"BROWSER TEST SKIPPED: no Chromium at {CHROMIUM} (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "BROWSER TEST SKIPPED: the playwright package is not installed (pip install playwright)"
+    if shutil.which("jupyter", path=str(Path(sys.executable).parent)) is None:
+        return "BROWSER TEST SKIPPED: jupyter is not installed next to this Python"
+    return None
+
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"JupyterLab exited early with code {proc.returncode}:\n{tail}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"JupyterLab did not answer {url} within {timeout} s")
+
+
+@pytest.fixture
+def jupyterlab(tmp_path):
+    """A JupyterLab server on 127.0.0.1 at the repository root; yields (base URL, token). Killed afterwards."""
+    port, token = _free_port(), secrets.token_hex(16)
+    settings = tmp_path / "settings"
+    # no autosave (the committed notebook must not change), no news pop-up
+    for plugin, value in [("@jupyterlab/docmanager-extension/plugin.jupyterlab-settings", {"autosave": False}),
+                          ("@jupyterlab/apputils-extension/notification.jupyterlab-settings", {"fetchNews": "false"})]:
+        f = settings / plugin
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps(value))
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+               QCNN_PROGRESS="0")
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={REPO}", "--ServerApp.open_browser=False",
+           f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
+           "--LabApp.extension_manager=readonly", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    if os.geteuid() == 0:  # CI and containers run as root
+        cmd.append("--allow-root")
+    log_path = tmp_path / "jupyterlab.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/api/status?token={token}", proc, timeout=60, log=log_path)
+        yield f"http://127.0.0.1:{port}", token
+    finally:
+        # the server and its kernels share one new session: end the whole group, then make sure
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        log.close()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # stray kernels left in the group
+        except ProcessLookupError:
+            pass
+
+
+def test_capture_in_jupyterlab_shows_top5(jupyterlab):
+    from playwright.sync_api import sync_playwright
+
+    base, token = jupyterlab
+    before = hashlib.sha256((REPO / NOTEBOOK).read_bytes()).hexdigest()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page.goto(f"{base}/lab/tree/{NOTEBOOK}?token={token}&reset", timeout=60_000)
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+            # the kernel must be ready before we run anything
+            page.get_by_text("Kernel status: Idle").first.wait_for(state="attached", timeout=60_000)
+            cell = page.locator(".jp-CodeCell", has_text="classify_app()").first
+            cell.scroll_into_view_if_needed()
+            cell.locator(".cm-content").click()
+            page.keyboard.press("Shift+Enter")
+            status = page.locator(".qcnn-camera-status[data-state='live']")
+            status.wait_for(timeout=90_000)
+            page.locator(".qcnn-camera-capture").click()
+            rows = page.locator(".qcnn-top5").first.locator("li")
+            rows.first.wait_for(timeout=30_000)
+            names = rows.evaluate_all("els => els.map(e => [e.dataset.class, parseFloat(e.dataset.p)])")
+            timing = page.locator(".qcnn-time").inner_text()
+            page.locator(".qcnn-classify-app").scroll_into_view_if_needed()
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT))
+        finally:
+            browser.close()
+    print(f"\nfake camera frame classified as: {names}\n{timing}\nscreenshot: {SCREENSHOT}")
+    probs = [p for _, p in names]
+    assert len(names) == 5 and len({n for n, _ in names}) == 5
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    assert "source: camera" in timing
+    assert hashlib.sha256((REPO / NOTEBOOK).read_bytes()).hexdigest() == before, "the notebook file was modified"
