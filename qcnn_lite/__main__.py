@@ -20,6 +20,21 @@ def _reproduce(args: argparse.Namespace) -> int:
     return reproduce.main(out_dir=Path(args.out), fast=args.fast)
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from . import evaluate, tables
+
+    if args.imagenet or args.weights:
+        if not (args.imagenet and args.weights and args.arch):
+            raise ValueError("the ImageNet path needs --imagenet DIR, --weights FILE and --arch alexnet|vgg16")
+        rows = evaluate.imagenet_accuracy(args.imagenet, args.weights, args.arch, n_calib=args.n_calib or 500,
+                                          limit=args.limit, calib_dir=args.calib_dir, ground_truth=args.ground_truth)
+    else:
+        archs = [args.arch] if args.arch else list(evaluate.MINI_SETTINGS)
+        rows = evaluate.table1_accuracy(archs, n_calib=args.n_calib or 5000, n_test=args.limit)
+    print(tables.render(rows, args.format), end="")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qcnn_lite", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
@@ -32,6 +47,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="results", help="output folder (default: results)")
     p.add_argument("--fast", action="store_true", help="smaller runs, for CI")
     p.set_defaults(func=_reproduce)
+
+    p = sub.add_parser("evaluate", help="Table 1's accuracy column: quantize reference networks and measure their error")
+    p.add_argument("--arch", help="mini-alexnet|mini-cnns|mini-vgg16 (default: all), or alexnet|vgg16 with --imagenet")
+    p.add_argument("--n-calib", type=int, help="calibration images (default 5000; ImageNet 500)")
+    p.add_argument("--limit", type=int, help="evaluate on the first N test images only")
+    p.add_argument("--imagenet", metavar="DIR", help="ILSVRC-12 val folder (class folders, or flat with --ground-truth)")
+    p.add_argument("--weights", metavar="FILE", help="a torchvision alexnet/vgg16 state dict (.pth)")
+    p.add_argument("--calib-dir", metavar="DIR", help="calibration images for the ImageNet path (default: the first val images)")
+    p.add_argument("--ground-truth", metavar="FILE", help="ground-truth file for a flat val folder")
+    p.add_argument("--format", choices=["markdown", "json", "csv"], default="markdown")
+    p.set_defaults(func=_evaluate)
+
+    from . import modelfile
+
+    modelfile.add_parser(sub)
 
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,253 @@
+"""Table 1's accuracy column: quantize a reference network and measure what it costs in error.
+
+On the Fashion-MNIST stand-in, every mini network is quantized at the paper's
+two settings (scaled to its channels), three ways:
+
+* ``ec``    -- error correction with accumulated-error compensation (the paper's Q-CNN);
+* ``plain`` -- k-means on the weights only (plain product quantization);
+* ``dense`` -- no quantization.
+
+Results are cached in ``results/cache/`` under a key made of the hashes of
+every input (model file, test set, settings, calibration), so ``make
+reproduce`` reuses them and recomputes only what changed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from . import data, modelfile, paper, progress
+from .cost import network_cost
+from .engine import Network
+from .quantize import quantize_network
+
+__all__ = ["MINI_SETTINGS", "MINI_OF", "topk_errors", "evaluate_network", "table1_accuracy", "imagenet_accuracy"]
+
+# Bump when the quantizer changes in a way that changes results: it is part of every cache key.
+ALGORITHM_VERSION = 1
+
+# The paper's Table 1 settings (qcnn_lite.paper.TABLE1_SETTINGS), scaled to the mini networks.
+# K may not exceed the sub-vectors a sub-space has: the 10-class fc8 has only 10, so AlexNet's
+# fc8 K=16 becomes 8 (CNN-S and VGG-16 already use 8). VGG-16's conv C's=6 divides none of
+# the mini VGG's 8..64 channels, so its convs take C's=8 like the other two; its first two
+# convs have only 8 filters x 9 taps = 72 sub-vectors, so K=64 there.
+MINI_OF = {"mini-alexnet": "alexnet", "mini-cnns": "cnns", "mini-vgg16": "vgg16"}
+MINI_SETTINGS: dict[str, list[dict[str, tuple[int, int]]]] = {
+    "mini-alexnet": [dict(s, fc8=(1, 8)) for s in paper.TABLE1_SETTINGS["alexnet"]],
+    "mini-cnns": paper.TABLE1_SETTINGS["cnns"],
+    "mini-vgg16": [
+        dict(s, conv=(8, 128), conv1_1=(8, 64), conv1_2=(8, 64)) for s in paper.TABLE1_SETTINGS["vgg16"]
+    ],
+}
+METHODS = ("ec", "plain", "dense")
+
+
+def topk_errors(scores: np.ndarray, labels: np.ndarray, ks: Iterable[int] = (1, 5)) -> dict[int, float]:
+    """Top-k error in percent for scores (n, classes) and integer labels (n,)."""
+    scores = np.asarray(scores)
+    labels = np.asarray(labels)
+    if scores.ndim != 2 or labels.shape != (scores.shape[0],):
+        raise ValueError(f"scores (n, classes) and labels (n,) do not match: {scores.shape}, {labels.shape}")
+    order = np.argsort(-scores, axis=1, kind="stable")
+    out = {}
+    for k in ks:
+        hit = (order[:, :k] == labels[:, None]).any(1)
+        out[k] = float(100.0 * (1.0 - hit.mean()))
+    return out
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _sha256_array(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def evaluate_network(net: Network, images: np.ndarray, labels: np.ndarray, batch_size: int = 500) -> dict[str, float]:
+    """Top-1 and top-5 error (percent) of ``net`` on images (n, C, H, W)."""
+    err = topk_errors(net.predict(images, batch_size), labels)
+    return {"top1_err": round(err[1], 2), "top5_err": round(err[5], 2)}
+
+
+def _model_path(arch: str, models_dir: Path) -> Path:
+    p = models_dir / f"{arch}.qcnn"
+    if not p.exists():
+        raise FileNotFoundError(f"{p} is missing: train it with `python -m qcnn_lite.train --arch {arch}`")
+    return p
+
+
+def table1_accuracy(
+    archs: Iterable[str] = tuple(MINI_SETTINGS),
+    models_dir: str | Path = "data/models",
+    cache_dir: str | Path = "results/cache",
+    n_calib: int = 5000,
+    n_test: int | None = None,
+    n_iter: int = 4,
+    seed: int = 0,
+    save_models: str | Path | None = None,
+    show_progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Rows of (network, setting, method) with top-1/top-5 error, change against dense,
+    compression and theoretical speed-up (cost model at the mini size), and the paper's
+    top-5 increase beside them.
+
+    ``n_test`` limits the test set (None: all 10,000). ``save_models``: a folder to write
+    the quantized networks to (e.g. for the webcam demo); existing files there are replaced.
+    """
+    models_dir, cache_dir = Path(models_dir), Path(cache_dir)
+    train_x, _ = data.load_fashion_mnist("train")
+    test_x, test_y = data.load_fashion_mnist("test")
+    if n_test is not None:
+        test_x, test_y = test_x[:n_test], test_y[:n_test]
+    if not 1 <= n_calib <= len(train_x):
+        raise ValueError(f"n_calib must be in [1, {len(train_x)}], got {n_calib}")
+    calib_idx = np.sort(np.random.default_rng(seed).choice(len(train_x), n_calib, replace=False))
+    test_key = _sha256_array(test_x) + _sha256_array(test_y)
+    rows: list[dict[str, Any]] = []
+    archs = list(archs)
+    for arch in archs:
+        if arch not in MINI_SETTINGS:
+            raise ValueError(f"no Table 1 settings for {arch!r}: choose from {', '.join(MINI_SETTINGS)}")
+    jobs = [(a, s, m) for a in archs for s in (1, 2) for m in ("ec", "plain")]
+    with progress.bar(total=len(jobs) + len(archs), desc="Table 1 accuracy", enabled=show_progress, leave=True) as bar:
+        for arch in archs:
+            path = _model_path(arch, models_dir)
+            model_key = _sha256_file(path)
+            net = modelfile.load(path)
+            mean, std = data.normalisation(net.meta)
+            xt = data.to_input(test_x, mean, std)
+            dense = _cached(cache_dir, {"arch": arch, "method": "dense", "model": model_key, "test": test_key},
+                            lambda: evaluate_network(net, xt, test_y))
+            bar.update(1)
+            base = {"network": arch, "reference": MINI_OF[arch]}
+            rows.append({**base, "setting": 0, "method": "dense", **dense, "top1_change": 0.0, "top5_change": 0.0,
+                         "compression": 1.0, "speedup": 1.0, "quantize_s": 0.0, "paper_top5_increase": None})
+            calib = data.to_input(train_x[calib_idx], mean, std)
+            for setting, st in enumerate(MINI_SETTINGS[arch], start=1):
+                cost = network_cost(net.input_shape, net.spec, st)
+                for method in ("ec", "plain"):
+                    key = {"arch": arch, "method": method, "setting": {k: list(v) for k, v in st.items()},
+                           "model": model_key, "test": test_key, "n_calib": n_calib, "calib": _sha256_array(calib_idx),
+                           "n_iter": n_iter, "seed": seed, "algorithm": ALGORITHM_VERSION}
+
+                    def work(st=st, method=method, setting=setting):
+                        t0 = time.perf_counter()
+                        q = quantize_network(net, calib if method == "ec" else None, st, error_correction=method == "ec",
+                                             n_iter=n_iter, seed=seed, show_progress=show_progress)
+                        secs = time.perf_counter() - t0
+                        if save_models is not None:
+                            out = Path(save_models)
+                            out.mkdir(parents=True, exist_ok=True)
+                            modelfile.save(q, out / f"{arch}-s{setting}-{method}.qcnn", overwrite=True)
+                        return {**evaluate_network(q, xt, test_y), "quantize_s": round(secs, 1)}
+
+                    r = _cached(cache_dir, key, work)
+                    rows.append({
+                        **base, "setting": setting, "method": method, "top1_err": r["top1_err"], "top5_err": r["top5_err"],
+                        "top1_change": round(r["top1_err"] - dense["top1_err"], 2),
+                        "top5_change": round(r["top5_err"] - dense["top5_err"], 2),
+                        "compression": round(cost["compression"], 2), "speedup": round(cost["speedup"], 2),
+                        "quantize_s": r["quantize_s"],
+                        "paper_top5_increase": paper.table1_paper(MINI_OF[arch], setting)["top5_err_increase"],
+                    })
+                    bar.update(1)
+    return rows
+
+
+def _cached(cache_dir: Path, key: Mapping[str, Any], work) -> dict[str, Any]:
+    """Run ``work()`` unless a result for ``key`` is in ``cache_dir``; store it as JSON."""
+    blob = json.dumps(key, sort_keys=True).encode()
+    path = cache_dir / f"{hashlib.sha256(blob).hexdigest()[:24]}.json"
+    if path.exists():
+        try:
+            rec = json.loads(path.read_text())
+            if rec.get("key") == json.loads(blob):
+                return rec["result"]
+        except (ValueError, KeyError):
+            pass  # a damaged cache entry is recomputed
+    result = work()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": json.loads(blob), "result": result}, indent=1, sort_keys=True))
+    tmp.replace(path)
+    return result
+
+
+# -- ILSVRC-12, for users who have it ------------------------------------------------
+# torchvision's AlexNet (64/192/384/256/256) takes AlexNet's settings: C's=8 divides its
+# channels. The real VGG-16 would need C's=6 with a padded last sub-space, which the
+# quantizer does not do (it demands that C's divides the channels), so it takes C's=8.
+IMAGENET_SETTINGS: dict[str, list[dict[str, tuple[int, int]]]] = {
+    "alexnet": paper.TABLE1_SETTINGS["alexnet"],
+    "vgg16": [dict(s, conv=(8, 128)) for s in paper.TABLE1_SETTINGS["vgg16"]],
+}
+
+
+def imagenet_accuracy(
+    imagenet_dir: str | Path,
+    weights: str | Path,
+    arch: str,
+    settings: Iterable[int] = (1, 2),
+    n_calib: int = 500,
+    limit: int | None = None,
+    calib_dir: str | Path | None = None,
+    ground_truth: str | Path | None = None,
+    n_iter: int = 4,
+    seed: int = 0,
+    methods: Iterable[str] = ("ec", "plain"),
+    show_progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Table 1's accuracy column for real: a torchvision ``alexnet`` or ``vgg16`` on ILSVRC-12 val.
+
+    Calibration images come from ``calib_dir`` (same layout as the val folder; the
+    paper used training images) or, without it, from the first ``n_calib`` val
+    images, which are then left out of the evaluation. Labels follow the val
+    folder's layout (see :func:`qcnn_lite.data.imagenet_val`).
+    """
+    from .torch_bridge import from_torchvision
+
+    if arch not in IMAGENET_SETTINGS:
+        raise ValueError(f"arch must be one of {', '.join(IMAGENET_SETTINGS)}, got {arch!r}")
+    net = from_torchvision(weights, arch)
+    crop = net.input_shape[1]
+
+    def batches(root, lim):
+        return data.imagenet_val(root, crop=crop, preset=data.TORCHVISION, limit=lim, ground_truth=ground_truth)
+
+    if calib_dir is not None:
+        calib = np.concatenate([x for x, _ in batches(calib_dir, n_calib)])
+        skip = 0
+    else:
+        calib = np.concatenate([x for x, _ in batches(imagenet_dir, n_calib)])
+        skip = len(calib)
+    xs, ys = [], []
+    for x, y in batches(imagenet_dir, None if limit is None else limit + skip):
+        xs.append(x)
+        ys.append(y)
+    x_all, y_all = np.concatenate(xs)[skip:], np.concatenate(ys)[skip:]
+    if len(x_all) == 0:
+        raise ValueError(f"{imagenet_dir}: no images left to evaluate after {skip} calibration images")
+    dense = evaluate_network(net, x_all, y_all, batch_size=16)
+    rows = [{"network": arch, "setting": 0, "method": "dense", **dense, "n_images": len(x_all)}]
+    for s in settings:
+        st = IMAGENET_SETTINGS[arch][s - 1]
+        cost = network_cost(net.input_shape, net.spec, st)
+        for method in methods:
+            q = quantize_network(net, calib if method == "ec" else None, st, error_correction=method == "ec",
+                                 n_iter=n_iter, seed=seed, show_progress=show_progress)
+            r = evaluate_network(q, x_all, y_all, batch_size=16)
+            rows.append({"network": arch, "setting": s, "method": method, **r,
+                         "top5_change": round(r["top5_err"] - dense["top5_err"], 2),
+                         "compression": round(cost["compression"], 2), "speedup": round(cost["speedup"], 2),
+                         "n_images": len(x_all)})
+    return rows
