@@ -67,10 +67,10 @@ def linear_accumulate(lut, codes, bias, K):
     return y
 
 
-def _add4(acc, a, b, c, d):
-    """acc += (a + b) + (c + d), elementwise over 1-D runs: one load and store of acc per four table runs."""
+def _add8(acc, a, b, c, d, e, f, g, h):
+    """acc += the sum of eight 1-D table runs: one load and store of acc per eight runs."""
     for t in range(acc.shape[0]):
-        acc[t] += (a[t] + b[t]) + (c[t] + d[t])
+        acc[t] += ((a[t] + b[t]) + (c[t] + d[t])) + ((e[t] + f[t]) + (g[t] + h[t]))
 
 
 def _add1(acc, a):
@@ -78,16 +78,15 @@ def _add1(acc, a):
         acc[t] += a[t]
 
 
-def _run(lut, codes, oc, g, q, stride, Wq, L):
-    """The table run that item q = (tap, sub-space) adds to output channel oc: a 1-D view of length L."""
-    kw, M = codes.shape[2], codes.shape[3]
-    K = lut.shape[1] // M
-    tap, m = q // M, q % M
-    i, j = tap // kw, tap % kw
-    r = m * K + codes[oc, i, j, m]  # the plane of codeword codes[oc, i, j, m] of sub-space m
-    ph = (i % stride) * stride + j % stride  # the phase tap (i, j) reads
-    off = (i // stride) * Wq + j // stride  # and its shift inside that phase plane
-    return lut[g, r, ph, off:off + L]
+def _run(flat_lut, plane0, row, item_base, item_start, q, L):
+    """The table run item q adds: a 1-D slice of length L of the flattened table.
+
+    Its plane is codeword row[q] of the item's sub-space; item_start[q] holds the
+    phase and shift, plane0 the group. Plain offsets into one 1-D array keep the
+    per-run cost to a few integer operations.
+    """
+    start = (plane0 + item_base[q] + row[q]) + item_start[q]
+    return flat_lut[start:start + L]
 
 
 #pythran export conv_accumulate(float32[:, :, :, :], uint8[:, :, :, :], float32[:], int, int, int, int)
@@ -101,28 +100,50 @@ def conv_accumulate(lut, codes, bias, stride, OH, OW, Wq):
     Every output channel accumulates kh*kw*M shifted planes into ``acc``, an
     (OH, Wq) plane kept flat so that each shifted plane is ONE contiguous run
     of OH*Wq values: the columns ow >= OW are scratch, computed and dropped.
-    Runs are added four at a time.
+    Runs are added eight at a time.
     """
     G, MK = lut.shape[0], lut.shape[1]
     Ct, kh, kw, M = codes.shape
+    K = MK // M
     ctg = Ct // G
     L = OH * Wq
     n_items = kh * kw * M  # (tap, sub-space) pairs, each one table run
+    # Where item q = (i, j, m) reads, whatever the output channel: the first
+    # plane of sub-space m, the phase of tap (i, j) and its shift in that phase.
+    # Tabulated once, so the hot loop does no integer division.
+    # In the flattened table, plane r of group g starts at (g*MK + r) * plane,
+    # and item q reads from  plane0(g) + item_base[q] + codeword * plane + item_start[q].
+    SS, P = lut.shape[2], lut.shape[3]
+    plane = SS * P
+    item_base = np.empty(n_items, np.int64)
+    item_start = np.empty(n_items, np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            for m in range(M):
+                q = (i * kw + j) * M + m
+                item_base[q] = m * K * plane
+                item_start[q] = ((i % stride) * stride + j % stride) * P + (i // stride) * Wq + j // stride
+    flat = codes.reshape((Ct, n_items))  # codes[oc, i, j, m] = flat[oc, q]
+    flat_lut = lut.reshape(-1)
     out = np.empty((Ct, OH, OW), np.float32)
     #omp parallel for schedule(static)
     for oc in range(Ct):  # output channels are independent (threads only with -Dopenmp=true)
-        g = oc // ctg
+        plane0 = (oc // ctg) * MK * plane
         acc = np.full(L, bias[oc], np.float32)
+        row = flat[oc] * plane  # codeword -> offset of its plane (int64)
         q = 0
-        while q + 4 <= n_items:
-            _add4(acc,
-                  _run(lut, codes, oc, g, q, stride, Wq, L),
-                  _run(lut, codes, oc, g, q + 1, stride, Wq, L),
-                  _run(lut, codes, oc, g, q + 2, stride, Wq, L),
-                  _run(lut, codes, oc, g, q + 3, stride, Wq, L))
-            q += 4
+        while q + 8 <= n_items:
+            _add8(acc, _run(flat_lut, plane0, row, item_base, item_start, q, L),
+                  _run(flat_lut, plane0, row, item_base, item_start, q + 1, L),
+                  _run(flat_lut, plane0, row, item_base, item_start, q + 2, L),
+                  _run(flat_lut, plane0, row, item_base, item_start, q + 3, L),
+                  _run(flat_lut, plane0, row, item_base, item_start, q + 4, L),
+                  _run(flat_lut, plane0, row, item_base, item_start, q + 5, L),
+                  _run(flat_lut, plane0, row, item_base, item_start, q + 6, L),
+                  _run(flat_lut, plane0, row, item_base, item_start, q + 7, L))
+            q += 8
         while q < n_items:
-            _add1(acc, _run(lut, codes, oc, g, q, stride, Wq, L))
+            _add1(acc, _run(flat_lut, plane0, row, item_base, item_start, q, L))
             q += 1
         for oh in range(OH):
             out[oc, oh] = acc[oh * Wq:oh * Wq + OW]
