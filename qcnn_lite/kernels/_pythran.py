@@ -130,7 +130,7 @@ def conv_accumulate(lut, codes, bias, stride, OH, OW, Wq):
     for oc in range(Ct):  # output channels are independent (threads only with -Dopenmp=true)
         plane0 = (oc // ctg) * MK * plane
         acc = np.full(L, bias[oc], np.float32)
-        row = flat[oc] * plane  # codeword -> offset of its plane (int64)
+        row = flat[oc].astype(np.int64) * plane  # codeword -> offset of its plane
         q = 0
         while q + 8 <= n_items:
             _add8(acc, _run(flat_lut, plane0, row, item_base, item_start, q, L),
