@@ -24,10 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import anywidget
-import ipywidgets as W
 import numpy as np
-import traitlets
 
 from . import kernels
 from .engine import Network
@@ -252,42 +249,62 @@ def _png(picture: np.ndarray, scale: int) -> bytes:
 
 
 # --------------------------------------------------------------------------- widgets
-class CameraWidget(anywidget.AnyWidget):
-    """Live camera with a Capture button (JupyterLab 4 / ipywidgets 8, via anywidget).
+def _camera_class() -> type:
+    """Build :class:`CameraWidget` on first use: anywidget and ipywidgets load only when a widget is wanted."""
+    global _CAMERA
+    if _CAMERA is not None:
+        return _CAMERA
+    import anywidget
+    import traitlets
 
-    The front end sends each captured frame as a custom message
-    ``{"type": "frame", "width", "height", "mime"}`` with the JPEG bytes as its
-    one binary buffer; :meth:`on_frame` registers a callback(bytes).
-    ``status`` is "starting", "live" or "unavailable: <reason>".
-    """
+    class CameraWidget(anywidget.AnyWidget):
+        """Live camera with a Capture button (JupyterLab 4 / ipywidgets 8, via anywidget).
 
-    _esm = Path(__file__).with_name("camera.js")
-    _css = """
-    .qcnn-camera { display: flex; flex-direction: column; gap: 4px; align-items: flex-start; font-family: sans-serif; }
-    .qcnn-camera-video { background: #222; max-width: 100%; }
-    .qcnn-camera-status { font-size: 12px; color: #555; }
-    .qcnn-camera-status[data-state="unavailable"] { color: #b00020; }
-    """
-    status = traitlets.Unicode("starting").tag(sync=True)
-    width = traitlets.Int(320).tag(sync=True)
-    frames = traitlets.Int(0)  # frames received; Python side only
+        The front end sends each captured frame as a custom message
+        ``{"type": "frame", "width", "height", "mime"}`` with the JPEG bytes as its
+        one binary buffer; :meth:`on_frame` registers a callback(bytes).
+        ``status`` is "starting", "live" or "unavailable: <reason>".
+        """
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._callbacks: list[Callable[[bytes], None]] = []
-        self.on_msg(self._handle_frame)
+        _esm = Path(__file__).with_name("camera.js")
+        _css = """
+        .qcnn-camera { display: flex; flex-direction: column; gap: 4px; align-items: flex-start; font-family: sans-serif; }
+        .qcnn-camera-video { background: #222; max-width: 100%; }
+        .qcnn-camera-status { font-size: 12px; color: #555; }
+        .qcnn-camera-status[data-state="unavailable"] { color: #b00020; }
+        """
+        status = traitlets.Unicode("starting").tag(sync=True)
+        width = traitlets.Int(320).tag(sync=True)
+        frames = traitlets.Int(0)  # frames received; Python side only
 
-    def on_frame(self, callback: Callable[[bytes], None]) -> None:
-        """Call ``callback(jpeg_bytes)`` for every captured frame."""
-        self._callbacks.append(callback)
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._callbacks: list[Callable[[bytes], None]] = []
+            self.on_msg(self._handle_frame)
 
-    def _handle_frame(self, _widget: Any, content: Any, buffers: list) -> None:
-        if not isinstance(content, dict) or content.get("type") != "frame":
-            return
-        data = bytes(buffers[0]) if buffers else b""
-        self.frames += 1
-        for cb in self._callbacks:
-            cb(data)
+        def on_frame(self, callback: Callable[[bytes], None]) -> None:
+            """Call ``callback(jpeg_bytes)`` for every captured frame."""
+            self._callbacks.append(callback)
+
+        def _handle_frame(self, _widget: Any, content: Any, buffers: list) -> None:
+            if not isinstance(content, dict) or content.get("type") != "frame":
+                return
+            data = bytes(buffers[0]) if buffers else b""
+            self.frames += 1
+            for cb in self._callbacks:
+                cb(data)
+
+    _CAMERA = CameraWidget
+    return _CAMERA
+
+
+_CAMERA: type | None = None
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CameraWidget":
+        return _camera_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def classify_app(model_path: str | os.PathLike | None = None, dense_path: str | os.PathLike | None = None,
@@ -300,6 +317,8 @@ def classify_app(model_path: str | os.PathLike | None = None, dense_path: str | 
     ``.result``, ``.message`` and ``.classify_bytes(data)``, which the camera
     and upload call.
     """
+    import ipywidgets as W
+
     notes: list[str] = []
     if net is None:
         net, loaded_dense, notes = load_models(model_path, dense_path)
@@ -316,7 +335,7 @@ def classify_app(model_path: str | os.PathLike | None = None, dense_path: str | 
     inputs: list[Any] = []
     cam = None
     if camera:
-        cam = CameraWidget()
+        cam = _camera_class()()
         inputs.append(cam)
     inputs.append(W.VBox([W.HTML("<small>or a file (always available):</small>"), upload]))
 
@@ -377,3 +396,63 @@ def classify_app(model_path: str | os.PathLike | None = None, dense_path: str | 
     box.net, box.dense = net, dense
     box.classify_bytes = classify_bytes
     return box
+
+
+# --------------------------------------------------------------------------- command line
+def add_parser(subparsers: Any) -> Any:
+    """Register ``classify`` (photo files -> top-5 of the quantized network) on argparse subparsers."""
+    p = subparsers.add_parser("classify", help="classify photos with the quantized Fashion-MNIST network",
+                              description="Classify photo files through the webcam demo's code path "
+                                          "(pre-processing, Q-CNN, optionally the dense network).")
+    _arguments(p)
+    p.set_defaults(func=_run)
+    return p
+
+
+def _arguments(p: Any) -> None:
+    p.add_argument("photos", nargs="+", help="image files (JPEG, PNG, ...)")
+    p.add_argument("--model", default=None, help="model file (default: the quantized mini-alexnet)")
+    p.add_argument("--dense", default=None, help="dense model file to compare with (default: mini-alexnet's)")
+    p.add_argument("--top", type=int, default=5, help="classes to list (default 5)")
+
+
+def _run(args: Any) -> int:
+    import sys
+
+    try:
+        net, dense, notes = load_models(args.model, args.dense)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    status = 0
+    for photo in args.photos:
+        try:
+            res = classify(net, photo, dense)
+        except ImageError as e:
+            print(f"{photo}: error: {e}")
+            status = 2
+            continue
+        probs = sorted(zip(res.probs.tolist(), class_names(net)), reverse=True)[: max(1, args.top)]
+        line = ", ".join(f"{name} {p:.1%}" for p, name in probs)
+        print(f"{photo}: {line}  [Q-CNN {1000 * res.seconds:.1f} ms, {res.backend}]")
+        if res.dense_top is not None:
+            print(f"{'':{len(str(photo))}}  dense: {res.dense_top[0][0]} {res.dense_top[0][1]:.1%}"
+                  f"  [{1000 * res.dense_seconds:.1f} ms]")
+        for n in res.notes:
+            print(f"{'':{len(str(photo))}}  note: {n}")
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m qcnn_lite.widgets PHOTO ...``: the ``classify`` subcommand on its own."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m qcnn_lite.widgets", description="Classify photo files.")
+    _arguments(p)
+    return _run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = "notebooks/07_webcam_demo.ipynb"
 CHROMIUM = os.environ.get("QCNN_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOT = REPO / "figures" / "07_webcam_demo" / "browser_capture.png"
+PHOTO = REPO / "data" / "samples" / "coffee.jpg"
 CHROMIUM_ARGS = [
     "--use-fake-device-for-media-stream",
     "--use-fake-ui-for-media-stream",
@@ -80,9 +81,10 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> N
     raise TimeoutError(f"JupyterLab did not answer {url} within {timeout} s")
 
 
-@pytest.fixture
-def jupyterlab(tmp_path):
+@pytest.fixture(scope="module")
+def jupyterlab(tmp_path_factory):
     """A JupyterLab server on 127.0.0.1 at the repository root; yields (base URL, token). Killed afterwards."""
+    tmp_path = tmp_path_factory.mktemp("jupyterlab")
     port, token = _free_port(), secrets.token_hex(16)
     settings = tmp_path / "settings"
     # no autosave (the committed notebook must not change), no news pop-up
@@ -124,6 +126,30 @@ def jupyterlab(tmp_path):
             pass
 
 
+def _run_app_cell(page, base: str, token: str) -> None:
+    """Open the notebook and run its classify_app() cell."""
+    page.goto(f"{base}/lab/tree/{NOTEBOOK}?token={token}&reset", timeout=60_000)
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    # the kernel must be ready before we run anything
+    page.get_by_text("Kernel status: Idle").first.wait_for(state="attached", timeout=60_000)
+    cell = page.locator(".jp-CodeCell", has_text="classify_app()").first
+    cell.scroll_into_view_if_needed()
+    cell.locator(".cm-content").click()
+    page.keyboard.press("Shift+Enter")
+
+
+def _top5(page) -> list[tuple[str, float]]:
+    rows = page.locator(".qcnn-top5").first.locator("li")
+    rows.first.wait_for(timeout=30_000)
+    return [tuple(r) for r in rows.evaluate_all("els => els.map(e => [e.dataset.class, parseFloat(e.dataset.p)])")]
+
+
+def _check_top5(names: list[tuple[str, float]]) -> None:
+    probs = [p for _, p in names]
+    assert len(names) == 5 and len({n for n, _ in names}) == 5
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+
+
 def test_capture_in_jupyterlab_shows_top5(jupyterlab):
     from playwright.sync_api import sync_playwright
 
@@ -133,20 +159,10 @@ def test_capture_in_jupyterlab_shows_top5(jupyterlab):
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1300, "height": 1000})
-            page.goto(f"{base}/lab/tree/{NOTEBOOK}?token={token}&reset", timeout=60_000)
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-            # the kernel must be ready before we run anything
-            page.get_by_text("Kernel status: Idle").first.wait_for(state="attached", timeout=60_000)
-            cell = page.locator(".jp-CodeCell", has_text="classify_app()").first
-            cell.scroll_into_view_if_needed()
-            cell.locator(".cm-content").click()
-            page.keyboard.press("Shift+Enter")
-            status = page.locator(".qcnn-camera-status[data-state='live']")
-            status.wait_for(timeout=90_000)
+            _run_app_cell(page, base, token)
+            page.locator(".qcnn-camera-status[data-state='live']").wait_for(timeout=90_000)
             page.locator(".qcnn-camera-capture").click()
-            rows = page.locator(".qcnn-top5").first.locator("li")
-            rows.first.wait_for(timeout=30_000)
-            names = rows.evaluate_all("els => els.map(e => [e.dataset.class, parseFloat(e.dataset.p)])")
+            names = _top5(page)
             timing = page.locator(".qcnn-time").inner_text()
             page.locator(".qcnn-classify-app").scroll_into_view_if_needed()
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
@@ -154,8 +170,42 @@ def test_capture_in_jupyterlab_shows_top5(jupyterlab):
         finally:
             browser.close()
     print(f"\nfake camera frame classified as: {names}\n{timing}\nscreenshot: {SCREENSHOT}")
-    probs = [p for _, p in names]
-    assert len(names) == 5 and len({n for n, _ in names}) == 5
-    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    _check_top5(names)
     assert "source: camera" in timing
     assert hashlib.sha256((REPO / NOTEBOOK).read_bytes()).hexdigest() == before, "the notebook file was modified"
+
+
+def test_refused_camera_falls_back_to_upload(jupyterlab):
+    """Permission denied: the widget says so, and an uploaded photo is classified instead."""
+    from playwright.sync_api import sync_playwright
+
+    base, token = jupyterlab
+    args = [a for a in CHROMIUM_ARGS if a != "--use-fake-ui-for-media-stream"] + ["--use-fake-ui-for-media-stream=deny"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            _run_app_cell(page, base, token)
+            status = page.locator(".qcnn-camera-status[data-state='unavailable']")
+            status.wait_for(timeout=90_000)
+            said = status.inner_text()
+            with page.expect_file_chooser(timeout=30_000) as chooser:
+                page.locator(".qcnn-classify-app .widget-upload").click()
+            chooser.value.set_files(str(PHOTO))
+            names = _top5(page)
+            timing = page.locator(".qcnn-time").inner_text()
+            note = page.locator(".qcnn-classify-app").inner_text()
+        finally:
+            browser.close()
+    print(f"\ncamera refused: {said!r}; coffee.jpg classified as: {names}")
+    assert "permission was refused" in said and "upload" in said.lower()
+    assert "Upload photo" in note  # the app points to the upload
+    _check_top5(names)
+    assert "source: upload coffee.jpg" in timing
+    # the browser's upload went through the same path as a direct call in Python
+    from qcnn_lite import widgets
+
+    net, _, _ = widgets.load_models()
+    expect = widgets.classify(net, PHOTO.read_bytes()).top
+    assert [n for n, _ in names] == [n for n, _ in expect]
+    assert max(abs(p - q) for (_, p), (_, q) in zip(names, expect)) < 1e-4
