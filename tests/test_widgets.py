@@ -232,3 +232,18 @@ def test_default_model_search(tmp_path, monkeypatch):
     assert qpath == tmp_path / f"{widgets.DEFAULT_ARCH}-q.qcnn"
     net, _, notes = widgets.load_models()
     assert net.is_quantized and net.meta["classes"] == CLASSES and notes == []
+
+
+def test_command_line(tmp_path, capsys):
+    from qcnn_lite import modelfile
+
+    model = modelfile.save(template_network(), tmp_path / "templates-q.qcnn")
+    good, bad = tmp_path / "disc.jpg", tmp_path / "notes.txt"
+    good.write_bytes(jpeg(shape_photo("disc")))
+    bad.write_text("not a photo")
+    assert widgets.main([str(good), "--model", str(model), "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{good}: disc ") and out.count("%") == 2
+    assert widgets.main([str(good), str(bad), "--model", str(model)]) == 2
+    out = capsys.readouterr().out
+    assert f"{bad}: error: this file is not an image" in out and "disc" in out
