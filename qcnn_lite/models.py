@@ -78,10 +78,74 @@ def vgg16(classes: int = 1000) -> tuple[tuple[int, int, int], list[dict]]:
     return (3, 224, 224), layers + _classifier(classes)
 
 
+def alexnet_tv(classes: int = 1000) -> tuple[tuple[int, int, int], list[dict]]:
+    """torchvision's AlexNet (64/192/384/256/256 filters, no LRN, no groups), 224x224 input.
+
+    Its adaptive average pool is the identity at 224x224 (pool5 is already 6x6), so
+    it is left out; dropout sits after the ReLUs, which changes nothing at test time.
+    """
+    return (3, 224, 224), [
+        _conv("conv1", 64, 11, stride=4, padding=2), RELU, _pool(3, 2),
+        _conv("conv2", 192, 5, padding=2), RELU, _pool(3, 2),
+        _conv("conv3", 384, 3, padding=1), RELU,
+        _conv("conv4", 256, 3, padding=1), RELU,
+        _conv("conv5", 256, 3, padding=1), RELU, _pool(3, 2),
+    ] + _classifier(classes)
+
+
+# -- Mini reference networks for Fashion-MNIST (1x28x28, 10 classes) -------------
+# Small enough to train on two CPU cores in minutes, but with each original's
+# traits. Channel counts are multiples of 8 and the fc widths multiples of 12,
+# so the paper's sub-space sizes (C's = 8 for conv, 3 or 4 for fc) divide them.
+# As in the originals, the three fc layers hold most of the parameters.
+
+def mini_alexnet(classes: int = 10) -> tuple[tuple[int, int, int], list[dict]]:
+    """AlexNet in miniature: 5x5 conv1, LRN, overlapping 3/2 pooling, grouped conv2/4/5.
+
+    LRN follows the pooling here (as in GoogLeNet), where it costs a quarter as much.
+    """
+    return (1, 28, 28), [
+        _conv("conv1", 16, 5, padding=2), RELU, _pool(3, 2), _lrn(),                 # 16x13x13
+        _conv("conv2", 48, 3, padding=1, groups=2), RELU, _pool(3, 2), _lrn(),       # 48x6x6
+        _conv("conv3", 64, 3, padding=1), RELU,
+        _conv("conv4", 64, 3, padding=1, groups=2), RELU,
+        _conv("conv5", 64, 3, padding=1, groups=2), RELU, _pool(2, 2),              # 64x3x3 = 576
+    ] + _classifier(classes, 768)
+
+
+def mini_cnns(classes: int = 10) -> tuple[tuple[int, int, int], list[dict]]:
+    """CNN-S in miniature: strided 7x7 conv1 with CNN-S's LRN, 5x5 conv2, ceil-mode pooling, three 3x3 convs."""
+    return (1, 28, 28), [
+        _conv("conv1", 16, 7, stride=2, padding=3), RELU, _lrn(5, 5e-4, 0.75, 2.0), _pool(2, 2, ceil=True),  # 16x7x7
+        _conv("conv2", 48, 5, padding=2), RELU, _pool(2, 2, ceil=True),              # 48x4x4
+        _conv("conv3", 64, 3, padding=1), RELU,
+        _conv("conv4", 64, 3, padding=1), RELU,
+        _conv("conv5", 96, 3, padding=1), RELU, _pool(2, 2, ceil=True),              # 96x2x2 = 384
+    ] + _classifier(classes, 768)
+
+
+def mini_vgg16(classes: int = 10) -> tuple[tuple[int, int, int], list[dict]]:
+    """VGG-16 in miniature: thirteen 3x3 convs in five blocks (8, 16, 32, 48, 48 channels).
+
+    A 28x28 image allows three 2x2 pools, so blocks 4 and 5 run on the 3x3 map.
+    """
+    layers: list[dict] = []
+    for b, (width, reps) in enumerate([(8, 2), (16, 2), (32, 3), (48, 3), (48, 3)], start=1):
+        for r in range(1, reps + 1):
+            layers += [_conv(f"conv{b}_{r}", width, 3, padding=1), RELU]
+        if b <= 3:
+            layers.append(_pool(2, 2))                                                # 28 -> 14 -> 7 -> 3
+    return (1, 28, 28), layers + _classifier(classes, 768)                           # 48x3x3 = 432
+
+
 SPECS: dict[str, Callable[..., tuple[tuple[int, int, int], list[dict]]]] = {
     "alexnet": alexnet,
     "cnns": cnns,
     "vgg16": vgg16,
+    "alexnet-tv": alexnet_tv,
+    "mini-alexnet": mini_alexnet,
+    "mini-cnns": mini_cnns,
+    "mini-vgg16": mini_vgg16,
 }
 
 
