@@ -16,6 +16,7 @@ truncated, too large) is answered with a message, never a traceback.
 """
 from __future__ import annotations
 
+import hashlib
 import html
 import io
 import os
@@ -47,15 +48,18 @@ def _model_dirs() -> list[Path]:
     return out
 
 
-def _cache_path(arch: str) -> Path:
-    return REPO / "results" / "cache" / "models" / f"{arch}-q.qcnn"
+def _cache_path(dense_file: Path) -> Path:
+    """Where the demo's quantization of ``dense_file`` is cached: named by the file's SHA-256, so never stale."""
+    digest = hashlib.sha256(dense_file.read_bytes()).hexdigest()[:16]
+    return REPO / "results" / "cache" / "models" / f"{dense_file.stem}-q-{digest}.qcnn"
 
 
 def default_model_paths(arch: str = DEFAULT_ARCH) -> tuple[Path | None, Path | None]:
     """(quantized, dense) model files for ``arch``, each None when not found.
 
-    The quantized one is ``<arch>-q.qcnn`` in ``$QCNN_MODELS``, ``data/models``
-    or the cache ``results/cache/models``; the dense one ``<arch>.qcnn``.
+    The quantized one is ``<arch>-q.qcnn``, the dense one ``<arch>.qcnn``, in
+    ``$QCNN_MODELS``, then ``data/models`` of the repository or of the working
+    directory (or its parent, for notebooks/).
     """
     q = d = None
     for folder in _model_dirs():
@@ -63,8 +67,6 @@ def default_model_paths(arch: str = DEFAULT_ARCH) -> tuple[Path | None, Path | N
             q = folder / f"{arch}-q.qcnn"
         if d is None and (folder / f"{arch}.qcnn").is_file():
             d = folder / f"{arch}.qcnn"
-    if q is None and _cache_path(arch).is_file():
-        q = _cache_path(arch)
     return q, d
 
 
@@ -111,8 +113,8 @@ def load_models(model_path: str | os.PathLike | None = None, dense_path: str | o
     """(quantized network, dense network or None, notes for the user).
 
     With no paths: the quantized mini-alexnet if a file exists; else the dense
-    ``data/models/mini-alexnet.qcnn`` quantized now (and cached under
-    ``results/cache/models``, never over an existing file); else an untrained
+    ``data/models/mini-alexnet.qcnn`` quantized now, or earlier: the result is
+    cached in ``results/cache/models/`` under the dense file's hash; else an untrained
     network, said so in the notes. A dense network passed as ``model_path``
     is quantized the same way.
     """
@@ -133,15 +135,17 @@ def load_models(model_path: str | os.PathLike | None = None, dense_path: str | o
     if q_path is not None:
         return modelfile.load(q_path), dense, notes
     if dense is not None:
+        cached = _cache_path(d_path) if d_path is not None and dense_path is None else None
+        if cached is not None and cached.is_file():
+            return modelfile.load(cached), dense, notes
         net = quantize_for_demo(dense)
         ec = "with" if net.meta["quantization"]["error_correction"] else "without"
         notes.append(f"quantized {dense.name} on first use ({ec} error correction)")
-        if cache:
-            path = _cache_path(dense.name)
+        if cache and cached is not None:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                modelfile.save(net, path)  # refuses to overwrite: another process may have just written it
-            except (OSError, FileExistsError):
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                modelfile.save(net, cached)  # refuses to overwrite: another process may have just written it
+            except OSError:  # FileExistsError included; a read-only checkout just does not cache
                 pass
         return net, dense, notes
     dense = _demo_network()

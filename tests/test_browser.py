@@ -94,7 +94,11 @@ def jupyterlab(tmp_path_factory):
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text(json.dumps(value))
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
-               QCNN_PROGRESS="0")
+               JUPYTER_DATA_DIR=str(tmp_path / "data"), QCNN_PROGRESS="0")
+    # quantize the default model (first use only, then cached) before the browser's clock starts
+    from qcnn_lite import widgets
+
+    widgets.load_models()
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={REPO}", "--ServerApp.open_browser=False",
            f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",

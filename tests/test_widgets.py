@@ -247,3 +247,28 @@ def test_command_line(tmp_path, capsys):
     assert widgets.main([str(good), str(bad), "--model", str(model)]) == 2
     out = capsys.readouterr().out
     assert f"{bad}: error: this file is not an image" in out and "disc" in out
+
+
+def test_dense_default_is_quantized_once_and_cached_by_hash(tmp_path, monkeypatch):
+    from qcnn_lite import modelfile
+
+    monkeypatch.setattr(widgets, "REPO", tmp_path)  # cache under tmp_path/results/cache/models
+    monkeypatch.setenv("QCNN_MODELS", str(tmp_path / "models"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    dense_file = modelfile.save(template_network(quantized=False), tmp_path / "models" / f"{widgets.DEFAULT_ARCH}.qcnn")
+    net, dense, notes = widgets.load_models()
+    assert net.is_quantized and any("on first use" in n for n in notes)
+    cached = list((tmp_path / "results" / "cache" / "models").glob("*.qcnn"))
+    assert len(cached) == 1 and cached[0].name.startswith(f"{widgets.DEFAULT_ARCH}-q-")
+    net2, _, notes2 = widgets.load_models()
+    assert notes2 == []  # loaded from the cache
+    photo = jpeg(shape_photo("square"))
+    np.testing.assert_array_equal(widgets.classify(net, photo).probs, widgets.classify(net2, photo).probs)
+    # a retrained dense model gets its own cache entry; the old one is left alone
+    other = template_network(quantized=False)
+    other.params["fc1"] = Linear(other.params["fc1"].weight * 2, other.params["fc1"].bias * 2)
+    modelfile.save(other, dense_file, overwrite=True)
+    _, _, notes3 = widgets.load_models()
+    assert any("on first use" in n for n in notes3)
+    assert len(list((tmp_path / "results" / "cache" / "models").glob("*.qcnn"))) == 2
