@@ -43,26 +43,29 @@ def linear_accumulate(lut, codes, bias, K):
     y = np.empty((n, n_out), np.float32)
     n4 = n_out - n_out % 4
     for b in range(n):
+        table = lut[b]
         #omp parallel for schedule(static)
         for o in range(0, n4, 4):
+            c0, c1, c2, c3 = codes[o], codes[o + 1], codes[o + 2], codes[o + 3]
             s0 = np.float32(0)
             s1 = np.float32(0)
             s2 = np.float32(0)
             s3 = np.float32(0)
             for m in range(M):
                 base = m * K
-                s0 += lut[b, base + codes[o, m]]
-                s1 += lut[b, base + codes[o + 1, m]]
-                s2 += lut[b, base + codes[o + 2, m]]
-                s3 += lut[b, base + codes[o + 3, m]]
+                s0 += table[base + c0[m]]
+                s1 += table[base + c1[m]]
+                s2 += table[base + c2[m]]
+                s3 += table[base + c3[m]]
             y[b, o] = s0 + bias[o]
             y[b, o + 1] = s1 + bias[o + 1]
             y[b, o + 2] = s2 + bias[o + 2]
             y[b, o + 3] = s3 + bias[o + 3]
         for o in range(n4, n_out):
+            c0 = codes[o]
             s = np.float32(0)
             for m in range(M):
-                s += lut[b, m * K + codes[o, m]]
+                s += table[m * K + c0[m]]
             y[b, o] = s + bias[o]
     return y
 
