@@ -426,6 +426,15 @@ def _conv_stats(S, T, kh, kw, stride, padding, groups, max_samples, seed, chunk:
     keep = None
     if max_samples is not None and n * positions > max_samples:
         keep = np.sort(np.random.default_rng(seed).choice(n * positions, max_samples, replace=False))
+    pending: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def flush() -> None:
+        # one update per ~8k rows: large products are much cheaper than many small ones
+        cols, t = np.concatenate([c for c, _ in pending], 1), np.concatenate([t for _, t in pending])
+        for g in range(groups):
+            stats[g].update(cols[g], t[:, g * ctg : (g + 1) * ctg])
+        pending.clear()
+
     for i in range(0, n, chunk):
         cols = im2col(S[i : i + chunk], kh, kw, stride, padding, groups)  # (g, m*P, dim)
         t = T[i : i + chunk].transpose(0, 2, 3, 1).reshape(-1, Ct)  # (m*P, Ct)
@@ -433,6 +442,9 @@ def _conv_stats(S, T, kh, kw, stride, padding, groups, max_samples, seed, chunk:
             lo, hi = i * positions, min(n, i + chunk) * positions
             sel = keep[(keep >= lo) & (keep < hi)] - lo
             cols, t = cols[:, sel], t[sel]
-        for g in range(groups):
-            stats[g].update(cols[g], t[:, g * ctg : (g + 1) * ctg])
+        pending.append((cols, t))
+        if sum(len(t) for _, t in pending) >= 8192:
+            flush()
+    if pending:
+        flush()
     return stats

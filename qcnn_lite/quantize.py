@@ -71,7 +71,7 @@ def quantize_network(
     compensate: bool = True,
     n_iter: int = 4,
     seed: int = 0,
-    max_samples: int | None = 200_000,
+    max_samples: int | None = 50_000,
     batch_size: int = 256,
     show_progress: bool = True,
 ) -> Network:
@@ -85,7 +85,8 @@ def quantize_network(
     error_correction : fit the layer responses (True) or only k-means the weights (False)
     compensate : inputs from the quantized prefix (True) or from the original network (False)
     n_iter : error-correction sweeps per layer
-    max_samples : cap on conv output positions used per layer
+    max_samples : cap on conv output positions used per layer (a few hundred images' worth,
+        as the paper used 250-500 images per conv layer)
 
     Returns a new Network whose params are QConv2d/QLinear; ``net`` is untouched.
     """

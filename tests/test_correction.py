@@ -63,9 +63,9 @@ def test_response_stats_chunked_equals_whole(rng):
     b = ResponseStats(6, 3)
     for i in range(0, 500, 77):
         b.update(S[i : i + 77], T[i : i + 77])
-    np.testing.assert_allclose(a.G, b.G, rtol=1e-10, atol=1e-9)
-    np.testing.assert_allclose(a.P, b.P, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(a.G, b.G, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(a.P, b.P, rtol=1e-5, atol=1e-4)
     assert a.tt == pytest.approx(b.tt)
     W = rng.standard_normal((3, 6))
     direct = (((T - T.mean(0)) - (S - S.mean(0)) @ W.T) ** 2).sum() / ((T - T.mean(0)) ** 2).sum()
-    assert response_error(W, a) == pytest.approx(direct, rel=1e-9)
+    assert response_error(W, a) == pytest.approx(direct, rel=1e-5)
