@@ -15,7 +15,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import shutil
 import struct
+import subprocess
+import sys
+import tempfile
 import zlib
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -25,7 +29,7 @@ import numpy as np
 __all__ = [
     "DataError", "CLASSES", "FILES", "MEAN", "STD", "find_fashion_mnist", "load_fashion_mnist",
     "read_idx", "to_input", "normalisation", "search_dirs",
-    "CAFFE", "TORCHVISION", "imagenet_val", "imagenet_preprocess",
+    "CAFFE", "TORCHVISION", "imagenet_val", "imagenet_preprocess", "fetch", "main",
 ]
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -139,6 +143,89 @@ def read_idx(path: str | os.PathLike, expect_sha256: str | None = None) -> np.nd
         if got != expect_sha256:
             raise DataError(f"{path}: SHA-256 {got} of the decompressed data is not the official {expect_sha256}")
     return np.frombuffer(raw, np.uint8, size, head).reshape(shape)
+
+
+def _verified(d: Path) -> str | None:
+    """None if both splits in d load and pass their hash checks, else the problem."""
+    try:
+        for split in FILES:
+            load_fashion_mnist(split, d)
+    except DataError as e:
+        return str(e)
+    return None
+
+
+def _download(name: str, dest: Path, timeout: float) -> None:
+    """Download URL/name.gz into dest, checking Zalando's MD5 and our payload SHA-256 first."""
+    import urllib.request
+
+    with urllib.request.urlopen(URL + name + ".gz", timeout=timeout) as r:
+        blob = r.read()
+    if hashlib.md5(blob, usedforsecurity=False).hexdigest() != GZ_MD5[name + ".gz"]:
+        raise DataError(f"{URL}{name}.gz: MD5 differs from the official file")
+    if hashlib.sha256(gzip.decompress(blob)).hexdigest() != SHA256[name]:
+        raise DataError(f"{URL}{name}.gz: SHA-256 of the content differs from the official file")
+    dest.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{name}.")
+    with os.fdopen(fd, "wb") as f:
+        f.write(blob)
+    target = dest / (name + ".gz")
+    try:
+        os.link(tmp, target)  # never replaces a file that appeared meanwhile
+    finally:
+        os.unlink(tmp)
+
+
+def fetch(dest: str | os.PathLike | None = None, timeout: float = 10.0, apt: bool = True) -> Path | None:
+    """Make Fashion-MNIST available; returns its directory, or None after printing what to do.
+
+    Order: already present (and verified) -> download the missing files from
+    Zalando's server into ``dest`` (default ``<repo>/data/fashion-mnist``) ->
+    as root with apt-get, install the Debian package ``dataset-fashion-mnist``.
+    Existing files are never overwritten.
+    """
+    try:
+        found = find_fashion_mnist()
+    except DataError:
+        found = None
+    if found is not None:
+        problem = _verified(found)
+        if problem is None:
+            print(f"Fashion-MNIST: {found} (hashes verified)")
+            return found
+        print(f"Fashion-MNIST in {found} is damaged: {problem}\nRemove the bad file and run this again.", file=sys.stderr)
+        return None
+    dest = Path(dest) if dest is not None else Path(__file__).resolve().parents[1] / "data" / "fashion-mnist"
+    names = [n for pair in FILES.values() for n in pair]
+    try:
+        for name in names:
+            if _file_in(dest, name) is None:
+                print(f"downloading {URL}{name}.gz ...")
+                _download(name, dest, timeout)
+        if _verified(dest) is None:
+            print(f"Fashion-MNIST: downloaded to {dest} (hashes verified)")
+            return dest
+    except (OSError, DataError) as e:
+        print(f"download failed: {e}", file=sys.stderr)
+    is_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    if apt and is_root and shutil.which("apt-get"):
+        print("installing the Debian package dataset-fashion-mnist ...")
+        cmd = ["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"]
+        if subprocess.run(cmd).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"])
+            subprocess.run(cmd)
+        if all(_file_in(SYSTEM_DIR, n) for n in names) and _verified(SYSTEM_DIR) is None:
+            print(f"Fashion-MNIST: {SYSTEM_DIR} (hashes verified)")
+            return SYSTEM_DIR
+    print(
+        "Fashion-MNIST is missing. Either\n"
+        "  sudo apt-get install dataset-fashion-mnist        (Debian/Ubuntu; files go to /usr/share/datasets/fashion-mnist)\n"
+        f"  or download the four files {', '.join(n + '.gz' for n in names)}\n"
+        f"     from {URL} (or https://github.com/zalandoresearch/fashion-mnist) into {dest}\n"
+        "  or set QCNN_DATA to a folder that holds them.",
+        file=sys.stderr,
+    )
+    return None
 
 
 _CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
@@ -305,3 +392,28 @@ def imagenet_val(
             except OSError as e:
                 raise DataError(f"{f}: cannot decode image ({e})") from None
         yield np.stack(xs), np.array([lab for _, lab in chunk], np.int64)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m qcnn_lite.data fetch|check``: get Fashion-MNIST (``make data``) or verify it."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m qcnn_lite.data", description="Fashion-MNIST for qcnn-lite")
+    p.add_argument("command", choices=["fetch", "check"], help="fetch: get it if missing; check: locate and verify")
+    p.add_argument("--dest", default=None, help="download folder (default <repo>/data/fashion-mnist)")
+    p.add_argument("--timeout", type=float, default=10.0, help="download timeout per file, seconds")
+    a = p.parse_args(argv)
+    if a.command == "check":
+        try:
+            d = find_fashion_mnist()
+        except DataError as e:
+            print(e, file=sys.stderr)
+            return 1
+        problem = _verified(d)
+        print(f"Fashion-MNIST: {d}: " + ("OK" if problem is None else problem))
+        return 0 if problem is None else 1
+    return 0 if fetch(a.dest, a.timeout) is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -199,3 +199,52 @@ def test_imagenet_val_flat_with_caffe_and_devkit_labels(tmp_path):
     (tmp_path / "val.txt").unlink()
     with pytest.raises(ValueError, match="ground-truth"):
         next(data.imagenet_val(tmp_path))
+
+
+# -- make data ----------------------------------------------------------------------
+def test_fetch_finds_installed_data(capsys):
+    d = _official_dir()
+    assert data.fetch(apt=False) == d
+    assert "verified" in capsys.readouterr().out
+
+
+def test_fetch_offline_prints_instructions_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(data, "search_dirs", lambda: [tmp_path / "nowhere"])
+
+    def offline(*a, **k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    assert data.fetch(tmp_path / "dest", timeout=0.1, apt=False) is None
+    err = capsys.readouterr().err
+    assert "download failed" in err and "apt-get install dataset-fashion-mnist" in err
+    assert not (tmp_path / "dest").exists() or not any((tmp_path / "dest").iterdir())
+
+
+def test_fetch_rejects_a_download_with_the_wrong_checksum(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(data, "search_dirs", lambda: [tmp_path / "nowhere"])
+
+    class Response:  # serves the right bytes with a wrong gzip wrapper: the MD5 check must refuse them
+        def __init__(self, url, timeout):
+            self.blob = gzip.compress(b"not the data")
+
+        def read(self):
+            return self.blob
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr("urllib.request.urlopen", Response)
+    assert data.fetch(tmp_path / "dest", apt=False) is None
+    assert "MD5" in capsys.readouterr().err
+    assert not list((tmp_path / "dest").glob("*.gz")) if (tmp_path / "dest").exists() else True
+
+
+def test_check_command(fm_copy, capsys):
+    assert data.main(["check"]) == 0
+    _rewrite(fm_copy / "t10k-labels-idx1-ubyte.gz", lambda b: b[:-1] + bytes([(b[-1] + 1) % 10]))
+    assert data.main(["check"]) == 1
+    assert "SHA-256" in capsys.readouterr().out
