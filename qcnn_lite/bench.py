@@ -161,15 +161,21 @@ def _torch_int8(model):
 
 # --------------------------------------------------------------------------- timing
 def time_call(fn: Callable[[], Any], repeat: int = 10, warmup: int = 2) -> dict[str, float]:
-    """Median, min and max wall time in ms of ``repeat`` calls after ``warmup`` calls."""
+    """Median, min and max wall time in ms of ``repeat`` calls after ``warmup`` calls.
+
+    Also the median thread CPU time (``cpu_median_ms``): on a shared machine it
+    leaves out the time other processes held the core (single-threaded code only).
+    """
     for _ in range(warmup):
         fn()
-    ts = []
+    ts, cpu = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        c0, t0 = time.thread_time(), time.perf_counter()
         fn()
         ts.append((time.perf_counter() - t0) * 1e3)
-    return {"median_ms": float(np.median(ts)), "min_ms": float(min(ts)), "max_ms": float(max(ts)), "runs": repeat}
+        cpu.append((time.thread_time() - c0) * 1e3)
+    return {"median_ms": float(np.median(ts)), "min_ms": float(min(ts)), "max_ms": float(max(ts)),
+            "cpu_median_ms": float(np.median(cpu)), "runs": repeat}
 
 
 @contextlib.contextmanager
@@ -195,11 +201,11 @@ def _engines(dense_fn, q_fn, torch_fn, torch_int8_fn, repeat: int) -> dict[str, 
     return t
 
 
-def _speedups(times: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Speed-up of the fastest Q-CNN backend over every baseline (ratios of medians)."""
+def _speedups(times: dict[str, dict[str, float]], key: str = "median_ms") -> dict[str, float]:
+    """Speed-up of the compiled Q-CNN backend (numpy if not built) over every baseline: ratios of medians."""
     best = "qcnn-pythran" if "qcnn-pythran" in times else "qcnn-numpy"
-    q = times[best]["median_ms"]
-    return {k: v["median_ms"] / q for k, v in times.items() if not k.startswith("qcnn-")}
+    q = times[best][key]
+    return {k: v[key] / q for k, v in times.items() if not k.startswith("qcnn-")}
 
 
 def machine() -> dict[str, Any]:
@@ -252,7 +258,7 @@ def bench_layers(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[int,
                 rows.append({
                     "network": name, "layer": L["name"], "type": L["type"], "input": list(in_shape),
                     "output": list(layer(x).shape[1:]), "sub_dim": d, "codewords": K,
-                    "times": times, "speedup": _speedups(times),
+                    "times": times, "speedup": _speedups(times), "speedup_cpu": _speedups(times, "cpu_median_ms"),
                 })
     return {"machine": machine(), "settings": {k: list(v) for k, v in settings.items()}, "layers": rows}
 
@@ -285,14 +291,16 @@ def peak_rss(model_path: str | os.PathLike, backend: str = "auto") -> dict[str, 
     if r.returncode != 0:
         raise RuntimeError(f"peak-memory subprocess failed: {r.stderr.strip()[-2000:]}")
     out = json.loads(r.stdout.strip().splitlines()[-1])
+    # VmHWM (Linux) is this process's own peak; ru_maxrss survives exec and may be the parent's.
     out["peak_mib"] = (out["vmhwm_kib"] or out["ru_maxrss_kib"]) / 1024
     return out
 
 
 def _baseline_rss(backend: str) -> float:
     """Peak RSS (MiB) of the same subprocess without a model: Python + numpy + qcnn_lite."""
-    code = ("import sys, resource, numpy; import qcnn_lite.kernels, qcnn_lite.modelfile; "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    # VmHWM, not ru_maxrss: ru_maxrss survives exec and may report the parent's peak.
+    code = ("import numpy, qcnn_lite.kernels, qcnn_lite.modelfile; "
+            "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')][0])")
     env = {**os.environ, "QCNN_LITE_BACKEND": backend}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     return int(r.stdout.strip().splitlines()[-1]) / 1024 if r.returncode == 0 else float("nan")
@@ -318,7 +326,8 @@ def bench_networks(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[in
             int8_fn = None if qm is None else (lambda qm=qm, xt=xt: qm(xt))
         with single_thread(), (torch.inference_mode() if torch else contextlib.nullcontext()):
             times = _engines(lambda: dense.forward(x), lambda: qnet.forward(x), torch_fn, int8_fn, repeat)
-        entry: dict[str, Any] = {"network": name, "times": times, "speedup": _speedups(times)}
+        entry: dict[str, Any] = {"network": name, "times": times, "speedup": _speedups(times),
+                                 "speedup_cpu": _speedups(times, "cpu_median_ms")}
         if memory:
             with tempfile.TemporaryDirectory() as tmp:
                 sizes, rss = {}, {}
@@ -343,7 +352,7 @@ def bench_networks(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[in
 _ORDER = ["numpy-dense", "torch-fp32", "torch-int8-dynamic", "qcnn-numpy", "qcnn-pythran"]
 
 
-def _time_table(rows: list[tuple[str, dict, dict]]) -> str:
+def _time_table(rows: list[tuple[str, dict, dict]], cpu: bool = False) -> str:
     engines = [e for e in _ORDER if any(e in t for _, t, _ in rows)]
     base = [e for e in engines if not e.startswith("qcnn-")]
     head = ["", *[f"{e} ms" for e in engines], *[f"x vs {e}" for e in base]]
@@ -352,7 +361,10 @@ def _time_table(rows: list[tuple[str, dict, dict]]) -> str:
         cells = [label]
         for e in engines:
             v = t.get(e)
-            cells.append("-" if v is None else f"{v['median_ms']:.2f} [{v['min_ms']:.2f}-{v['max_ms']:.2f}]")
+            if v is None:
+                cells.append("-")
+            else:
+                cells.append(f"{v['cpu_median_ms']:.2f}" if cpu else f"{v['median_ms']:.2f} [{v['min_ms']:.2f}-{v['max_ms']:.2f}]")
         cells += ["-" if e not in s else f"{s[e]:.2f}" for e in base]
         lines.append(cells)
     widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
@@ -361,20 +373,24 @@ def _time_table(rows: list[tuple[str, dict, dict]]) -> str:
     return "\n".join(out)
 
 
-def _header(m: dict) -> str:
+def _header(m: dict, cpu: bool = False) -> str:
     load = ", ".join(f"{v:.2f}" for v in m["load_average"]) if m.get("load_average") else "?"
+    what = "median thread CPU time" if cpu else "median [min-max] wall time"
     return (f"{m['cpu']} ({m['cores']} cores), load average {load}; numpy {m['numpy']}, torch {m['torch']}; "
-            f"one thread, batch 1, median [min-max] of the runs")
+            f"one thread, batch 1, {what} of the runs")
 
 
-def render_layers(res: dict) -> str:
+def render_layers(res: dict, cpu: bool = False) -> str:
+    sp = "speedup_cpu" if cpu else "speedup"
     rows = [(f"{r['network']}/{r['layer']} {'x'.join(map(str, r['input']))} C's={r['sub_dim']} K={r['codewords']}",
-             r["times"], r["speedup"]) for r in res["layers"]]
-    return _header(res["machine"]) + "\n" + _time_table(rows) + "\n(x vs B: speed-up of the compiled LUT kernels over baseline B)\n"
+             r["times"], r[sp]) for r in res["layers"]]
+    return (_header(res["machine"], cpu) + "\n" + _time_table(rows, cpu)
+            + "\n(x vs B: speed-up of the compiled LUT kernels over baseline B)\n")
 
 
-def render_networks(res: dict) -> str:
-    out = [_header(res["machine"]), _time_table([(r["network"], r["times"], r["speedup"]) for r in res["networks"]])]
+def render_networks(res: dict, cpu: bool = False) -> str:
+    sp = "speedup_cpu" if cpu else "speedup"
+    out = [_header(res["machine"], cpu), _time_table([(r["network"], r["times"], r[sp]) for r in res["networks"]], cpu)]
     for r in res["networks"]:
         if "file_mib" in r:
             f, p = r["file_mib"], r["peak_rss_mib"]
@@ -396,6 +412,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeat", type=int, default=10, help="timed runs per figure (default 10, at least 10 for the record)")
     p.add_argument("--networks", default=",".join(NETWORKS), help="comma-separated: alexnet,cnns")
     p.add_argument("--out", help="also write the JSON to this file (refuses to overwrite)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="what the tables show: wall time (default) or thread CPU time (steadier on a busy machine)")
 
 
 def _run(args: argparse.Namespace, fn, render) -> int:
@@ -411,7 +429,7 @@ def _run(args: argparse.Namespace, fn, render) -> int:
     if args.out:
         with open(args.out, "x") as f:
             f.write(text + "\n")
-    print(text if args.json else render(res), end="\n" if args.json else "")
+    print(text if args.json else render(res, args.clock == "cpu"), end="\n" if args.json else "")
     return 0
 
 
