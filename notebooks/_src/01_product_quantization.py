@@ -148,6 +148,9 @@ cells = [
     axes[0].set_xticks(Ks, [str(k) for k in Ks])
     axes[1].set(xscale="log", yscale="log", xlabel="bits per dimension = log2(K) / C's",
                 title="At equal bits, longer sub-vectors win")
+    bit_ticks = [0.125, 0.25, 0.5, 1, 2, 4, 8]
+    axes[1].set_xticks(bit_ticks, [f"{b:g}" for b in bit_ticks])
+    axes[1].minorticks_off()
     for ax in axes:
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -159,7 +162,8 @@ cells = [
     because k-means in a higher-dimensional sub-space can exploit the correlation between neighbouring
     pixels. Q-CNN's choices ($C'_s = 8$, $K = 128$ for conv layers: under 1 bit per weight) sit in that regime.
     The price of long sub-vectors is elsewhere: the codebook has $K C'_s$ floats per sub-space, and, as we
-    see next, the look-up table has $K$ entries per sub-space.
+    see next, the look-up table has $K$ entries per sub-space. (The curve for $C'_s=1$, $K=256$ drops to
+    almost zero because the images have only 256 grey levels: a scalar quantizer with 256 levels is lossless.)
 
     ## 3. The look-up-table trick
 

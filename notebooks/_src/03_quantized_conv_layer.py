@@ -20,7 +20,7 @@ cells = [
     - torch is optional (one more exactness check and timing);
     - about a minute.
     """),
-    setup(NB, "import time\nfrom pathlib import Path\nimport qcnn_lite\nfrom qcnn_lite import data, kernels, models\nfrom qcnn_lite.layers import Conv2d, QConv2d\nfrom qcnn_lite.kernels import _numpy as numpy_kernels"),
+    setup(NB, "import time\nfrom pathlib import Path\nimport qcnn_lite\nfrom qcnn_lite import data, kernels, models\nfrom qcnn_lite.layers import Conv2d, QConv2d\nfrom qcnn_lite.kernels import _numpy as numpy_kernels", one_blas_thread=True),
     md(r"""
     ## 1. The maths
 

@@ -37,8 +37,17 @@ def build(name: str, cells: list) -> Path:
     return path
 
 
-def setup(notebook: str, imports: str = "") -> object:
+def setup(notebook: str, imports: str = "", one_blas_thread: bool = False) -> object:
     """The first code cell of every notebook: imports, fast mode, seeds and the figure helper."""
+    blas = ""
+    if one_blas_thread:
+        blas = '''
+try:  # the quantizer makes many small matrix products: one BLAS thread is faster, and steady on a busy machine
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(1)
+except ImportError:
+    pass
+'''
     return code(
         f'''
 %matplotlib inline
@@ -51,7 +60,7 @@ NOTEBOOK = "{notebook}"
 FAST = figures.fast_mode()  # QCNN_FAST=1: the small CI settings
 rng = np.random.default_rng(0)  # every random choice below derives from fixed seeds
 plt.rcParams.update({{"figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3}})
-
+{blas}
 
 def show(fig, name):
     """Save the figure to figures/<notebook>/<name>.png, then show it."""
