@@ -239,3 +239,41 @@ def test_compiled_module_is_the_extension():
     from qcnn_lite.kernels import _pythran
 
     assert _pythran.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape,args", [
+    ((1, 96, 13, 11), (5, 1e-4, 0.75, 1.0)),   # AlexNet
+    ((2, 7, 5, 3), (5, 5e-4, 0.75, 2.0)),       # CNN-S parameters, fewer channels than the window
+    ((1, 9, 4, 4), (3, 1e-2, 0.6, 1.5)),        # beta != 0.75: the pow path
+    ((1, 1, 1, 1), (4, 1e-3, 0.75, 1.0)),       # even window, one channel
+])
+def test_lrn_matches_torch(backend, shape, args, rng):
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal(shape, dtype=np.float32) * 10
+    want = torch.nn.functional.local_response_norm(torch.from_numpy(x), *args).numpy()
+    previous = kernels.backend()
+    try:
+        kernels.set_backend(backend)
+        got = kernels.lrn(x, *args)
+    finally:
+        kernels.set_backend(previous)
+    assert got.shape == x.shape and got.dtype == np.float32
+    assert rel_err(got, want) < TOL
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lrn_rejects_bad_input(backend, rng):
+    previous = kernels.backend()
+    try:
+        kernels.set_backend(backend)
+        x = rng.standard_normal((1, 4, 3, 3), dtype=np.float32)
+        for bad in (x.astype(np.float64), x[0], x[:, :, :, ::2]):
+            with pytest.raises(ValueError):
+                kernels.lrn(bad)
+        with pytest.raises(ValueError):
+            kernels.lrn(x, size=0)
+        with pytest.raises(ValueError):
+            kernels.lrn(x, beta=float("nan"))
+    finally:
+        kernels.set_backend(previous)

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _numpy
 
-__all__ = ["linear_lut", "conv2d_lut", "backend", "set_backend", "available_backends"]
+__all__ = ["linear_lut", "conv2d_lut", "lrn", "backend", "set_backend", "available_backends"]
 
 _BACKENDS = ("numpy", "pythran", "auto")
 
@@ -144,3 +144,18 @@ def conv2d_lut(
     if _numpy.conv_output_size(H, kh, stride, padding) < 1 or _numpy.conv_output_size(W, kw, stride, padding) < 1:
         raise ValueError(f"a {kh}x{kw} kernel does not fit a {H}x{W} input with padding {padding}")
     return _impl.conv2d_lut(x, codebooks, codes, bias, int(stride), int(padding), int(groups))
+
+
+def lrn(x: np.ndarray, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> np.ndarray:
+    """Caffe's cross-channel local response normalization (a dense helper of the engine).
+
+    x (n, C, H, W) float32 -> same shape: x / (k + alpha/size * sum of x^2 over
+    ``size`` neighbouring channels)^beta. Matches torch.nn.LocalResponseNorm.
+    """
+    _check_array("x", x, 4, (np.float32,))
+    if isinstance(size, bool) or int(size) != size or size < 1:
+        raise ValueError(f"size must be an integer >= 1, got {size!r}")
+    for name, v in (("alpha", alpha), ("beta", beta), ("k", k)):
+        if not np.isfinite(v):
+            raise ValueError(f"{name} must be finite, got {v!r}")
+    return _impl.lrn(x, int(size), float(alpha), float(beta), float(k))

@@ -90,3 +90,8 @@ def conv2d_lut(
         lut = conv_tables(x[i], codebooks, groups, stride, padding, Hq, Wq)
         out[i] = _pythran.conv_accumulate(lut, codes, bias, stride, OH, OW, Wq)
     return out
+
+
+def lrn(x: np.ndarray, size: int, alpha: float, beta: float, k: float) -> np.ndarray:
+    """Cross-channel LRN, x (n, C, H, W) f32 -> same shape (see ``_pythran.lrn``)."""
+    return _pythran.lrn(x, int(size), float(alpha), float(beta), float(k))

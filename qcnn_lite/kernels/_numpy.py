@@ -83,3 +83,18 @@ def conv2d_lut(
                 sel = plane[:, flat[g * ctg : (g + 1) * ctg, i, j]]  # (n, ctg, M, oh, ow)
                 out[:, g * ctg : (g + 1) * ctg, oh0:oh1, ow0:ow1] += sel.sum(2)
     return out
+
+
+def lrn(x: np.ndarray, size: int, alpha: float, beta: float, k: float) -> np.ndarray:
+    """Caffe's cross-channel LRN: x / (k + alpha/size * sum of x^2 over `size` channels)^beta.
+
+    x (n, C, H, W) f32 -> same shape; matches torch.nn.LocalResponseNorm.
+    """
+    n, C, H, W = x.shape
+    sq = np.square(x, dtype=np.float32)
+    pad = np.zeros((n, C + size - 1, H, W), dtype=np.float32)
+    pad[:, size // 2 : size // 2 + C] = sq
+    csum = np.cumsum(pad, axis=1, dtype=np.float32)
+    csum = np.concatenate([np.zeros((n, 1, H, W), np.float32), csum], 1)
+    win = csum[:, size:] - csum[:, :-size]  # sum over the window of each channel
+    return (x / np.power(k + (alpha / size) * win, beta)).astype(np.float32)

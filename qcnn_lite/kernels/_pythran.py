@@ -151,3 +151,36 @@ def conv_accumulate(lut, codes, bias, stride, OH, OW, Wq):
         for oh in range(OH):
             out[oc, oh] = acc[oh * Wq:oh * Wq + OW]
     return out
+
+
+#pythran export lrn(float32[:, :, :, :], int, float, float, float)
+def lrn(x, size, alpha, beta, k):
+    """Caffe's cross-channel LRN: x / (k + alpha/size * sum of x^2 over ``size`` channels)^beta.
+
+    x (n, C, H, W) float32 -> same shape. Not a look-up table: the dense helper
+    the AlexNet and CNN-S engines spend the most time in after conv and fc.
+    Channel c sums channels c - size//2 .. c - size//2 + size - 1 (those that exist).
+    beta = 0.75 (every network here) avoids pow: d^-0.75 = 1 / (sqrt(d) * sqrt(sqrt(d))).
+    """
+    n, C, H, W = x.shape
+    HW = H * W
+    xs = x.reshape((n, C, HW))
+    out = np.empty((n, C, HW), np.float32)
+    scale = np.float32(alpha / size)
+    kk = np.float32(k)
+    half = size // 2
+    win = np.empty(HW, np.float32)
+    for b in range(n):
+        sq = xs[b] * xs[b]  # (C, HW)
+        for c in range(C):
+            lo = max(0, c - half)
+            hi = min(C, c - half + size)
+            win[:] = 0
+            for j in range(lo, hi):
+                win += sq[j]
+            if beta == 0.75:
+                d = kk + scale * win
+                out[b, c] = xs[b, c] / (np.sqrt(d) * np.sqrt(np.sqrt(d)))
+            else:
+                out[b, c] = xs[b, c] * (kk + scale * win) ** np.float32(-beta)
+    return out.reshape((n, C, H, W))
