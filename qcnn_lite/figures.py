@@ -2,13 +2,15 @@
 
 Every notebook figure is saved as ``<repo>/figures/<notebook>/<name>.png``
 before it is shown, so the pictures exist outside the notebooks too.
-``QCNN_FIGURES`` moves that root folder; ``QCNN_FAST=1`` asks the notebooks
-for their small (CI) settings.
+``QCNN_FAST=1`` asks the notebooks for their small (CI) settings; fast-mode
+figures go to ``<tmp>/qcnn-lite-figures`` instead, so a fast run never
+overwrites the committed full-mode figures. ``QCNN_FIGURES`` overrides both.
 """
 from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +25,13 @@ def fast_mode() -> bool:
 
 
 def figures_root() -> Path:
-    """``$QCNN_FIGURES``, else ``figures/`` of the source checkout, else ``./figures``."""
+    """``$QCNN_FIGURES``; else, in fast mode, ``<tmp>/qcnn-lite-figures``; else ``figures/``
+    of the source checkout, or ``./figures`` for an installed package."""
     env = os.environ.get("QCNN_FIGURES")
     if env:
         return Path(env)
+    if fast_mode():
+        return Path(tempfile.gettempdir()) / "qcnn-lite-figures"
     repo = Path(__file__).resolve().parents[1]
     if (repo / "pyproject.toml").is_file():  # a source checkout (editable install)
         return repo / "figures"

@@ -143,7 +143,9 @@ cells = [
     | [02_quantized_fc_layer](02_quantized_fc_layer.ipynb) | one fc layer: weight-space PQ, then error correction on real activations; LUT inference timed |
     | [03_quantized_conv_layer](03_quantized_conv_layer.ipynb) | one conv layer: shared codebooks across taps, the LUT planes, padding and groups, exactness and speed |
     | [04_whole_network](04_whole_network.ipynb) | a whole network layer by layer: accumulated-error compensation, accuracy vs compression, the model file |
-    | 05–07 | the paper's tables and measurements rebuilt (speed-up/compression, run time and memory); see the listing below |
+    | [05_table1](05_table1.ipynb) | the paper's Table 1 rebuilt beside the original: speed-up, compression, accuracy |
+    | [06_table2](06_table2.ipynb) | the paper's Table 2: time, storage and memory, measured here and on phones |
+    | [07_webcam_demo](07_webcam_demo.ipynb) | classify photos from your webcam or a file with a quantized network |
 
     The cell below lists the notebooks actually present next to this one, with their titles:
     """),
@@ -170,8 +172,9 @@ cells = [
     - **Kernel backend**: the look-up-table kernels have a pure-numpy reference and optional compiled Pythran
       kernels. `QCNN_LITE_BACKEND=numpy|pythran|auto` picks one at import (default `auto`: Pythran when built);
       `qcnn_lite.kernels.set_backend(...)` switches at run time.
-    - **Figures** are saved as PNG under `figures/<notebook>/` before they are shown (`qcnn_lite.figures.savefig`);
-      set `QCNN_FIGURES` to put them elsewhere.
+    - **Figures** are saved as PNG under `figures/<notebook>/` before they are shown (`qcnn_lite.figures.savefig`).
+      Fast-mode runs save theirs to a temporary folder instead, so they never overwrite the committed full-mode
+      figures; set `QCNN_FIGURES` to choose the folder yourself.
     """),
     code(r"""
     print("fast mode        :", figures.fast_mode())

@@ -291,10 +291,12 @@ cells = [
     show(fig, "timing")
     """),
     md(r"""
-    On a desktop CPU an optimised BLAS is hard to beat at equal work, but Q-CNN does not do equal work: the
-    table costs $C_s K$ multiply-adds, and the rest is additions of table entries. For a single input (the
-    phone's case) the compiled kernel competes with BLAS; for large batches BLAS's matrix-matrix product wins
-    because the LUT must be rebuilt for every input. Notebooks 05–07 measure whole networks.
+    On a desktop CPU an optimised BLAS is hard to beat at equal work, and Q-CNN's work is of a different kind: the
+    table costs $C_s K$ multiply-adds (a small dense product), the rest is gathers and additions of table entries,
+    which are limited by memory access rather than arithmetic. For a single input the compiled kernel stays within
+    a small factor of BLAS while reading an order of magnitude fewer weight bytes; for large batches BLAS's matrix-matrix product
+    pulls far ahead, because the table must be rebuilt for every input. The paper's phone measurements compared
+    both methods without BLAS, where the operation count decides (notebook 06).
 
     ## Summary
 

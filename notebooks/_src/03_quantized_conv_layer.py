@@ -303,7 +303,7 @@ cells = [
     the same number of operations. The Q-CNN path does far fewer multiply-adds, but its inner loop is a
     gather (table entries picked by codes), which is memory-bound. The compiled Pythran kernels close most of
     that gap; the pure-numpy path pays for the temporaries that fancy indexing creates. The paper's
-    phone measurements (notebooks 05–07) compared both methods *without* BLAS, where the operation count
+    phone measurements (notebook 06) compared both methods *without* BLAS, where the operation count
     decides.
 
     ## Summary
