@@ -56,8 +56,47 @@ def render(rows: Sequence[dict[str, Any]], fmt: str = "markdown") -> str:
         return buf.getvalue()
     if fmt == "markdown":
         def cell(v: Any) -> str:
-            return f"{v:.2f}" if isinstance(v, float) else str(v)
+            return "" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
         lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
         lines += ["| " + " | ".join(cell(r[c]) for c in cols) + " |" for r in rows]
         return "\n".join(lines) + "\n"
     raise ValueError(f"unknown format {fmt!r}: choose markdown, csv or json")
+
+
+def table2_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
+    """Table 2 from a :func:`qcnn_lite.bench.bench_networks` result, beside the paper's Mate 7 figures.
+
+    Time is one image on one thread: the CNN is our dense numpy engine (im2col + BLAS),
+    the Q-CNN our look-up-table engine with the best kernels built. Storage is the model
+    file on disk; memory the peak RSS of a fresh process running one image. torch fp32
+    and dynamic int8 times are measured in the same run.
+    """
+    rows = []
+    for r in bench["networks"]:
+        net, t = r["network"], r["times"]
+        q_engine = "qcnn-pythran" if "qcnn-pythran" in t else "qcnn-numpy"
+        p = paper.table2_paper(net)
+        rss = r.get("peak_rss_mib", {})
+        q_rss = rss.get(f"qcnn-{q_engine.split('-')[1]}", rss.get("qcnn-numpy"))
+        for variant, engine, size_key, mem in (("CNN", "numpy-dense", "dense", rss.get("dense-numpy")),
+                                               ("Q-CNN", q_engine, "qcnn", q_rss)):
+            pp = p["cnn" if variant == "CNN" else "qcnn"]
+            rows.append({
+                "network": net,
+                "model": variant,
+                "engine": engine,
+                "time_ms": round(t[engine]["median_ms"], 2),
+                "time_min_max_ms": f"{t[engine]['min_ms']:.2f}-{t[engine]['max_ms']:.2f}",
+                "storage_mib": round(r["file_mib"][size_key], 2) if "file_mib" in r else None,
+                "memory_mib": round(mem, 1) if mem is not None else None,
+                "paper_time_s": pp["time_s"],
+                "paper_storage_mb": pp["storage_mb"],
+                "paper_memory_mb": pp["memory_mb"],
+            })
+        speed = {k: round(v, 2) for k, v in r["speedup"].items()}
+        rows[-1]["speedup_vs_dense"] = speed.get("numpy-dense")
+        rows[-1]["speedup_vs_torch_fp32"] = speed.get("torch-fp32")
+        rows[-1]["speedup_vs_torch_int8"] = speed.get("torch-int8-dynamic")
+        rows[-1]["paper_speedup"] = round(p["cnn"]["time_s"] / p["qcnn"]["time_s"], 2)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return [{k: r.get(k) for k in keys} for r in rows]

@@ -59,3 +59,21 @@ def test_paper_tables_copy_is_faithful():
     if not shared.exists():
         pytest.skip("../shared/paper/tables.json is not beside this checkout")
     assert json.loads(shared.read_text()) == paper.TABLES
+
+
+def test_table2_rows_from_a_bench_result():
+    # a bench result shaped like bench.bench_networks' output, with round numbers
+    t = lambda m: {"median_ms": m, "min_ms": m - 1, "max_ms": m + 1}  # noqa: E731
+    res = {"networks": [{
+        "network": "alexnet",
+        "times": {"numpy-dense": t(100.0), "torch-fp32": t(80.0), "qcnn-numpy": t(300.0), "qcnn-pythran": t(20.0)},
+        "speedup": {"numpy-dense": 5.0, "torch-fp32": 4.0},
+        "file_mib": {"dense": 232.57, "qcnn": 12.58},
+        "peak_rss_mib": {"dense-numpy": 500.0, "qcnn-numpy": 250.0, "qcnn-pythran": 60.0},
+    }]}
+    cnn, q = tables.table2_rows(res)
+    assert (cnn["model"], cnn["time_ms"], cnn["storage_mib"], cnn["memory_mib"]) == ("CNN", 100.0, 232.57, 500.0)
+    assert (q["model"], q["engine"], q["time_ms"], q["memory_mib"]) == ("Q-CNN", "qcnn-pythran", 20.0, 60.0)
+    assert q["speedup_vs_dense"] == 5.0 and q["speedup_vs_torch_int8"] is None
+    assert q["paper_speedup"] == pytest.approx(2.93 / 0.95, abs=0.01)
+    assert "| alexnet | Q-CNN |" in tables.render([cnn, q])
