@@ -48,10 +48,13 @@ def _model_dirs() -> list[Path]:
     return out
 
 
-def _cache_path(dense_file: Path) -> Path:
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _cache_path(dense_file: Path, digest: str) -> Path:
     """Where the demo's quantization of ``dense_file`` is cached: named by the file's SHA-256, so never stale."""
-    digest = hashlib.sha256(dense_file.read_bytes()).hexdigest()[:16]
-    return REPO / "results" / "cache" / "models" / f"{dense_file.stem}-q-{digest}.qcnn"
+    return REPO / "results" / "cache" / "models" / f"{Path(dense_file).stem}-q-{digest[:16]}.qcnn"
 
 
 def default_model_paths(arch: str = DEFAULT_ARCH) -> tuple[Path | None, Path | None]:
@@ -70,37 +73,69 @@ def default_model_paths(arch: str = DEFAULT_ARCH) -> tuple[Path | None, Path | N
     return q, d
 
 
-def quantize_for_demo(dense: Network, n_calib: int = 200, seed: int = 0, error_correction: bool = True) -> Network:
-    """Quantize a dense Fashion-MNIST network with the paper's settings (conv C's=8, K=128; fc C's=4, K=64).
+def demo_settings(net: Network) -> dict[str, tuple[int, int]]:
+    """(C's, K) per layer: the paper's AlexNet setting scaled to the mini networks
+    (:data:`qcnn_lite.evaluate.MINI_SETTINGS`, second setting) when ``net`` is one of
+    them, else conv C's=8, K=128 and fc C's=4, K=32, K capped at each layer's sub-vectors."""
+    from .evaluate import MINI_SETTINGS
 
-    K is capped at each layer's number of sub-vectors (fc8 has only 10 rows).
-    Error correction uses ``n_calib`` training images when Fashion-MNIST is
-    available, plain product quantization otherwise.
+    if net.name in MINI_SETTINGS:
+        return MINI_SETTINGS[net.name][min(1, len(MINI_SETTINGS[net.name]) - 1)]
+    settings = {}
+    for _, L in net.param_layers():
+        d, k = (8, 128) if L["type"] == "conv" else (4, 32)
+        rows = L["out"] * (L["kernel"] ** 2 if L["type"] == "conv" else 1)
+        settings[L["name"]] = (d, min(k, rows))
+    return settings
+
+
+def quantize_for_demo(dense: Network, n_calib: int = 1000, seed: int = 0, error_correction: bool = True,
+                      source: str | os.PathLike | None = None) -> Network:
+    """Quantize a dense Fashion-MNIST network with :func:`demo_settings`.
+
+    Error correction (the paper's, with compensation) uses ``n_calib`` training
+    images when Fashion-MNIST is available -- the fc layers need more images
+    than inputs (576, 768) -- and plain product quantization otherwise, which
+    loses far more accuracy. ``source``: the dense model file, whose SHA-256 is
+    recorded in ``meta["quantized_from"]`` so a stale file can be recognised.
     """
     from . import data as datasets
     from .quantize import quantize_network
 
-    settings = {}
-    for _, L in dense.param_layers():
-        d, k = (8, 128) if L["type"] == "conv" else (4, 64)
-        rows = L["out"] * (L["kernel"] ** 2 if L["type"] == "conv" else 1)
-        settings[L["name"]] = (d, min(k, rows))
     calib = None
     if error_correction:
         try:
             images, _ = datasets.load_fashion_mnist("train")
-            idx = np.sort(np.random.default_rng(seed).choice(len(images), n_calib, replace=False))
+            idx = np.sort(np.random.default_rng(seed).choice(len(images), min(n_calib, len(images)), replace=False))
             calib = datasets.to_input(images[idx], *datasets.normalisation(dense.meta))
         except (datasets.DataError, OSError):
             pass  # no data here: plain product quantization
-    return quantize_network(dense, calib, settings, error_correction=calib is not None, seed=seed, show_progress=False)
+    net = quantize_network(dense, calib, demo_settings(dense), error_correction=calib is not None, seed=seed,
+                           show_progress=False)
+    if source is not None:
+        net.meta["quantized_from"] = {"file": Path(source).name, "sha256": _sha256(Path(source))}
+    return net
+
+
+def quantize_file(dense_path: str | os.PathLike, out_path: str | os.PathLike | None = None,
+                  overwrite: bool = False) -> Path:
+    """Write the demo's quantized network for a dense model file (default ``<dense>-q.qcnn`` beside it)."""
+    from . import modelfile
+
+    dense_path = Path(dense_path)
+    out = Path(out_path) if out_path is not None else dense_path.with_name(f"{dense_path.stem}-q.qcnn")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass overwrite=True (--force) to replace it")
+    net = quantize_for_demo(modelfile.load(dense_path), source=dense_path)
+    if not net.meta["quantization"]["error_correction"]:
+        raise ValueError("Fashion-MNIST is needed for error correction (make data); refusing to save a plain-PQ model")
+    return modelfile.save(net, out, overwrite=overwrite)
 
 
 def _demo_network(seed: int = 0) -> Network:
     """An untrained (random-weight) mini-alexnet: keeps the app usable before any model is trained."""
-    from .models import synthetic
-
     from .data import CLASSES
+    from .models import synthetic
 
     net = synthetic(DEFAULT_ARCH, seed)
     net.meta["classes"] = list(CLASSES)
@@ -112,11 +147,12 @@ def load_models(model_path: str | os.PathLike | None = None, dense_path: str | o
                 cache: bool = True) -> tuple[Network, Network | None, list[str]]:
     """(quantized network, dense network or None, notes for the user).
 
-    With no paths: the quantized mini-alexnet if a file exists; else the dense
-    ``data/models/mini-alexnet.qcnn`` quantized now, or earlier: the result is
-    cached in ``results/cache/models/`` under the dense file's hash; else an untrained
-    network, said so in the notes. A dense network passed as ``model_path``
-    is quantized the same way.
+    With no paths, in order: ``<arch>-q.qcnn`` (see :func:`default_model_paths`)
+    if it was made from the dense file found beside it (same SHA-256); else
+    the dense ``mini-alexnet.qcnn`` quantized by :func:`quantize_for_demo` --
+    once: the result is cached in ``results/cache/models/`` under the dense
+    file's hash; else an untrained network, said so in the notes. A dense
+    network passed as ``model_path`` is quantized the same way.
     """
     from . import modelfile
 
@@ -126,21 +162,26 @@ def load_models(model_path: str | os.PathLike | None = None, dense_path: str | o
         net = modelfile.load(model_path)
         if not net.is_quantized:
             dense = dense or net
-            net = quantize_for_demo(net)
+            net = quantize_for_demo(net, source=model_path)
             notes.append(f"{Path(model_path).name} is a dense network: quantized it for this demo")
         return net, dense, notes
     q_path, d_path = default_model_paths()
+    digest = _sha256(d_path) if d_path is not None else None
     if dense is None and d_path is not None:
         dense = modelfile.load(d_path)
     if q_path is not None:
-        return modelfile.load(q_path), dense, notes
+        net = modelfile.load(q_path)
+        made_from = net.meta.get("quantized_from", {}).get("sha256") if isinstance(net.meta.get("quantized_from"), dict) else None
+        if digest is None or made_from in (None, digest):
+            return net, dense, notes
+        notes.append(f"{q_path.name} was made from another {d_path.name}: quantizing the current one instead")
     if dense is not None:
-        cached = _cache_path(d_path) if d_path is not None and dense_path is None else None
+        cached = _cache_path(d_path, digest) if d_path is not None and dense_path is None else None
         if cached is not None and cached.is_file():
             return modelfile.load(cached), dense, notes
-        net = quantize_for_demo(dense)
-        ec = "with" if net.meta["quantization"]["error_correction"] else "without"
-        notes.append(f"quantized {dense.name} on first use ({ec} error correction)")
+        net = quantize_for_demo(dense, source=d_path if dense_path is None else dense_path)
+        ec = "with" if net.meta["quantization"]["error_correction"] else "WITHOUT (no Fashion-MNIST)"
+        notes.append(f"quantized {dense.name} on first use, {ec} error correction")
         if cache and cached is not None:
             try:
                 cached.parent.mkdir(parents=True, exist_ok=True)
@@ -405,7 +446,8 @@ def classify_app(model_path: str | os.PathLike | None = None, dense_path: str | 
 # --------------------------------------------------------------------------- command line
 def add_parser(subparsers: Any) -> Any:
     """Register ``classify`` (photo files -> top-5 of the quantized network) on argparse subparsers."""
-    p = subparsers.add_parser("classify", help="classify photos with the quantized Fashion-MNIST network",
+    p = subparsers.add_parser("classify", help="classify photos with the quantized Fashion-MNIST network "
+                                               "(or --quantize one for the webcam demo)",
                               description="Classify photo files through the webcam demo's code path "
                                           "(pre-processing, Q-CNN, optionally the dense network).")
     _arguments(p)
@@ -414,15 +456,31 @@ def add_parser(subparsers: Any) -> Any:
 
 
 def _arguments(p: Any) -> None:
-    p.add_argument("photos", nargs="+", help="image files (JPEG, PNG, ...)")
+    p.add_argument("photos", nargs="*", help="image files (JPEG, PNG, ...)")
     p.add_argument("--model", default=None, help="model file (default: the quantized mini-alexnet)")
     p.add_argument("--dense", default=None, help="dense model file to compare with (default: mini-alexnet's)")
     p.add_argument("--top", type=int, default=5, help="classes to list (default 5)")
+    p.add_argument("--quantize", metavar="DENSE", default=None,
+                   help="instead: write the demo's quantized network for this dense model file "
+                        "(to --out, default <DENSE>-q.qcnn beside it)")
+    p.add_argument("--out", default=None, help="output file for --quantize")
+    p.add_argument("--force", action="store_true", help="let --quantize replace an existing file")
 
 
 def _run(args: Any) -> int:
     import sys
 
+    if args.quantize is not None:
+        try:
+            path = quantize_file(args.quantize, args.out, overwrite=args.force)
+        except (ValueError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {path}")
+        return 0
+    if not args.photos:
+        print("error: give photo files to classify (or --quantize DENSE)", file=sys.stderr)
+        return 2
     try:
         net, dense, notes = load_models(args.model, args.dense)
     except (ValueError, OSError) as e:

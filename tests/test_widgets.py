@@ -272,3 +272,32 @@ def test_dense_default_is_quantized_once_and_cached_by_hash(tmp_path, monkeypatc
     _, _, notes3 = widgets.load_models()
     assert any("on first use" in n for n in notes3)
     assert len(list((tmp_path / "results" / "cache" / "models").glob("*.qcnn"))) == 2
+
+
+def test_quantize_file_and_stale_detection(tmp_path, monkeypatch):
+    from qcnn_lite import modelfile
+
+    try:
+        datasets.find_fashion_mnist()
+    except datasets.DataError as e:
+        pytest.skip(f"error correction needs Fashion-MNIST: {e}")
+    monkeypatch.setattr(widgets, "REPO", tmp_path)
+    monkeypatch.setenv("QCNN_MODELS", str(tmp_path / "models"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    dense_file = modelfile.save(template_network(quantized=False), tmp_path / "models" / f"{widgets.DEFAULT_ARCH}.qcnn")
+    assert widgets.main(["--quantize", str(dense_file)]) == 0
+    q_file = tmp_path / "models" / f"{widgets.DEFAULT_ARCH}-q.qcnn"
+    made = modelfile.load(q_file)
+    assert made.meta["quantization"]["error_correction"] and made.meta["quantized_from"]["file"] == dense_file.name
+    assert widgets.main(["--quantize", str(dense_file)]) == 2  # never replaced without --force
+    net, _, notes = widgets.load_models()
+    assert notes == [] and net.meta["quantized_from"] == made.meta["quantized_from"]
+    assert widgets.classify(net, jpeg(shape_photo("wide bar"))).label == "wide bar"
+    # the dense model is retrained: the old quantized file is not used
+    other = template_network(quantized=False)
+    other.params["fc1"] = Linear(other.params["fc1"].weight * 2, other.params["fc1"].bias * 2)
+    modelfile.save(other, dense_file, overwrite=True)
+    net2, _, notes2 = widgets.load_models()
+    assert any("was made from another" in n for n in notes2) and any("on first use" in n for n in notes2)
+    assert net2.meta["quantized_from"]["sha256"] != made.meta["quantized_from"]["sha256"]
