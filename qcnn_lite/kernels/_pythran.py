@@ -14,16 +14,26 @@ The split of the work follows the paper:
 
 No BLAS here (the extension is built with ``-DPYTHRAN_BLAS_NONE``): only loops.
 
-Convolution layout. The table of one image is ``lut[g, m*K + k, ph, y, x]``:
-group g, sub-space m, codeword k, then the input map split into its
-``stride*stride`` phases (``ph = (row % stride) * stride + col % stride``),
-each a plane of ``ceil(H/stride) x ceil(W/stride)`` pixels. For one output
-channel, one kernel tap and one sub-space the codeword is fixed, so the tap's
-contribution to the whole output plane is one shifted table plane. The
-phase split makes that shift contiguous for every stride: tap (i, j) reads
-phase ``((i - pad) % s, (j - pad) % s)`` at offset ``((i - pad) // s, (j - pad) // s)``.
-The inner loop is therefore a contiguous add of table rows into output rows;
-no gathers, and the compiler vectorizes it.
+Convolution layout. The table of one image is ``lut[g, m*K + k, ph, y*Wq + x]``
+(built by ``_compiled.conv_tables``): group g, sub-space m, codeword k, then
+the zero-padded input map split into its ``stride*stride`` phases
+(``ph = (row % stride) * stride + col % stride``), each phase a flat plane
+of Hq x Wq pixels. The inner products are only those of the real pixels; the
+padding holds zeros, and a zero pixel has a zero table entry, so a tap in the
+padding adds exactly 0 -- the same result as skipping it.
+
+For one output channel, one kernel tap and one sub-space the codeword is
+fixed, so the tap's contribution to the whole output plane is one shifted
+table plane. The phase split makes that shift contiguous for every stride:
+tap (i, j) reads phase ``(i % s, j % s)`` at offset ``(i // s, j // s)``.
+Keeping the output plane at the table's row pitch Wq (a few scratch columns
+per row, dropped at the end) turns every shifted plane into ONE contiguous
+run: the hot loop adds whole runs, no gathers, and the compiler vectorizes it.
+
+Measured trade-offs (AlexNet, one thread; see the bench module): summing
+eight runs per pass over the accumulator beat four; tiling the output rows to
+keep the table in L2 lost to the extra per-run work; pair tables for fc
+(one look-up per two sub-spaces) lost to their cache misses.
 """
 import numpy as np
 
@@ -111,11 +121,10 @@ def conv_accumulate(lut, codes, bias, stride, OH, OW, Wq):
     ctg = Ct // G
     L = OH * Wq
     n_items = kh * kw * M  # (tap, sub-space) pairs, each one table run
-    # Where item q = (i, j, m) reads, whatever the output channel: the first
-    # plane of sub-space m, the phase of tap (i, j) and its shift in that phase.
+    # Where item q = (i, j, m) reads in the flattened table, whatever the output
+    # channel: plane0(group) + item_base[q] (sub-space m) + codeword * plane
+    # + item_start[q] (phase of tap (i, j) and its shift inside the phase).
     # Tabulated once, so the hot loop does no integer division.
-    # In the flattened table, plane r of group g starts at (g*MK + r) * plane,
-    # and item q reads from  plane0(g) + item_base[q] + codeword * plane + item_start[q].
     SS, P = lut.shape[2], lut.shape[3]
     plane = SS * P
     item_base = np.empty(n_items, np.int64)
