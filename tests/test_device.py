@@ -320,3 +320,48 @@ def test_plot_table2():
     heights = sorted(p.get_height() for p in axes[0].patches)
     assert heights == sorted([2.93, 0.95, 10.58, 2.61, 0.5, 0.2, 0.5, 0.2])
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- device facts
+def test_device_facts_on_android(tmp_path, monkeypatch):
+    """A stub `getprop` stands in for Android: the model and versions come from its properties."""
+    props = {"ro.product.model": "SM-S911B", "ro.product.manufacturer": "samsung",
+             "ro.build.version.release": "14", "ro.build.version.sdk": "34", "ro.soc.model": "SM8550"}
+    stub = tmp_path / "getprop"
+    stub.write_text("#!/bin/sh\ncase \"$1\" in\n" + "".join(f"  {k}) echo {v} ;;\n" for k, v in props.items())
+                    + "esac\n")
+    stub.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    dev = dr.device_facts()
+    assert (dev["model"], dev["manufacturer"], dev["android_version"], dev["android_sdk"], dev["os"]) == \
+        ("SM-S911B", "samsung", "14", "34", "Android 14")
+    assert len(dev["max_freq_khz"]) == dev["cores"] == os.cpu_count()
+    assert dr._default_name(dev, "phone") == "samsung-sm-s911b"
+
+
+def test_device_facts_off_android(monkeypatch):
+    monkeypatch.setattr(dr.shutil, "which", lambda name: None)  # no getprop, no uptime
+    dev = dr.device_facts()
+    assert dev["android_version"] is None and dev["os"] != "Android"
+    assert dev["model"] and dev["cpu"] and dev["arch"]
+
+
+def test_run_benchmark_rejects_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="unknown"):
+        dr.run_benchmark(tmp_path, networks=["resnet-9000"], quick=True)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        dr.run_benchmark(tmp_path, networks=["mini-alexnet"], quick=True, kind="tablet")
+    with pytest.raises(ValueError, match="repeat"):
+        dr.run_benchmark(tmp_path, networks=["mini-alexnet"], repeat=0)
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_plot_cli_refuses_to_overwrite(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    src = _write(tmp_path, _valid(), "a.json")
+    png = tmp_path / "t2.png"
+    png.write_bytes(b"mine")
+    assert dr.main(["plot", str(src), "--out", str(png)]) == 2
+    assert "exists" in capsys.readouterr().err and png.read_bytes() == b"mine"
+    assert dr.main(["plot", str(src), "--out", str(png), "--force"]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
