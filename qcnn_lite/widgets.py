@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import html
 import io
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -52,9 +53,15 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _cache_path(dense_file: Path, digest: str) -> Path:
-    """Where the demo's quantization of ``dense_file`` is cached: named by the file's SHA-256, so never stale."""
-    return REPO / "results" / "cache" / "models" / f"{Path(dense_file).stem}-q-{digest[:16]}.qcnn"
+def _cache_path(dense_file: Path, digest: str, dense: Network) -> Path:
+    """Where the demo's quantization of ``dense_file`` is cached.
+
+    Named by a hash of the dense file's SHA-256 and of the quantization recipe
+    (settings, calibration size, seed), so a cached file is never stale.
+    """
+    recipe = json.dumps([digest, sorted(demo_settings(dense).items()), _N_CALIB, _SEED, 1], default=list)
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
+    return REPO / "results" / "cache" / "models" / f"{Path(dense_file).stem}-q-{key}.qcnn"
 
 
 def default_model_paths(arch: str = DEFAULT_ARCH) -> tuple[Path | None, Path | None]:
@@ -89,7 +96,10 @@ def demo_settings(net: Network) -> dict[str, tuple[int, int]]:
     return settings
 
 
-def quantize_for_demo(dense: Network, n_calib: int = 1000, seed: int = 0, error_correction: bool = True,
+_N_CALIB, _SEED = 1000, 0
+
+
+def quantize_for_demo(dense: Network, n_calib: int = _N_CALIB, seed: int = _SEED, error_correction: bool = True,
                       source: str | os.PathLike | None = None) -> Network:
     """Quantize a dense Fashion-MNIST network with :func:`demo_settings`.
 
@@ -176,7 +186,7 @@ def load_models(model_path: str | os.PathLike | None = None, dense_path: str | o
             return net, dense, notes
         notes.append(f"{q_path.name} was made from another {d_path.name}: quantizing the current one instead")
     if dense is not None:
-        cached = _cache_path(d_path, digest) if d_path is not None and dense_path is None else None
+        cached = _cache_path(d_path, digest, dense) if d_path is not None and dense_path is None else None
         if cached is not None and cached.is_file():
             return modelfile.load(cached), dense, notes
         net = quantize_for_demo(dense, source=d_path if dense_path is None else dense_path)
