@@ -105,10 +105,10 @@ def mini_alexnet(classes: int = 10) -> tuple[tuple[int, int, int], list[dict]]:
     LRN follows the pooling here (as in GoogLeNet), where it costs a quarter as much.
     """
     return (1, 28, 28), [
-        _conv("conv1", 16, 5, padding=2), RELU, _pool(3, 2), _lrn(),                 # 16x13x13
-        _conv("conv2", 48, 3, padding=1, groups=2), RELU, _pool(3, 2), _lrn(),       # 48x6x6
-        _conv("conv3", 64, 3, padding=1), RELU,
-        _conv("conv4", 64, 3, padding=1, groups=2), RELU,
+        _conv("conv1", 32, 5, padding=2), RELU, _pool(3, 2), _lrn(),                 # 32x13x13
+        _conv("conv2", 64, 3, padding=1, groups=2), RELU, _pool(3, 2), _lrn(),       # 64x6x6
+        _conv("conv3", 96, 3, padding=1), RELU,
+        _conv("conv4", 96, 3, padding=1, groups=2), RELU,
         _conv("conv5", 64, 3, padding=1, groups=2), RELU, _pool(2, 2),              # 64x3x3 = 576
     ] + _classifier(classes, 768)
 
@@ -116,21 +116,21 @@ def mini_alexnet(classes: int = 10) -> tuple[tuple[int, int, int], list[dict]]:
 def mini_cnns(classes: int = 10) -> tuple[tuple[int, int, int], list[dict]]:
     """CNN-S in miniature: strided 7x7 conv1 with CNN-S's LRN, 5x5 conv2, ceil-mode pooling, three 3x3 convs."""
     return (1, 28, 28), [
-        _conv("conv1", 16, 7, stride=2, padding=3), RELU, _lrn(5, 5e-4, 0.75, 2.0), _pool(2, 2, ceil=True),  # 16x7x7
-        _conv("conv2", 48, 5, padding=2), RELU, _pool(2, 2, ceil=True),              # 48x4x4
-        _conv("conv3", 64, 3, padding=1), RELU,
-        _conv("conv4", 64, 3, padding=1), RELU,
+        _conv("conv1", 32, 7, stride=2, padding=3), RELU, _lrn(5, 5e-4, 0.75, 2.0), _pool(2, 2, ceil=True),  # 32x7x7
+        _conv("conv2", 64, 5, padding=2), RELU, _pool(2, 2, ceil=True),              # 64x4x4
+        _conv("conv3", 96, 3, padding=1), RELU,
+        _conv("conv4", 96, 3, padding=1), RELU,
         _conv("conv5", 96, 3, padding=1), RELU, _pool(2, 2, ceil=True),              # 96x2x2 = 384
     ] + _classifier(classes, 768)
 
 
 def mini_vgg16(classes: int = 10) -> tuple[tuple[int, int, int], list[dict]]:
-    """VGG-16 in miniature: thirteen 3x3 convs in five blocks (8, 16, 32, 48, 48 channels).
+    """VGG-16 in miniature: thirteen 3x3 convs in five blocks (8, 32, 48, 48, 48 channels).
 
     A 28x28 image allows three 2x2 pools, so blocks 4 and 5 run on the 3x3 map.
     """
     layers: list[dict] = []
-    for b, (width, reps) in enumerate([(8, 2), (16, 2), (32, 3), (48, 3), (48, 3)], start=1):
+    for b, (width, reps) in enumerate([(8, 2), (32, 2), (48, 3), (48, 3), (48, 3)], start=1):
         for r in range(1, reps + 1):
             layers += [_conv(f"conv{b}_{r}", width, 3, padding=1), RELU]
         if b <= 3:

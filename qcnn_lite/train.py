@@ -27,12 +27,13 @@ from .engine import Network
 
 __all__ = ["train", "evaluate", "main", "add_parser", "DEFAULTS"]
 
-# Per-architecture settings that reach >= 91 % test top-1 with 5-10 minutes of one core.
+# Per-architecture settings (about 8-11 minutes of one core each).
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "mini-alexnet": {"epochs": 5, "lr": 1e-3},
-    "mini-cnns": {"epochs": 8, "lr": 1e-3},
-    "mini-vgg16": {"epochs": 5, "lr": 1e-3},
+    "mini-alexnet": {"epochs": 8, "lr": 1e-3, "augment": "flip"},
+    "mini-cnns": {"epochs": 10, "lr": 1e-3, "augment": "flip"},
+    "mini-vgg16": {"epochs": 10, "lr": 1e-3, "augment": "flip"},
 }
+AUGMENT = ("none", "flip", "shift")
 
 
 def evaluate(net: Network, images: np.ndarray, labels: np.ndarray, batch_size: int = 500,
@@ -54,14 +55,16 @@ def evaluate(net: Network, images: np.ndarray, labels: np.ndarray, batch_size: i
     return 100.0 * top1 / n, 100.0 * top5 / n
 
 
-def _augment(torch, x, gen):
-    """Random horizontal flips and shifts of up to 2 pixels per sample; x (n, C, H, W).
+def _augment(torch, x, gen, shift: bool = True):
+    """Random horizontal flips and (if ``shift``) shifts of up to 2 pixels, per sample; x (n, C, H, W).
 
     Shifted-in pixels take the background value (the normalised 0).
     """
     n, c, H, W = x.shape
     flip = torch.rand(n, generator=gen) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    if not shift:
+        return x
     p = 2
     xp = torch.nn.functional.pad(x, (p, p, p, p), value=float(-data.MEAN / data.STD))
     dy = torch.randint(0, 2 * p + 1, (n,), generator=gen)
@@ -77,7 +80,7 @@ def train(
     seed: int = 0,
     batch_size: int = 64,
     lr: float | None = None,
-    augment: bool = False,
+    augment: str | None = None,
     limit: int | None = None,
     max_steps: int | None = None,
     threads: int | None = 1,
@@ -86,7 +89,8 @@ def train(
     """Train ``arch`` on the Fashion-MNIST training set; returns (dense Network, history).
 
     Adam with a cosine learning-rate decay, cross-entropy, dropout 0.5 in fc6/fc7,
-    optional flip/shift augmentation. Seeded: the same seed gives the same run on
+    ``augment``: "none", "flip" (random horizontal flips) or "shift" (flips and
+    2-pixel shifts); None takes the architecture's default. Seeded: the same seed gives the same run on
     the same machine. ``limit`` uses the first n training images, ``max_steps``
     stops early (for tests). history: {"loss": per-step losses, "seconds": ...}.
     """
@@ -97,9 +101,12 @@ def train(
 
     if arch not in models.SPECS:
         raise ValueError(f"unknown network {arch!r}: choose one of {', '.join(models.SPECS)}")
-    cfg = DEFAULTS.get(arch, {"epochs": 10, "lr": 1e-3})
+    cfg = DEFAULTS.get(arch, {"epochs": 10, "lr": 1e-3, "augment": "none"})
     epochs = cfg["epochs"] if epochs is None else epochs
     lr = cfg["lr"] if lr is None else lr
+    augment = cfg["augment"] if augment is None else augment
+    if augment not in AUGMENT:
+        raise ValueError(f"augment must be one of {', '.join(AUGMENT)}, got {augment!r}")
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     if threads:
@@ -133,8 +140,8 @@ def train(
                     break
                 idx = order[i : i + batch_size]
                 x, y = x_all[idx], y_all[idx]
-                if augment:
-                    x = _augment(torch, x, gen)
+                if augment != "none":
+                    x = _augment(torch, x, gen, shift=augment == "shift")
                 loss = F.cross_entropy(model(x), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -156,7 +163,7 @@ def train(
         "weights": f"trained by qcnn_lite.train: {epochs} epochs, seed {seed}",
     }
     net = to_network(model, arch, spec, input_shape, meta)
-    return net, {"loss": losses, "seconds": seconds, "cpu_seconds": cpu_seconds, "epochs": epochs, "lr": lr, "steps": step, "torch": torch.__version__}
+    return net, {"loss": losses, "seconds": seconds, "cpu_seconds": cpu_seconds, "epochs": epochs, "lr": lr, "steps": step, "augment": augment, "torch": torch.__version__}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -175,7 +182,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--augment", action="store_true", help="random flips and 2-pixel shifts (needs more epochs)")
+    p.add_argument("--augment", choices=AUGMENT, default=None, help="none, flip (random horizontal flips) or shift "
+                   "(flips and 2-pixel shifts; needs more epochs); default: per architecture")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: on a shared 2-core machine more threads run far slower)")
     p.add_argument("--out", default="data/models", help="output folder (default data/models)")
     p.add_argument("--force", action="store_true", help="overwrite existing model and record")
@@ -205,7 +213,7 @@ def _run(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
         "lr": hist["lr"],
         "optimizer": "Adam, cosine decay",
-        "augment": args.augment,
+        "augment": hist["augment"],
         "steps": hist["steps"],
         "train_seconds": round(hist["seconds"], 1),
         "train_cpu_seconds": round(hist["cpu_seconds"], 1),
