@@ -4,7 +4,8 @@ Starts JupyterLab on 127.0.0.1 (a secure context, so getUserMedia is allowed)
 with a random token and port, opens notebooks/07_webcam_demo.ipynb in Debian's
 Chromium (driven by Playwright's Python API, never ``playwright install``),
 runs the app cell, presses Capture and checks that a top-5 list appears. The
-screenshot goes to figures/07_webcam_demo/browser_capture.png.
+screenshot goes to figures/07_webcam_demo/browser_capture.png (``$QCNN_FIGURES``
+moves it). A second run refuses the camera and uploads data/samples/coffee.jpg.
 
 Needs ``/usr/bin/chromium`` (``apt-get install chromium``) and ``playwright``
 (pip); skipped, loudly, when either is missing. Autosave is switched off and
@@ -27,10 +28,11 @@ from pathlib import Path
 
 import pytest
 
+from qcnn_lite import figures
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = "notebooks/07_webcam_demo.ipynb"
 CHROMIUM = os.environ.get("QCNN_CHROMIUM", "/usr/bin/chromium")
-SCREENSHOT = REPO / "figures" / "07_webcam_demo" / "browser_capture.png"
 PHOTO = REPO / "data" / "samples" / "coffee.jpg"
 CHROMIUM_ARGS = [
     "--use-fake-device-for-media-stream",
@@ -169,11 +171,11 @@ def test_capture_in_jupyterlab_shows_top5(jupyterlab):
             names = _top5(page)
             timing = page.locator(".qcnn-time").inner_text()
             page.locator(".qcnn-classify-app").scroll_into_view_if_needed()
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT))
+            shot = figures.figure_path("07_webcam_demo", "browser_capture")  # or under $QCNN_FIGURES
+            page.screenshot(path=str(shot))
         finally:
             browser.close()
-    print(f"\nfake camera frame classified as: {names}\n{timing}\nscreenshot: {SCREENSHOT}")
+    print(f"\nfake camera frame classified as: {names}\n{timing}\nscreenshot: {shot}")
     _check_top5(names)
     assert "source: camera" in timing
     assert hashlib.sha256((REPO / NOTEBOOK).read_bytes()).hexdigest() == before, "the notebook file was modified"

@@ -25,7 +25,8 @@ cells = [
   `http://localhost`, `http://127.0.0.1`) and after you allow it. The file upload always works;
 * Fashion-MNIST (`make data`) for the non-interactive check below.
 
-Nothing here is slow; `QCNN_FAST=1` only shortens the timing loop.
+Apart from the one-off quantization, nothing here is slow; `QCNN_FAST=1` shortens the
+accuracy check and the timing loop.
 """),
     setup(NB, "import io\nfrom pathlib import Path\nfrom PIL import Image\nfrom qcnn_lite import data as datasets, kernels\nfrom qcnn_lite.preprocess import fashion_image, load_image, prepare\nfrom qcnn_lite.widgets import REPO, classify, load_models"),
     code(r"""
@@ -35,9 +36,13 @@ print("kernel backend:", kernels.backend())
     md(r"""
 ## The networks
 
-`load_models()` returns the quantized mini-AlexNet (conv: C's = 8, K = 128; fc: C's = 4,
-K = 64, with error correction on 200 training images) and the dense network it came
-from. Both run through the same numpy engine, `Network.forward`.
+`load_models()` returns the quantized mini-AlexNet and the dense network it came from. The
+quantized one is `data/models/mini-alexnet-q.qcnn` when it was made from the dense file beside
+it; otherwise the dense `data/models/mini-alexnet.qcnn` is quantized here, once (about a minute)
+and cached in `results/cache/models/`. The recipe is the paper's AlexNet setting 2 scaled to the
+mini network (`qcnn_lite.evaluate.MINI_SETTINGS`: conv C's = 8, K = 128; fc C's = 4, K = 32;
+fc8 C's = 1, K = 8) with error correction on 1,000 training images. Both networks run through
+the same numpy engine, `Network.forward`.
 """),
     code(r"""
 qnet, dense, notes = load_models()
@@ -144,6 +149,24 @@ for name, kind, truth, q, d in rows:
     print(f"{name:<11}{kind:<12}{truth:<15}{q[0] + f' ({q[1]:.2f})':<24}{dtxt}")
 agree = sum(q[0] == d[0] for *_, q, d in rows if d)
 print(f"Q-CNN and dense agree on {agree} of {len(rows)} inputs")
+"""),
+    md(r"""
+How much does the pre-processing cost in accuracy? The same test images, three ways: fed
+directly as the network was trained (`to_input`), through the app's pipeline as 28x28 PNG
+files, and through it "photographed" as above.
+"""),
+    code(r"""
+n = 60 if FAST else 500
+
+def accuracy(blobs):
+    pred = [int(qnet.forward(prepare(b, qnet.input_shape, qnet.meta).x).argmax()) for b in blobs]
+    return 100 * float(np.mean(np.array(pred) == test_y[:n]))
+
+direct = qnet.predict(datasets.to_input(test_x[:n], *datasets.normalisation(qnet.meta))).argmax(1)
+print(f"Q-CNN top-1 on {n} Fashion-MNIST test images:")
+print(f"  fed directly          {100 * float(np.mean(direct == test_y[:n])):5.1f} %")
+print(f"  28x28 PNG, pipeline   {accuracy(png_bytes(test_x[i]) for i in range(n)):5.1f} %")
+print(f"  'photographed'        {accuracy(as_photo(test_x[i], i) for i in range(n)):5.1f} %")
 """),
     md(r"""
 ## How long one photo takes
