@@ -59,14 +59,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--format", choices=["markdown", "json", "csv"], default="markdown")
     p.set_defaults(func=_evaluate)
 
-    from . import modelfile
+    from . import bench, buildinfo, device_results, modelfile, train, widgets
 
     modelfile.add_parser(sub)
+    buildinfo.add_parser(sub)
+    bench.add_parsers(sub)
+    device_results.add_parser(sub)
+    widgets.add_parser(sub)
+    train.add_parser(sub)
 
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
