@@ -31,8 +31,9 @@ def linear_tables(x: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
 
 def linear_lut(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """x (n, M*d) f32, codebooks (M, K, d), codes (out, M), bias (out,) -> (n, out) f32."""
-    K = codebooks.shape[1]
-    return _pythran.linear_accumulate(linear_tables(x, codebooks), codes, bias, K)
+    M, K, _ = codebooks.shape
+    lut = linear_tables(x, codebooks).reshape(x.shape[0], M, K)
+    return _pythran.linear_accumulate(lut, codes, bias)
 
 
 def conv_geometry(H: int, W: int, kh: int, kw: int, stride: int, padding: int) -> tuple[int, int, int, int]:

@@ -31,22 +31,28 @@ per row, dropped at the end) turns every shifted plane into ONE contiguous
 run: the hot loop adds whole runs, no gathers, and the compiler vectorizes it.
 
 Measured trade-offs (AlexNet, one thread; see the bench module): summing
-eight runs per pass over the accumulator beat four; tiling the output rows to
-keep the table in L2 lost to the extra per-run work; pair tables for fc
-(one look-up per two sub-spaces) lost to their cache misses.
+eight runs per pass over the accumulator (four did as well); tiling the output rows to
+keep the table in L2 lost to the extra per-run work, and so did a
+plane-major order (each table plane read once, added into every output
+channel that uses it). For fc, pair tables (one look-up per two sub-spaces),
+blocking the sub-spaces to keep the table in L1, and reading eight codes per
+64-bit load all lost or gained nothing: the random table reads themselves are
+the limit (about one per cycle).
 """
 import numpy as np
 
 
-#pythran export linear_accumulate(float32[:, :], uint8[:, :], float32[:], int)
-#pythran export linear_accumulate(float32[:, :], uint16[:, :], float32[:], int)
-def linear_accumulate(lut, codes, bias, K):
-    """y[b, o] = bias[o] + sum_m lut[b, m*K + codes[o, m]].
+#pythran export linear_accumulate(float32[:, :, :], uint8[:, :], float32[:])
+#pythran export linear_accumulate(float32[:, :, :], uint16[:, :], float32[:])
+def linear_accumulate(lut, codes, bias):
+    """y[b, o] = bias[o] + sum_m lut[b, m, codes[o, m]].
 
-    lut (n, M*K) float32, codes (out, M), bias (out,) -> (n, out) float32.
+    lut (n, M, K) float32, codes (out, M), bias (out,) -> (n, out) float32.
     For one input this is a gather: M table reads per output. Four outputs are
     summed at once so four independent add chains hide the add latency; each
     chain keeps the sub-space order m = 0, 1, ... of the reference.
+    ``table[m][code]`` with an unsigned code compiles to two instructions per
+    read (load the code, add the table entry): no negative-index checks.
     """
     n = lut.shape[0]
     n_out, M = codes.shape
@@ -62,11 +68,11 @@ def linear_accumulate(lut, codes, bias, K):
             s2 = np.float32(0)
             s3 = np.float32(0)
             for m in range(M):
-                base = m * K
-                s0 += table[base + c0[m]]
-                s1 += table[base + c1[m]]
-                s2 += table[base + c2[m]]
-                s3 += table[base + c3[m]]
+                row = table[m]
+                s0 += row[c0[m]]
+                s1 += row[c1[m]]
+                s2 += row[c2[m]]
+                s3 += row[c3[m]]
             y[b, o] = s0 + bias[o]
             y[b, o + 1] = s1 + bias[o + 1]
             y[b, o + 2] = s2 + bias[o + 2]
@@ -75,7 +81,7 @@ def linear_accumulate(lut, codes, bias, K):
             c0 = codes[o]
             s = np.float32(0)
             for m in range(M):
-                s += table[m * K + c0[m]]
+                s += table[m][c0[m]]
             y[b, o] = s + bias[o]
     return y
 
