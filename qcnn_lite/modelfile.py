@@ -48,7 +48,7 @@ _PREAMBLE = struct.Struct("<8sII")  # magic, format version, header length
 _DIGEST = 32  # SHA-256 trailer
 _MAX_HEADER = 64 << 20  # a manifest is a few kB; refuse absurd lengths before decoding
 _MAX_DIM = 1 << 31  # any single dimension or spec integer
-_CHUNK = 1 << 20  # codes packed/unpacked per step (a multiple of 8 keeps chunks byte-aligned)
+_CHUNK = 1 << 16  # codes packed/unpacked per step (a multiple of 8 keeps chunks byte-aligned; small temporaries)
 
 _CLASSES = {"Linear": Linear, "Conv2d": Conv2d, "QLinear": QLinear, "QConv2d": QConv2d}
 _KIND = {"Linear": "fc", "QLinear": "fc", "Conv2d": "conv", "QConv2d": "conv"}
@@ -84,17 +84,21 @@ def _unpack_codes(buf: memoryview, n: int, bits: int, dtype: np.dtype) -> np.nda
     """Inverse of :func:`_pack_codes`: n codes of ``bits`` bits -> (n,) array of ``dtype``.
 
     A code of at most 16 bits starting anywhere in a byte lies within 3 bytes, so
-    each one is cut out of a 24-bit big-endian window.
+    each one is cut out of a 24-bit big-endian window. Works chunk by chunk, so the
+    temporaries stay small next to the codes (peak memory matters on a phone).
     """
-    raw = np.zeros(len(buf) + 2, dtype=np.uint32)  # two zero bytes so every window is in bounds
-    raw[: len(buf)] = np.frombuffer(buf, dtype=np.uint8)
+    src = np.frombuffer(buf, dtype=np.uint8)
     out = np.empty(n, dtype=dtype)
     mask = np.uint32((1 << bits) - 1)
     for i in range(0, n, _CHUNK):
-        pos = np.arange(i, min(n, i + _CHUNK), dtype=np.int64) * bits  # bit offset of each code
-        idx = pos >> 3
+        j = min(n, i + _CHUNK)
+        b0, b1 = (i * bits) >> 3, min(len(src), ((j * bits) >> 3) + 3)
+        raw = np.zeros(b1 - b0 + 2, dtype=np.uint32)  # two zero bytes so every window is in bounds
+        raw[: b1 - b0] = src[b0:b1]
+        pos = np.arange(i, j, dtype=np.int64) * bits  # bit offset of each code
+        idx = (pos >> 3) - b0
         window = (raw[idx] << 16) | (raw[idx + 1] << 8) | raw[idx + 2]
-        out[i : i + len(pos)] = (window >> (24 - bits - (pos & 7)).astype(np.uint32)) & mask
+        out[i:j] = (window >> (24 - bits - (pos & 7)).astype(np.uint32)) & mask
     return out
 
 
@@ -662,7 +666,8 @@ def _check_layout(man: dict, buf: memoryview, start: int, body: int, fail: _Fail
                 raise fail(f"{what}: code {int(codes[bad])} at index {bad} is >= K={K} codewords")
             out[a["layer"], a["role"]] = codes.reshape(a["shape"])
         else:
-            arr = np.frombuffer(buf[lo : lo + a["nbytes"]], dtype="<f4").astype(np.float32).reshape(a["shape"])
+            # a read-only view into the file's bytes, not a copy: a dense model would otherwise need twice its size
+            arr = np.frombuffer(buf[lo : lo + a["nbytes"]], dtype="<f4").astype(np.float32, copy=False).reshape(a["shape"])
             if not np.isfinite(arr).all():
                 raise fail(f"{what}: contains NaN or Inf")
             out[a["layer"], a["role"]] = arr
