@@ -58,8 +58,9 @@ def _meson(build: Path, *options: str, env: dict | None = None, compile: bool = 
     return build / "qcnn_lite" / "kernels"
 
 
-def _agreement(so: Path) -> float:
-    r = subprocess.run([sys.executable, "-c", CHECK, str(so)], capture_output=True, text=True, timeout=300)
+def _agreement(so: Path, env: dict | None = None) -> float:
+    r = subprocess.run([sys.executable, "-c", CHECK, str(so)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, **(env or {})})
     assert r.returncode == 0, r.stderr[-3000:]
     return float(r.stdout.strip().splitlines()[-1])
 
@@ -77,6 +78,17 @@ def test_kernels_build_with_compiler(cxx, tmp_path):
     assert "-DPYTHRAN_BLAS_NONE" in info["cpp_args"] and "-march=native" not in info["cpp_args"]
     (so,) = out.glob("_pythran*.so")
     assert _agreement(so) < 1e-5
+
+
+@needs_meson
+@pytest.mark.slow
+def test_native_openmp_build(tmp_path):
+    """The opt-in options: -march=native and OpenMP threads; results unchanged with two threads."""
+    out = _meson(tmp_path / "build", "-Dpythran=enabled", "-Dnative=true", "-Dopenmp=true")
+    info = json.loads((out / "_buildinfo.json").read_text())
+    assert info["native"] == "true" and info["openmp"] == "true" and "-march=native" in info["cpp_args"]
+    (so,) = out.glob("_pythran*.so")
+    assert _agreement(so, {"OMP_NUM_THREADS": "2"}) < 1e-5
 
 
 @needs_meson
