@@ -23,6 +23,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from . import kernels
 from .layers import Conv2d, Linear, QConv2d, QLinear
 
 __all__ = ["Network", "relu", "lrn", "maxpool", "softmax", "LAYER_TYPES", "output_shapes"]
@@ -36,18 +37,8 @@ def relu(x: np.ndarray) -> np.ndarray:
 
 
 def lrn(x: np.ndarray, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> np.ndarray:
-    """Caffe's cross-channel LRN: x / (k + alpha/size * sum of x^2 over `size` channels)^beta.
-
-    x (n, C, H, W). Matches torch.nn.LocalResponseNorm.
-    """
-    n, C, H, W = x.shape
-    sq = np.square(x, dtype=np.float32)
-    pad = np.zeros((n, C + size - 1, H, W), dtype=np.float32)
-    pad[:, size // 2 : size // 2 + C] = sq
-    csum = np.cumsum(pad, axis=1, dtype=np.float32)
-    csum = np.concatenate([np.zeros((n, 1, H, W), np.float32), csum], 1)
-    win = csum[:, size:] - csum[:, :-size]  # sum over the window of each channel
-    return (x / np.power(k + (alpha / size) * win, beta)).astype(np.float32)
+    """Caffe's cross-channel LRN on x (n, C, H, W); the kernels' dispatch point picks numpy or Pythran."""
+    return kernels.lrn(np.ascontiguousarray(x, dtype=np.float32), size, alpha, beta, k)
 
 
 def _pool_size(size: int, kernel: int, stride: int, ceil: bool) -> int:
