@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.setup-done
 export PATH := $(abspath $(BIN)):$(PATH)
 PYTEST  := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: help setup system-deps data test test-notebooks test-asan reproduce lab device-check-arm64 clean
+.PHONY: help setup system-deps data test test-notebooks test-asan bench bench-layers reproduce lab device-check-arm64 clean
 
 help:
 	@echo "make reproduce  - set up, then rebuild the paper's tables into results/ and print them"
@@ -39,8 +39,24 @@ reproduce: setup data
 
 test: setup system-deps data
 	$(PYTEST) tests
-	QCNN_LITE_BACKEND=numpy $(PYTEST) -q tests/test_layers.py tests/test_engine.py tests/test_quantize.py
+	QCNN_LITE_BACKEND=numpy $(PYTEST) -q tests/test_layers.py tests/test_engine.py tests/test_quantize.py tests/test_kernels.py
+	$(MAKE) test-asan
 	$(MAKE) test-notebooks
+
+# The compiled kernels under AddressSanitizer (about a minute): every kernel test, clean.
+test-asan: setup
+	rm -rf build/asan
+	$(BIN)/meson setup build/asan -Db_sanitize=address -Dbuildtype=debugoptimized -Dpythran=enabled >/dev/null
+	$(BIN)/ninja -C build/asan >/dev/null
+	QCNN_LITE_KERNELS_SO=$$(ls build/asan/qcnn_lite/kernels/_pythran*.so) \
+	LD_PRELOAD=$$(g++ -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
+	$(PYTEST) -q tests/test_kernels.py
+
+bench-layers: setup
+	$(PY) -m qcnn_lite bench-layers --clock cpu
+
+bench: setup
+	$(PY) -m qcnn_lite bench --clock cpu
 
 test-notebooks: setup
 	QCNN_FAST=1 QCNN_PROGRESS=0 $(PYTEST) --nbval-lax --nbval-current-env notebooks/
