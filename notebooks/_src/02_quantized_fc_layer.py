@@ -40,7 +40,10 @@ cells = [
                                 f"(python -m qcnn_lite.train --arch {arch})")
 
 
-    net = modelfile.load(model_path("mini-alexnet"))
+    path = model_path("mini-alexnet")
+    net = modelfile.load(path)
+    print(f"loaded {path.relative_to(REPO) if path.is_relative_to(REPO) else path}"
+          f" (test top-1 recorded at training: {net.meta.get('test_top1', '?')} %)")
     mean, std = data.normalisation(net.meta)
     for i, L in net.param_layers():
         p = net.params[L["name"]]
