@@ -263,8 +263,9 @@ cells = [
     - Compared layer by layer, plain PQ lets the error grow through the network; error correction on original
       inputs helps each layer locally; compensation keeps the output error smallest and the accuracy closest to
       the dense network.
-    - Compression and speed-up follow from the settings through the cost model; accuracy falls gently until
-      the fc sub-vectors get long and the codebooks small.
+    - Compression and speed-up follow from the settings through the cost model. With error correction and
+      compensation, accuracy falls gently as the sub-vectors get longer and the codebooks smaller; plain PQ of
+      every layer collapses at the same settings.
     - A quantized network fits in one checksummed, bit-packed model file whose size matches the cost model up
       to a small header.
 
