@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.setup-done
 export PATH := $(abspath $(BIN)):$(PATH)
 PYTEST  := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: help setup system-deps data test test-notebooks test-asan bench bench-layers reproduce lab device-check-arm64 clean
+.PHONY: help setup system-deps data test test-notebooks test-asan bench bench-layers models reproduce lab device-check-arm64 clean
 
 help:
 	@echo "make reproduce  - set up, then rebuild the paper's tables into results/ and print them"
@@ -17,6 +17,7 @@ help:
 	@echo "make lab        - open JupyterLab on the notebooks"
 	@echo "make setup      - create $(VENV)/ and install qcnn-lite with every extra"
 	@echo "make data       - get Fashion-MNIST if it is missing"
+	@echo "make models     - retrain the three Fashion-MNIST reference networks"
 	@echo "make device-check-arm64 - build the kernels for aarch64 under qemu (root; ~16 min first time, 3-5 min later)"
 
 setup: $(STAMP)
@@ -60,6 +61,12 @@ bench: setup
 
 test-notebooks: setup
 	QCNN_FAST=1 QCNN_PROGRESS=0 $(PYTEST) --nbval-lax --nbval-current-env notebooks/
+
+# Retrain the committed reference networks (about 9 CPU-minutes each; add --force to replace them)
+models: setup data
+	$(PY) -m qcnn_lite.train --arch mini-alexnet --out data/models
+	$(PY) -m qcnn_lite.train --arch mini-cnns --out data/models
+	$(PY) -m qcnn_lite.train --arch mini-vgg16 --out data/models
 
 # Manual target, not in `make test`: debootstrap + an emulated clang build are too slow for CI.
 device-check-arm64:
