@@ -28,7 +28,7 @@ cells = [
 Apart from the one-off quantization, nothing here is slow; `QCNN_FAST=1` shortens the
 accuracy check and the timing loop.
 """),
-    setup(NB, "import io\nfrom pathlib import Path\nfrom PIL import Image\nfrom qcnn_lite import data as datasets, kernels\nfrom qcnn_lite.preprocess import fashion_image, load_image, prepare\nfrom qcnn_lite.widgets import REPO, classify, load_models"),
+    setup(NB, "import io\nfrom pathlib import Path\nfrom PIL import Image\nfrom qcnn_lite import data as datasets, kernels\nfrom qcnn_lite.preprocess import fashion_image, load_image, prepare\nfrom qcnn_lite.widgets import REPO, classify, load_models", one_blas_thread=True),
     code(r"""
 PHOTO = REPO / "data" / "samples" / "coffee.jpg"
 print("kernel backend:", kernels.backend())
@@ -172,7 +172,9 @@ print(f"  'photographed'        {accuracy(as_photo(test_x[i], i) for i in range(
 ## How long one photo takes
 
 One image at a time is the app's case (the paper's phone demo too): the time is the
-forward pass only, the pre-processing is not included.
+forward pass only, the pre-processing is not included. Both run on one BLAS thread (set in the
+first cell), so the comparison is fair and steadier on a busy machine; single-image timings
+still vary from run to run: the benchmarks (`python -m qcnn_lite bench`) are the reference.
 """),
     code(r"""
 import time
