@@ -65,6 +65,7 @@ test-notebooks: setup
 # Retrain the committed reference networks (about 9 CPU-minutes each; add --force to replace them)
 models: setup data
 	$(PY) -m qcnn_lite.train --arch mini-alexnet --out data/models
+	$(PY) -m qcnn_lite classify --quantize data/models/mini-alexnet.qcnn --force
 	$(PY) -m qcnn_lite.train --arch mini-cnns --out data/models
 	$(PY) -m qcnn_lite.train --arch mini-vgg16 --out data/models
 
