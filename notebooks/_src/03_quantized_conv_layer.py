@@ -273,7 +273,8 @@ cells = [
                 rows.append({"layer": lname, "batch": batch, "path": "dense numpy (im2col+BLAS)",
                              "ms": 1e3 * median_time(lambda: dl(xb), repeats)})
                 if torch is not None:
-                    xt, wt, bt = torch.from_numpy(xb), torch.from_numpy(dl.weight), torch.from_numpy(dl.bias)
+                    # torch wants writable arrays; loaded model weights are read-only, so copy them
+                    xt, wt, bt = (torch.from_numpy(np.array(a)) for a in (xb, dl.weight, dl.bias))
                     rows.append({"layer": lname, "batch": batch, "path": "dense torch",
                                  "ms": 1e3 * median_time(lambda: torch.nn.functional.conv2d(
                                      xt, wt, bt, stride=dl.stride, padding=dl.padding, groups=dl.groups), repeats)})
