@@ -17,7 +17,7 @@ def _table1(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     from . import reproduce
 
-    return reproduce.main(out_dir=Path(args.out), fast=args.fast)
+    return reproduce.main(out_dir=Path(args.out) if args.out else None, fast=args.fast)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.set_defaults(func=_table1)
 
     p = sub.add_parser("reproduce", help="rebuild the paper's tables into results/ and print them")
-    p.add_argument("--out", default="results", help="output folder (default: results)")
+    p.add_argument("--out", default=None, help="output folder (default: the project's results/)")
     p.add_argument("--fast", action="store_true", help="smaller runs, for CI")
     p.set_defaults(func=_reproduce)
 

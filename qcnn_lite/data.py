@@ -26,6 +26,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from .paths import project_root
+
 __all__ = [
     "DataError", "CLASSES", "FILES", "MEAN", "STD", "find_fashion_mnist", "load_fashion_mnist",
     "read_idx", "to_input", "normalisation", "search_dirs",
@@ -82,8 +84,7 @@ def search_dirs() -> list[Path]:
     env = os.environ.get("QCNN_DATA")
     if env:
         dirs += [Path(env), Path(env) / "fashion-mnist"]
-    repo = Path(__file__).resolve().parents[1]
-    dirs += [repo / "data" / "fashion-mnist", Path.cwd() / "data" / "fashion-mnist", SYSTEM_DIR]
+    dirs += [project_root() / "data" / "fashion-mnist", Path.cwd() / "data" / "fashion-mnist", SYSTEM_DIR]
     seen, out = set(), []
     for d in dirs:
         if d not in seen:
@@ -195,7 +196,7 @@ def fetch(dest: str | os.PathLike | None = None, timeout: float = 10.0, apt: boo
             return found
         print(f"Fashion-MNIST in {found} is damaged: {problem}\nRemove the bad file and run this again.", file=sys.stderr)
         return None
-    dest = Path(dest) if dest is not None else Path(__file__).resolve().parents[1] / "data" / "fashion-mnist"
+    dest = Path(dest) if dest is not None else project_root() / "data" / "fashion-mnist"
     names = [n for pair in FILES.values() for n in pair]
     try:
         for name in names:

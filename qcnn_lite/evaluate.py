@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from . import data, modelfile, paper, progress
+from . import data, modelfile, paper, paths, progress
 from .cost import network_cost
 from .engine import Network
 from .quantize import quantize_network
@@ -88,8 +88,8 @@ def _model_path(arch: str, models_dir: Path) -> Path:
 
 def table1_accuracy(
     archs: Iterable[str] = tuple(MINI_SETTINGS),
-    models_dir: str | Path = "data/models",
-    cache_dir: str | Path = "results/cache",
+    models_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
     n_calib: int = 5000,
     n_test: int | None = None,
     n_iter: int = 4,
@@ -104,7 +104,8 @@ def table1_accuracy(
     ``n_test`` limits the test set (None: all 10,000). ``save_models``: a folder to write
     the quantized networks to (e.g. for the webcam demo); existing files there are replaced.
     """
-    models_dir, cache_dir = Path(models_dir), Path(cache_dir)
+    models_dir = Path(models_dir or paths.models_dir())
+    cache_dir = Path(cache_dir or paths.results_dir() / "cache")
     train_x, _ = data.load_fashion_mnist("train")
     test_x, test_y = data.load_fashion_mnist("test")
     if n_test is not None:

@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .paths import project_root
+
 __all__ = ["fast_mode", "figures_root", "figure_path", "savefig"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -32,10 +34,7 @@ def figures_root() -> Path:
         return Path(env)
     if fast_mode():
         return Path(tempfile.gettempdir()) / "qcnn-lite-figures"
-    repo = Path(__file__).resolve().parents[1]
-    if (repo / "pyproject.toml").is_file():  # a source checkout (editable install)
-        return repo / "figures"
-    return Path.cwd() / "figures"
+    return project_root() / "figures"
 
 
 def _check(what: str, value: str) -> str:

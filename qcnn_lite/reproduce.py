@@ -14,11 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import tables
+from . import paths, tables
 
-__all__ = ["main", "write_table", "load", "RESULTS"]
-
-RESULTS = Path("results")
+__all__ = ["main", "write_table", "load"]
 
 
 def write_table(rows: list[dict], out_dir: Path, stem: str) -> list[Path]:
@@ -32,9 +30,9 @@ def write_table(rows: list[dict], out_dir: Path, stem: str) -> list[Path]:
     return paths
 
 
-def load(stem: str, out_dir: Path = RESULTS) -> list[dict[str, Any]] | None:
+def load(stem: str, out_dir: Path | None = None) -> list[dict[str, Any]] | None:
     """Rows written by ``make reproduce`` (``table1``, ``table1_accuracy``, ``table2``), or None if absent."""
-    p = Path(out_dir) / f"{stem}.json"
+    p = Path(out_dir or paths.results_dir()) / f"{stem}.json"
     return json.loads(p.read_text()) if p.exists() else None
 
 
@@ -46,8 +44,9 @@ def _section(title: str, rows: list[dict], out_dir: Path, stem: str) -> None:
     sys.stdout.flush()
 
 
-def main(out_dir: Path = RESULTS, fast: bool = False, models_dir: Path = Path("data/models")) -> int:
-    out_dir = Path(out_dir)
+def main(out_dir: Path | None = None, fast: bool = False, models_dir: Path | None = None) -> int:
+    out_dir = Path(out_dir or paths.results_dir())
+    models_dir = Path(models_dir or paths.models_dir())
     _section("Table 1 -- speed-up and compression at full size (computed) beside the paper's",
              tables.table1_rows(), out_dir, "table1")
 

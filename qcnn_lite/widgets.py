@@ -29,12 +29,13 @@ from typing import Any, Callable
 import numpy as np
 
 from . import kernels
+from .paths import project_root
 from .engine import Network
 from .preprocess import ImageError, prepare
 
 __all__ = ["CameraWidget", "classify_app", "classify", "Result", "load_models", "default_model_paths", "top5_html"]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = project_root()
 DEFAULT_ARCH = "mini-alexnet"
 
 
