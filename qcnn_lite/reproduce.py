@@ -14,9 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import paths, tables
 
-__all__ = ["main", "write_table", "load"]
+__all__ = ["main", "write_table", "load", "plot_tables"]
 
 
 def write_table(rows: list[dict], out_dir: Path, stem: str) -> list[Path]:
@@ -68,6 +70,59 @@ def main(out_dir: Path | None = None, fast: bool = False, models_dir: Path | Non
     stem = "table2_fast" if fast else "table2"
     (out_dir / f"{stem}_bench.json").write_text(json.dumps(res, indent=2) + "\n")
     print("\n" + bench.render_networks(res), end="")
+    t2 = tables.table2_rows(res)
     _section("Table 2 -- full-size AlexNet and CNN-S, one image, one thread, measured here, beside the paper's phone",
-             tables.table2_rows(res), out_dir, stem)
+             t2, out_dir, stem)
+    try:
+        for p in plot_tables(tables.table1_rows(), t2):
+            print(f"(wrote {p})")
+    except ImportError:
+        print("(figures skipped: matplotlib is not installed)")
     return 0
+
+
+def plot_tables(table1: list[dict], table2: list[dict] | None, out_dir: Path | None = None) -> list[Path]:
+    """Figures of Table 1 (speed-up and compression, ours beside the paper's) and Table 2
+    (time ratio, storage and memory), saved as PNG under ``figures/reproduce/``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import figures
+
+    saved = []
+    labels = [f"{r['network']}\nsetting {r['setting']}" for r in table1]
+    x = np.arange(len(table1))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    for ax, key, title in ((axes[0], "speedup", "speed-up (x)"), (axes[1], "compression", "compression (x)")):
+        ax.bar(x - 0.2, [r[key] for r in table1], 0.4, label="qcnn-lite (computed)")
+        ax.bar(x + 0.2, [r[f"paper_{key}"] for r in table1], 0.4, label="paper")
+        ax.set(xticks=x, xticklabels=labels, title=f"Table 1: {title}")
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    saved.append(figures.savefig(fig, "reproduce", "table1"))
+    plt.close(fig)
+    if table2:
+        nets = sorted({r["network"] for r in table2}, key=[r["network"] for r in table2].index)
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+        xs = np.arange(len(nets))
+        q = {r["network"]: r for r in table2 if r["model"] == "Q-CNN"}
+        c = {r["network"]: r for r in table2 if r["model"] == "CNN"}
+        axes[0].bar(xs - 0.2, [q[n]["speedup_vs_dense"] for n in nets], 0.4, label="here: vs dense numpy, 1 thread")
+        axes[0].bar(xs + 0.2, [q[n]["paper_speedup"] for n in nets], 0.4, label="paper: Mate 7")
+        axes[0].set(title="Q-CNN speed-up over the CNN (x)")
+        for ax, key, pkey, title in ((axes[1], "storage_mib", "paper_storage_mb", "storage (MiB, log)"),
+                                     (axes[2], "memory_mib", "paper_memory_mb", "peak memory (MiB, log)")):
+            w = 0.2
+            for j, (rows, name) in enumerate(((c, "CNN"), (q, "Q-CNN"))):
+                ax.bar(xs + (2 * j - 1.5) * w, [rows[n][key] for n in nets], w, label=f"{name} here")
+                ax.bar(xs + (2 * j - 0.5) * w, [rows[n][pkey] for n in nets], w, label=f"{name} paper", alpha=0.5)
+            ax.set(yscale="log", title=title)
+        for ax in axes:
+            ax.set(xticks=xs, xticklabels=nets)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        saved.append(figures.savefig(fig, "reproduce", "table2"))
+        plt.close(fig)
+    return saved
