@@ -650,7 +650,11 @@ def _check_layout(man: dict, buf: memoryview, start: int, body: int, fail: _Fail
     if raw[start + pos : body].any():
         raise fail("non-zero padding after the last array")
 
-    # Decode: codes < K, floats finite.
+    # Decode: codes < K, floats finite. Float arrays are read-only views into the file's bytes when
+    # they are most of the file (a dense model would otherwise need twice its size), and copies
+    # otherwise, so a quantized model does not keep the whole file alive for its small codebooks.
+    float_bytes = sum(a["nbytes"] for a in man["arrays"] if a["role"] != "codes")
+    as_views = float_bytes * 2 >= body - start
     out: dict[tuple[str, str], np.ndarray] = {}
     for a in man["arrays"]:
         K = book_K[a["layer"]]
@@ -666,8 +670,8 @@ def _check_layout(man: dict, buf: memoryview, start: int, body: int, fail: _Fail
                 raise fail(f"{what}: code {int(codes[bad])} at index {bad} is >= K={K} codewords")
             out[a["layer"], a["role"]] = codes.reshape(a["shape"])
         else:
-            # a read-only view into the file's bytes, not a copy: a dense model would otherwise need twice its size
-            arr = np.frombuffer(buf[lo : lo + a["nbytes"]], dtype="<f4").astype(np.float32, copy=False).reshape(a["shape"])
+            arr = np.frombuffer(buf[lo : lo + a["nbytes"]], dtype="<f4").astype(np.float32, copy=not as_views)
+            arr = arr.reshape(a["shape"])
             if not np.isfinite(arr).all():
                 raise fail(f"{what}: contains NaN or Inf")
             out[a["layer"], a["role"]] = arr
