@@ -6,9 +6,10 @@ location (results, models, data, figures) is resolved here instead.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-__all__ = ["project_root", "results_dir", "models_dir"]
+__all__ = ["project_root", "results_dir", "models_dir", "model_dirs", "model_file"]
 
 
 def project_root() -> Path:
@@ -25,3 +26,19 @@ def results_dir() -> Path:
 def models_dir() -> Path:
     """``<project>/data/models``: the committed reference networks."""
     return project_root() / "data" / "models"
+
+
+def model_dirs() -> list[Path]:
+    """Where reference models are looked for: ``$QCNN_MODELS``, then ``<project>/data/models``."""
+    env = os.environ.get("QCNN_MODELS")
+    return ([Path(env)] if env else []) + [models_dir()]
+
+
+def model_file(arch: str) -> Path:
+    """The model file ``<arch>.qcnn`` from :func:`model_dirs`; FileNotFoundError says how to make it."""
+    for d in model_dirs():
+        p = d / f"{arch}.qcnn"
+        if p.is_file():
+            return p
+    raise FileNotFoundError(f"{arch}.qcnn not found in {', '.join(map(str, model_dirs()))}: run `make models` "
+                            f"(python -m qcnn_lite.train --arch {arch})")

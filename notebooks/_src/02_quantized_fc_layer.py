@@ -18,7 +18,7 @@ cells = [
     - about 2 minutes in full mode (the full 10,000-image test set), well under a minute with `QCNN_FAST=1`
       (2,000 test images, fewer calibration images).
     """),
-    setup(NB, "import os\nimport time\nfrom pathlib import Path\nimport pandas as pd\nfrom tqdm.auto import tqdm\nimport qcnn_lite\nfrom qcnn_lite import data, kernels, modelfile\nfrom qcnn_lite.correction import ResponseStats, response_error\nfrom qcnn_lite.layers import Linear, QLinear", one_blas_thread=True),
+    setup(NB, "import time\nfrom pathlib import Path\nimport pandas as pd\nfrom tqdm.auto import tqdm\nimport qcnn_lite\nfrom qcnn_lite import data, kernels, modelfile, paths\nfrom qcnn_lite.correction import ResponseStats, response_error\nfrom qcnn_lite.layers import Linear, QLinear", one_blas_thread=True),
     md(r"""
     ## 1. A trained network and one of its fc layers
 
@@ -27,20 +27,8 @@ cells = [
     parameters. We quantize its first fc layer, `fc6`, and leave everything else dense.
     """),
     code(r"""
-    REPO = Path(qcnn_lite.__file__).resolve().parents[1]
-
-
-    def model_path(arch):
-        # $QCNN_MODELS first (as the demos do), then the repository's data/models
-        dirs = ([Path(os.environ["QCNN_MODELS"])] if os.environ.get("QCNN_MODELS") else []) + [REPO / "data" / "models"]
-        for d in dirs:
-            if (d / f"{arch}.qcnn").is_file():
-                return d / f"{arch}.qcnn"
-        raise FileNotFoundError(f"{arch}.qcnn not found in {[str(d) for d in dirs]}: run `make models` "
-                                f"(python -m qcnn_lite.train --arch {arch})")
-
-
-    path = model_path("mini-alexnet")
+    REPO = paths.project_root()
+    path = paths.model_file("mini-alexnet")  # $QCNN_MODELS first, then the repository's data/models
     net = modelfile.load(path)
     print(f"loaded {path.relative_to(REPO) if path.is_relative_to(REPO) else path}"
           f" (test top-1 recorded at training: {net.meta.get('test_top1', '?')} %)")

@@ -19,22 +19,10 @@ cells = [
     - a few minutes in full mode (10,000 test images), about 2 minutes with `QCNN_FAST=1`
       (2,000 test images, fewer calibration images and settings).
     """),
-    setup(NB, "import os\nimport tempfile\nfrom pathlib import Path\nimport pandas as pd\nfrom tqdm.auto import tqdm\nimport qcnn_lite\nfrom qcnn_lite import cost, data, modelfile, quantize_network\nfrom qcnn_lite.evaluate import MINI_SETTINGS", one_blas_thread=True),
+    setup(NB, "import tempfile\nfrom pathlib import Path\nimport pandas as pd\nfrom tqdm.auto import tqdm\nimport qcnn_lite\nfrom qcnn_lite import cost, data, modelfile, paths, quantize_network\nfrom qcnn_lite.evaluate import MINI_SETTINGS", one_blas_thread=True),
     code(r"""
-    REPO = Path(qcnn_lite.__file__).resolve().parents[1]
-
-
-    def model_path(arch):
-        # $QCNN_MODELS first (as the demos do), then the repository's data/models
-        dirs = ([Path(os.environ["QCNN_MODELS"])] if os.environ.get("QCNN_MODELS") else []) + [REPO / "data" / "models"]
-        for d in dirs:
-            if (d / f"{arch}.qcnn").is_file():
-                return d / f"{arch}.qcnn"
-        raise FileNotFoundError(f"{arch}.qcnn not found in {[str(d) for d in dirs]}: run `make models` "
-                                f"(python -m qcnn_lite.train --arch {arch})")
-
-
-    path = model_path("mini-alexnet")
+    REPO = paths.project_root()
+    path = paths.model_file("mini-alexnet")  # $QCNN_MODELS first, then the repository's data/models
     net = modelfile.load(path)
     print(f"loaded {path.relative_to(REPO) if path.is_relative_to(REPO) else path}"
           f" (test top-1 recorded at training: {net.meta.get('test_top1', '?')} %)")
