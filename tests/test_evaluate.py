@@ -44,7 +44,7 @@ def test_table1_accuracy_rows_and_cache(tmp_path, fashion):
     rows = evaluate.table1_accuracy(["mini-cnns"], **kw)
     assert [(r["setting"], r["method"]) for r in rows] == [(0, "dense"), (1, "ec"), (1, "plain"), (2, "ec"), (2, "plain")]
     for r in rows:
-        assert 0 <= r["top1_err"] <= r["top5_err"] + 100 and 0 <= r["top5_err"] <= 100
+        assert 0 <= r["top5_err"] <= r["top1_err"] <= 100
         if r["method"] != "dense":
             assert r["compression"] > 1 and r["speedup"] > 1
             assert r["top1_change"] == pytest.approx(r["top1_err"] - rows[0]["top1_err"], abs=0.011)
@@ -109,7 +109,8 @@ def test_imagenet_path_plumbing(tmp_path, monkeypatch):
     # the dense row agrees with a direct evaluation of the same images and labels
     x, y = zip(*data.imagenet_val(tmp_path / "val", preset=data.TORCHVISION))
     x, y = np.concatenate(x)[2:], np.concatenate(y)[2:]
-    assert sorted(set(y.tolist())) == [0, 1, 2][1:] or set(y.tolist()) <= {0, 1, 2}
+    # class folders in sorted order give labels 0, 0, 1, 1, 2, 2; the first two images calibrated
+    assert y.tolist() == [1, 1, 2, 2]
     from qcnn_lite.torch_bridge import from_torchvision
 
     direct = evaluate.evaluate_network(from_torchvision(tmp_path / "alexnet.pth", "alexnet"), x, y)
