@@ -12,21 +12,13 @@ import importlib.machinery
 import numpy as np
 
 from . import _pythran
-from ._numpy import conv_output_size
+from ._numpy import conv_output_size, linear_tables
 
 if not str(getattr(_pythran, "__file__", "")).endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
     # The Pythran *source* was found instead of the compiled extension.
     raise ImportError("qcnn_lite.kernels._pythran is not compiled")
 
-__all__ = ["linear_lut", "conv2d_lut", "linear_tables", "conv_tables", "conv_geometry"]
-
-
-def linear_tables(x: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
-    """LUT[n, m*K + k] = <x[n, m-th block], codebooks[m, k]>: x (n, M*d), codebooks (M, K, d) -> (n, M*K)."""
-    M, K, d = codebooks.shape
-    n = x.shape[0]
-    lut = np.matmul(x.reshape(n, M, 1, d), codebooks.transpose(0, 2, 1)[None])  # (n, M, 1, K)
-    return lut.reshape(n, M * K)
+__all__ = ["linear_lut", "conv2d_lut", "conv_tables", "conv_geometry"]
 
 
 def linear_lut(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bias: np.ndarray) -> np.ndarray:

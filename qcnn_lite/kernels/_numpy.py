@@ -7,15 +7,23 @@ from __future__ import annotations
 import numpy as np
 
 
+def linear_tables(x: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
+    """LUT[n, m*K + k] = <x[n, m-th block], codebooks[m, k]>: x (n, M*d), codebooks (M, K, d) -> (n, M*K).
+
+    M*K inner products per input, rebuilt for every input; shared by both backends.
+    """
+    M, K, d = codebooks.shape
+    n = x.shape[0]
+    return np.matmul(x.reshape(n, M, 1, d), codebooks.transpose(0, 2, 1)[None]).reshape(n, M * K)
+
+
 def linear_lut(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """y[n, o] = bias[o] + sum_m <x[n, m-th block], codebooks[m, codes[o, m]]>.
 
     x (n, M*d) f32, codebooks (M, K, d) f32, codes (out, M) uint, bias (out,) f32 -> (n, out) f32.
     """
     M, K, d = codebooks.shape
-    n = x.shape[0]
-    # The look-up table: M*K inner products per input, rebuilt for every input.
-    lut = np.matmul(x.reshape(n, M, 1, d), codebooks.transpose(0, 2, 1)[None]).reshape(n, M * K)
+    lut = linear_tables(x, codebooks)
     flat = codes.astype(np.intp) + (np.arange(M, dtype=np.intp) * K)[None, :]  # (out, M)
     return lut[:, flat].sum(-1, dtype=np.float32) + bias
 
