@@ -17,7 +17,9 @@ MSB-first in one continuous stream, with zero bits padding the last byte.
 
 :func:`load` checks everything (magic, version, checksum, every manifest
 field, layout, shapes against the spec, codes < K, finite floats) before it
-builds a layer, and reports any problem as :class:`ModelFormatError`.
+builds a layer, and reports any problem as :class:`ModelFormatError`. It streams
+the file rather than reading it whole, so loading needs little memory beyond the
+decoded arrays (see :func:`_validate`).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import json
 import math
 import os
 import secrets
+import stat
 import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -49,6 +52,8 @@ _DIGEST = 32  # SHA-256 trailer
 _MAX_HEADER = 64 << 20  # a manifest is a few kB; refuse absurd lengths before decoding
 _MAX_DIM = 1 << 31  # any single dimension or spec integer
 _CHUNK = 1 << 16  # codes packed/unpacked per step (a multiple of 8 keeps chunks byte-aligned; small temporaries)
+_IO_CHUNK = 1 << 20  # bytes per read when hashing or skipping: bounds the memory of the checksum pass
+_CHANGED = "the file changed while it was being read"
 
 _CLASSES = {"Linear": Linear, "Conv2d": Conv2d, "QLinear": QLinear, "QConv2d": QConv2d}
 _KIND = {"Linear": "fc", "QLinear": "fc", "Conv2d": "conv", "QConv2d": "conv"}
@@ -340,21 +345,20 @@ def _read(path: str | os.PathLike) -> tuple[dict, dict[tuple[str, str], np.ndarr
     if path.is_dir():
         raise ModelFormatError(f"{path}: is a directory, not a model file")
     try:
-        with open(path, "rb") as f:
-            data = f.read(len(MAGIC))
-            if data == MAGIC:  # read the rest only if this is a model file at all
-                data += f.read()
+        # Unbuffered: pass 2 must read the file again, not bytes pass 1 left in a buffer; our
+        # reads are either large or a handful of tiny ones, so a buffer would only add a copy.
+        f = open(path, "rb", buffering=0)
     except IsADirectoryError:
         raise ModelFormatError(f"{path}: is a directory, not a model file") from None
-    buf = memoryview(data)
-    return _guarded(lambda: _validate(buf, str(path)), str(path))
+    with f:
+        return _guarded(lambda: _validate(f, str(path)), str(path))
 
 
 def _guarded(fn, where: str):
     """Run a parsing step; any unexpected exception becomes a ModelFormatError (the cause stays chained)."""
     try:
         return fn()
-    except ModelFormatError:
+    except (ModelFormatError, OSError):  # an I/O error is no verdict on the file's contents
         raise
     except Exception as e:  # a malformed file must never escape as IndexError, KeyError, ...
         raise ModelFormatError(f"{where}: not a valid qcnn-lite model ({type(e).__name__}: {e})") from e
@@ -370,11 +374,92 @@ class _Fail:
         return ModelFormatError(f"{self.where}: {msg}")
 
 
-def _validate(buf: memoryview, where: str) -> tuple[dict, dict[tuple[str, str], np.ndarray]]:
-    """Check the whole file; returns the manifest and the decoded arrays keyed by (layer, role)."""
+class _Reader:
+    """Reads an open model file front to back, hashing every byte it hands out.
+
+    ``size`` is what os.fstat said before reading, and every check is made against it, so a
+    read that comes up short can only mean the file shrank meanwhile: that is reported as a
+    truncated file, never as an EOFError or a numpy error further on.
+    """
+
+    def __init__(self, f: BinaryIO, size: int, fail: _Fail) -> None:
+        self.f, self.size, self.fail = f, size, fail
+        self.sha = hashlib.sha256()
+        self.pos = 0  # bytes read and hashed so far
+        self.truncated = False
+
+    def read(self, n: int) -> bytearray:
+        """The next n bytes, in a buffer of their own (so an array can keep it as its memory)."""
+        buf = bytearray(n)
+        self._fill(memoryview(buf))
+        return buf
+
+    def scan(self, n: int) -> bool:
+        """Hash the next n bytes a bounded chunk at a time, keeping none; True if all were zero."""
+        chunk = memoryview(bytearray(min(n, _IO_CHUNK)))
+        zero = True
+        while n:
+            part = chunk[: min(n, len(chunk))]
+            self._fill(part)
+            zero = zero and not np.frombuffer(part, dtype=np.uint8).any()
+            n -= len(part)
+        return zero
+
+    def matches(self, digest: bytes, end: int) -> bool:
+        """Whether the bytes up to ``end`` hash to ``digest``, reading whatever is left of them."""
+        try:
+            self.f.seek(self.pos)  # a failed read may have moved the file past what was hashed
+            self.scan(end - self.pos)
+        except ModelFormatError:
+            return False
+        return self.sha.digest() == digest
+
+    def _fill(self, view: memoryview) -> None:
+        got = 0
+        while got < len(view):  # a read may return less than asked without being at the end
+            k = self.f.readinto(view[got:])
+            if not k:
+                self.truncated = True
+                raise self.fail(f"truncated while being read: the file ended at byte {self.pos + got}, "
+                                f"but it had {self.size} bytes when it was opened ({_CHANGED})")
+            got += k
+        self.sha.update(view)
+        self.pos += got
+
+
+def _validate(f: BinaryIO, where: str) -> tuple[dict, dict[tuple[str, str], np.ndarray]]:
+    """Check the whole file; returns the manifest and the decoded arrays keyed by (layer, role).
+
+    The file is streamed, never held whole (on a phone the peak memory of a load matters):
+    pass 1 hashes it in bounded chunks, so that a corrupt file is reported as such before
+    anything in its header is believed; pass 2 parses the header and decodes the arrays one
+    at a time, and hashes again, to be sure that it read the bytes pass 1 vouched for.
+    """
     fail = _Fail(where)
-    n = len(buf)
-    head = bytes(buf[:8])
+    st = os.fstat(f.fileno())
+    if not stat.S_ISREG(st.st_mode):  # a pipe or device has no size to check the layout against
+        raise fail("not a regular file")
+    n = st.st_size
+    preamble, trailer = _check_checksum(_Reader(f, n, fail), n, fail)
+    f.seek(0)
+    r = _Reader(f, n, fail)
+    try:
+        man, arrays = _parse(r, preamble, n - _DIGEST, fail)
+    except ModelFormatError:
+        # pass 1 found the checksum right, so a failed check here is either a crafted file
+        # or a file written to since: finish hashing to report which one happened
+        if r.truncated or r.matches(trailer, n - _DIGEST):
+            raise
+        raise fail(_CHANGED) from None
+    if r.sha.digest() != trailer:
+        raise fail(_CHANGED)
+    return man, arrays
+
+
+def _check_checksum(r: _Reader, n: int, fail: _Fail) -> tuple[bytes, bytes]:
+    """Pass 1: what the file is, then its SHA-256 against the trailer; returns the preamble and trailer."""
+    pre = bytes(r.read(min(n, _PREAMBLE.size)))
+    head = pre[: len(MAGIC)]
     if n == 0:
         raise fail("the file is empty")
     if head != MAGIC:
@@ -387,23 +472,33 @@ def _validate(buf: memoryview, where: str) -> tuple[dict, dict[tuple[str, str], 
         raise fail(f"not a qcnn-lite model file (starts with {head!r}, expected {MAGIC!r})")
     if n < _PREAMBLE.size:
         raise fail(f"truncated: {n} bytes, shorter than the {_PREAMBLE.size}-byte preamble")
-    _, version, hlen = _PREAMBLE.unpack(bytes(buf[: _PREAMBLE.size]))
+    _, version, _ = _PREAMBLE.unpack(pre)
     if version > FORMAT_VERSION:
         raise fail(f"format version {version}: written by a newer qcnn-lite (this one reads up to version {FORMAT_VERSION}); upgrade qcnn-lite")
     if version < 1:
         raise fail(f"invalid format version {version}")
     if n < _PREAMBLE.size + _DIGEST:
         raise fail(f"truncated: {n} bytes, too short to hold a header and checksum")
-    if hashlib.sha256(buf[:-_DIGEST]).digest() != bytes(buf[-_DIGEST:]):
+    r.scan(n - _DIGEST - _PREAMBLE.size)
+    digest = r.sha.digest()
+    trailer = bytes(r.read(_DIGEST))
+    if digest != trailer:
         raise fail("checksum mismatch: the file is corrupt or truncated")
-    body = n - _DIGEST  # bytes covered by the checksum
+    return pre, trailer
+
+
+def _parse(r: _Reader, preamble: bytes, body: int, fail: _Fail) -> tuple[dict, dict[tuple[str, str], np.ndarray]]:
+    """Pass 2: header and payload, read in file order; ``body`` is where the checksummed bytes end."""
+    if bytes(r.read(_PREAMBLE.size)) != preamble:  # pass 1 checked this one; the header length must be its
+        raise fail(_CHANGED)
+    _, version, hlen = _PREAMBLE.unpack(preamble)
     start = _PREAMBLE.size + hlen  # payload start
     if hlen > _MAX_HEADER or start > body:
-        raise fail(f"header length {hlen} runs past the end of the file ({n} bytes)")
+        raise fail(f"header length {hlen} runs past the end of the file ({body + _DIGEST} bytes)")
     if start % ALIGN:
         raise fail(f"header length {hlen} leaves the payload unaligned")
     try:
-        text = bytes(buf[_PREAMBLE.size : start]).decode("utf-8")
+        text = r.read(hlen).decode("utf-8")
     except UnicodeDecodeError as e:
         raise fail(f"the header is not valid UTF-8 ({e})") from None
     stripped = text.rstrip(" ")
@@ -414,7 +509,8 @@ def _validate(buf: memoryview, where: str) -> tuple[dict, dict[tuple[str, str], 
     _check_manifest(man, fail)
     if man["format_version"] != version:
         raise fail(f"the header says format version {man['format_version']} but the preamble says {version}")
-    arrays = _check_layout(man, buf, start, body, fail)
+    book_K = _check_layout(man, start, body, fail)
+    arrays = _read_payload(r, man, book_K, start, body, fail)
     if _dumps(man) != stripped.encode("utf-8"):  # one network, one byte string: edits show up here
         raise fail("the header is not in canonical form (sorted keys, no spaces); it has been edited")
     return man, arrays
@@ -554,8 +650,12 @@ def _check_manifest(man: Any, fail: _Fail) -> None:
                 raise fail(f"arrays[{j}] ({a['layer']}.{a['role']}): {key} must be a non-negative integer, got {a[key]!r}")
 
 
-def _check_layout(man: dict, buf: memoryview, start: int, body: int, fail: _Fail) -> dict[tuple[str, str], np.ndarray]:
-    """Layers against the spec, arrays against their layers and the payload; decodes the arrays."""
+def _check_layout(man: dict, start: int, body: int, fail: _Fail) -> dict[str, int]:
+    """Layers against the spec, arrays against their layers and the payload; returns K per layer (0 if dense).
+
+    Only the manifest is looked at: the padding and the array contents are checked as
+    :func:`_read_payload` reads them.
+    """
     net = man["network"]
     spec, input_shape = net["spec"], tuple(net["input_shape"])
     names = [L["name"] for L in spec if L["type"] in PARAM_TYPES]
@@ -628,12 +728,11 @@ def _check_layout(man: dict, buf: memoryview, start: int, body: int, fail: _Fail
     if [(a["layer"], a["role"]) for a in man["arrays"]] != order:
         raise fail("arrays are not listed in spec order (layer by layer, in role order)")
 
-    # Layout: in manifest order, aligned, in bounds, non-overlapping, zero padding in every gap.
+    # Layout: in manifest order, aligned, in bounds, non-overlapping.
     payload = body - start
     if man["payload_nbytes"] != payload:
         raise fail(f"the payload is {payload} bytes, the header says {man['payload_nbytes']} (truncated or padded file)")
     pos = 0
-    raw = np.frombuffer(buf, dtype=np.uint8)
     for a in man["arrays"]:
         what = f"array {a['layer']}.{a['role']}"
         if a["offset"] % ALIGN:
@@ -642,40 +741,50 @@ def _check_layout(man: dict, buf: memoryview, start: int, body: int, fail: _Fail
             raise fail(f"{what}: offset {a['offset']} overlaps the previous array (which ends at {pos}), or arrays are out of order")
         if a["offset"] + a["nbytes"] > payload:
             raise fail(f"{what}: bytes {a['offset']}..{a['offset'] + a['nbytes']} run past the payload end {payload}")
-        if raw[start + pos : start + a["offset"]].any():
-            raise fail(f"non-zero padding before {what}")
         pos = a["offset"] + a["nbytes"]
     if -(-pos // ALIGN) * ALIGN != payload:
         raise fail(f"{payload - pos} unexplained bytes after the last array")
-    if raw[start + pos : body].any():
-        raise fail("non-zero padding after the last array")
+    return book_K
 
-    # Decode: codes < K, floats finite. Float arrays are read-only views into the file's bytes when
-    # they are most of the file (a dense model would otherwise need twice its size), and copies
-    # otherwise, so a quantized model does not keep the whole file alive for its small codebooks.
-    float_bytes = sum(a["nbytes"] for a in man["arrays"] if a["role"] != "codes")
-    as_views = float_bytes * 2 >= body - start
+
+def _read_payload(r: _Reader, man: dict, book_K: dict[str, int], start: int, body: int,
+                  fail: _Fail) -> dict[tuple[str, str], np.ndarray]:
+    """The arrays, read and decoded one at a time in file order, checking that every gap is zero padding.
+
+    The layout has been checked, so the reads stay within the checksummed bytes.
+    """
     out: dict[tuple[str, str], np.ndarray] = {}
     for a in man["arrays"]:
-        K = book_K[a["layer"]]
-        what = f"layer {a['layer']!r} {a['role']}"
-        lo, count = start + a["offset"], math.prod(a["shape"])
-        if a["role"] == "codes":
-            used = count * a["bits"]
-            if used % 8 and raw[lo + a["nbytes"] - 1] & ((1 << (8 - used % 8)) - 1):
-                raise fail(f"{what}: non-zero padding bits after the last code")
-            codes = _unpack_codes(buf[lo : lo + a["nbytes"]], count, a["bits"], code_dtype(K))
-            if count and int(codes.max()) >= K:
-                bad = int(np.argmax(codes >= K))
-                raise fail(f"{what}: code {int(codes[bad])} at index {bad} is >= K={K} codewords")
-            out[a["layer"], a["role"]] = codes.reshape(a["shape"])
-        else:
-            arr = np.frombuffer(buf[lo : lo + a["nbytes"]], dtype="<f4").astype(np.float32, copy=not as_views)
-            arr = arr.reshape(a["shape"])
-            if not np.isfinite(arr).all():
-                raise fail(f"{what}: contains NaN or Inf")
-            out[a["layer"], a["role"]] = arr
+        if not r.scan(start + a["offset"] - r.pos):
+            raise fail(f"non-zero padding before array {a['layer']}.{a['role']}")
+        # Only _decode holds the raw bytes: codes drop them when it returns, floats keep them as
+        # their memory. So besides the decoded arrays, one array's raw bytes are alive at a time.
+        out[a["layer"], a["role"]] = _decode(r.read(a["nbytes"]), a, book_K[a["layer"]], fail)
+    if not r.scan(body - r.pos):
+        raise fail("non-zero padding after the last array")
     return out
+
+
+def _decode(raw: bytearray, a: dict, K: int, fail: _Fail) -> np.ndarray:
+    """One array from its bytes in the file: codes must be < K, floats finite."""
+    what = f"layer {a['layer']!r} {a['role']}"
+    count = math.prod(a["shape"])
+    if a["role"] == "codes":
+        used = count * a["bits"]
+        if used % 8 and raw[-1] & ((1 << (8 - used % 8)) - 1):
+            raise fail(f"{what}: non-zero padding bits after the last code")
+        codes = _unpack_codes(memoryview(raw), count, a["bits"], code_dtype(K))
+        if count and int(codes.max()) >= K:
+            bad = int(np.argmax(codes >= K))
+            raise fail(f"{what}: code {int(codes[bad])} at index {bad} is >= K={K} codewords")
+        return codes.reshape(a["shape"])
+    # The array keeps raw as its memory: no copy. astype copies only where '<f4' is not the native float32.
+    arr = np.frombuffer(raw, dtype="<f4").astype(np.float32, copy=False).reshape(a["shape"])
+    # min and max propagate NaN, so they find NaN and Inf without np.isfinite's array of booleans
+    # (as large as a quarter of the array: 37 MB for a dense AlexNet fc6).
+    if count and not (math.isfinite(arr.min()) and math.isfinite(arr.max())):
+        raise fail(f"{what}: contains NaN or Inf")
+    return arr
 
 
 def _build(man: dict, arrays: dict[tuple[str, str], np.ndarray], where: str) -> Network:

@@ -616,3 +616,116 @@ def test_fuzz_only_model_format_errors(tmp_path, qfile, which):
         # A file that loads is canonical: saving what was read gives the same bytes.
         assert save(got, out, overwrite=True).read_bytes() == bad, what
     assert errors > 2 * loaded, (errors, loaded)  # most mutations must be caught, not merely survived
+
+
+# --------------------------------------------------------------------------- streaming
+def test_load_streams_the_file(tmp_path, monkeypatch):
+    """Beyond the arrays it returns, load holds about one array's raw bytes at a time, never the whole file."""
+    import tracemalloc
+
+    import qcnn_lite.modelfile as mf
+
+    # Four fc layers whose 4-bit codes take 2 MiB each in the file, 4 MiB each decoded.
+    n, rng = 2048, np.random.default_rng(11)
+    spec = [{"type": "flatten"}] + [{"type": "fc", "name": f"f{i}", "out": n} for i in range(4)]
+    params = {L["name"]: QLinear(rng.standard_normal((n, 16, 1), dtype=np.float32), rng.integers(0, 16, (n, n), dtype=np.uint8),
+                                 rng.standard_normal(n, dtype=np.float32)) for L in spec[1:]}
+    net = Network("big", (n, 1, 1), spec, params)
+    p = save(net, tmp_path / "big.qcnn")
+    size = os.path.getsize(p)
+    largest = max(a["nbytes"] for a in read_manifest(p)["arrays"])
+    monkeypatch.setattr(mf, "_CHUNK", 4096)  # smaller unpack temporaries, so the file reading is what is measured
+    tracemalloc.start()
+    try:
+        back = load(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    kept = sum(getattr(q, r).nbytes for q in back.params.values() for r in ("codebooks", "codes", "bias"))
+    transient = peak - kept
+    assert size > 4 * largest  # else holding the whole file would not stand out
+    assert transient < largest + (1 << 20), (transient / 2**20, largest / 2**20, size / 2**20)
+    for name, q in back.params.items():  # each array has a buffer of its own: C-contiguous, writable, exact
+        for r in ("codebooks", "codes", "bias"):
+            a, b = getattr(q, r), getattr(params[name], r)
+            assert a.flags.c_contiguous and a.flags.writeable and a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def _change_after_pass_1(monkeypatch, path, change) -> None:
+    """Make load's checksum pass succeed on the file as it is, then apply ``change`` to it in place."""
+    import qcnn_lite.modelfile as mf
+
+    real = mf._check_checksum
+
+    def pass_1_then_change(*args):
+        result = real(*args)
+        change(path)
+        return result
+
+    monkeypatch.setattr(mf, "_check_checksum", pass_1_then_change)
+
+
+def _overwrite(pos: int, data: bytes):
+    def change(path):
+        with open(path, "r+b") as f:  # in place: the loader's open file sees it
+            f.seek(pos)
+            f.write(data)
+    return change
+
+
+def test_file_changed_between_passes(tmp_path, qfile, monkeypatch):
+    """Pass 2 must decode the bytes pass 1 checksummed; a file written to in between is refused."""
+    net, data = qfile
+    _, man, _ = split(data)
+    start = 16 + struct.unpack("<I", data[12:16])[0]
+    bias = array_entry(man, "f2", "bias")
+    last = man["arrays"][-1]
+    pad = start + last["offset"] + last["nbytes"]
+    assert data[pad] == 0
+    cases = [
+        (_overwrite(start + bias["offset"], np.float32(0.5).tobytes()), "changed while it was being read"),  # still a valid file
+        (_overwrite(pad, b"\x01"), "changed while it was being read"),  # pass 2 would call it bad padding
+        (_overwrite(8, struct.pack("<I", 7)), "changed while it was being read"),  # the preamble pass 1 checked
+        (_overwrite(17, b"#"), "changed while it was being read"),  # the header no longer parses
+        (lambda path: os.truncate(path, len(data) // 2), "truncated while being read"),
+        (lambda path: os.truncate(path, 0), "truncated while being read"),
+    ]
+    p = tmp_path / "m.qcnn"
+    for change, match in cases:
+        p.write_bytes(data)
+        with monkeypatch.context() as m:
+            _change_after_pass_1(m, p, change)
+            with pytest.raises(ModelFormatError, match=match) as info:
+                load(p)
+        assert str(p) in str(info.value)
+    p.write_bytes(data)
+    with monkeypatch.context() as m:
+        _change_after_pass_1(m, p, lambda path: path.write_bytes(data))  # same bytes: loads
+        assert_same(net, load(p))
+    bad = bytearray(data[:-32])
+    bad[pad] = 1
+    p.write_bytes(fix(bytes(bad)))  # checksummed but bad padding, and nothing changes: the real reason is given
+    with monkeypatch.context() as m:
+        _change_after_pass_1(m, p, lambda path: None)
+        with pytest.raises(ModelFormatError, match="non-zero padding after the last array"):
+            load(p)
+
+
+def test_io_errors_and_special_files(tmp_path, qfile, monkeypatch):
+    """An I/O error while reading is an OSError, not a verdict on the file; a device is not a model file."""
+    import qcnn_lite.modelfile as mf
+
+    p = tmp_path / "m.qcnn"
+    p.write_bytes(qfile[1])
+
+    def eio(*args):
+        raise OSError(5, "Input/output error")
+
+    with monkeypatch.context() as m:
+        m.setattr(mf, "_check_checksum", eio)
+        with pytest.raises(OSError, match="Input/output") as info:
+            load(p)
+        assert not isinstance(info.value, ModelFormatError)
+    if os.path.exists("/dev/null"):
+        with pytest.raises(ModelFormatError, match="not a regular file"):
+            load("/dev/null")
