@@ -258,9 +258,11 @@ def bench_layers(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[int,
                 with (torch.inference_mode() if torch else contextlib.nullcontext()):
                     times = _engines(lambda: layer(x), lambda: q(x), torch_fn, int8_fn, repeat)
                 d, K = q.sub_dim, q.n_codewords
+                tables = L["type"] == "fc" or q.uses_tables(*in_shape[1:])
                 rows.append({
                     "network": name, "layer": L["name"], "type": L["type"], "input": list(in_shape),
                     "output": list(layer(x).shape[1:]), "sub_dim": d, "codewords": K,
+                    "path": "tables" if tables else "decoded weight",
                     "times": times, "speedup": _speedups(times), "speedup_cpu": _speedups(times, "cpu_median_ms"),
                 })
     return {"machine": machine(), "settings": {k: list(v) for k, v in settings.items()}, "layers": rows}
@@ -385,10 +387,12 @@ def _header(m: dict, cpu: bool = False) -> str:
 
 def render_layers(res: dict, cpu: bool = False) -> str:
     sp = "speedup_cpu" if cpu else "speedup"
-    rows = [(f"{r['network']}/{r['layer']} {'x'.join(map(str, r['input']))} C's={r['sub_dim']} K={r['codewords']}",
-             r["times"], r[sp]) for r in res["layers"]]
+    rows = [(f"{r['network']}/{r['layer']} {'x'.join(map(str, r['input']))} C's={r['sub_dim']} K={r['codewords']}"
+             + ("" if r.get("path", "tables") == "tables" else " *"), r["times"], r[sp]) for r in res["layers"]]
+    note = ("\n* runs from its decoded weight: its tables cannot pay off (QConv2d.uses_tables)"
+            if any(r.get("path", "tables") != "tables" for r in res["layers"]) else "")
     return (_header(res["machine"], cpu) + "\n" + _time_table(rows, cpu)
-            + "\n(x vs B: speed-up of the compiled LUT kernels over baseline B)\n")
+            + "\n(x vs B: speed-up of the Q-CNN layers, compiled LUT kernels, over baseline B)" + note + "\n")
 
 
 def render_networks(res: dict, cpu: bool = False) -> str:

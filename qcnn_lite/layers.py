@@ -306,6 +306,10 @@ class QLinear(_QuantizedLayer):
         return kernels.linear_lut(x, self.codebooks, self.codes, self.bias)
 
 
+# Below this theoretical speed-up a conv layer's tables lose to its decoded weight: see QConv2d.uses_tables.
+LUT_MIN_SPEEDUP = 3.0
+
+
 class QConv2d(_QuantizedLayer):
     """Quantized convolution.
 
@@ -410,10 +414,41 @@ class QConv2d(_QuantizedLayer):
         w = self.codebooks[np.arange(M), self.codes]  # (Ct, kh, kw, M, d)
         return np.ascontiguousarray(w.reshape(Ct, kh, kw, M * self.sub_dim).transpose(0, 3, 1, 2))
 
+    def lut_speedup(self, height: int, width: int) -> float:
+        """Theoretical speed-up of the table path on an H x W input:
+        dense multiply-adds / (table multiply-adds + table additions)."""
+        Ct, kh, kw, M = self.codes.shape
+        K, d = self.n_codewords, self.sub_dim
+        OH = conv_output_size(height, kh, self.stride, self.padding)
+        OW = conv_output_size(width, kw, self.stride, self.padding)
+        dense = Ct * kh * kw * M * d * OH * OW
+        return dense / (self.groups * M * K * d * height * width + Ct * kh * kw * M * OH * OW)
+
+    def uses_tables(self, height: int, width: int) -> bool:
+        """Whether :meth:`__call__` runs look-up tables (True) or the decoded weight (False) on an H x W input.
+
+        A table addition is a memory read; a BLAS multiply-add comes from registers and
+        costs about 3.5x less (measured on x86, issue 3). So a layer whose
+        theoretical speed-up is below :data:`LUT_MIN_SPEEDUP`, and whose decoded weight is
+        smaller than its tables, runs faster and in less memory from the decoded weight.
+        AlexNet's conv1 (one 3-D sub-space) is the case: 1.9x in theory, 139 KB of weights
+        against 26 MB of tables per image. The model file stores codes either way.
+        """
+        if self.lut_speedup(height, width) >= LUT_MIN_SPEEDUP:
+            return True
+        table_bytes = 4 * self.groups * self.n_subspaces * self.n_codewords * height * width
+        return 4 * self.codes.size * self.sub_dim > table_bytes
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Look-up-table forward pass: x (n, in, H, W) -> (n, out, OH, OW)."""
+        """Forward pass: x (n, in, H, W) -> (n, out, OH, OW), by look-up tables or, where they
+        cannot pay off (:meth:`uses_tables`), by the decoded weight."""
         x = _check_input(x, 4, self.in_channels, "QConv2d")
-        return kernels.conv2d_lut(x, self.codebooks, self.codes, self.bias, self.stride, self.padding, self.groups)
+        if self.uses_tables(x.shape[2], x.shape[3]):
+            return kernels.conv2d_lut(x, self.codebooks, self.codes, self.bias, self.stride, self.padding, self.groups)
+        self._validate()  # codes index the codebooks below: refuse any that were changed out of range
+        Ct, kh, kw, M = self.codes.shape
+        w_flat = self.codebooks[np.arange(M), self.codes].reshape(Ct, -1)  # (kh, kw, c) order, as im2col
+        return _conv_dense(x, w_flat, self.bias, kh, kw, self.stride, self.padding, self.groups)
 
 
 def _conv_stats(S, T, kh, kw, stride, padding, groups, max_samples, seed, chunk: int = 16) -> list[ResponseStats]:

@@ -4,7 +4,9 @@ import itertools
 import numpy as np
 import pytest
 
-from qcnn_lite import Conv2d, Linear, QConv2d, QLinear
+from qcnn_lite import Conv2d, Linear, QConv2d, QLinear, kernels, models
+from qcnn_lite.cost import layer_costs
+from qcnn_lite.layers import LUT_MIN_SPEEDUP
 from conftest import rel_err
 
 torch = pytest.importorskip("torch")
@@ -35,6 +37,9 @@ def _conv_case(rng, cin, cout, k, stride, padding, groups, H, W, d=2, K=8):
     out = q(x)
     assert out.shape == ref.shape
     assert rel_err(out, ref) < 1e-4, (cin, cout, k, stride, padding, groups, H, W)
+    # both paths, whichever q(x) chose: the tables and the decoded weight
+    lut = kernels.conv2d_lut(x, q.codebooks, q.codes, q.bias, stride, padding, groups)
+    assert rel_err(lut, ref) < 1e-4
     # the dense reference layer agrees too
     dense = Conv2d(q.dense_weight(), q.bias, stride, padding, groups)
     assert rel_err(dense(x), ref) < 1e-4
@@ -109,3 +114,35 @@ def test_wrong_input_shape_is_a_clear_error(rng):
     q = QLinear.from_dense(rng.standard_normal((4, 8)), None, 2, 2)
     with pytest.raises(ValueError, match=r"expects input of shape \(n, 8\)"):
         q(np.zeros((1, 9), np.float32))
+
+
+def test_lut_speedup_is_the_cost_models_ratio():
+    # the paper's FLOP formulas (qcnn_lite.cost) are the independent reference
+    net = models.synthetic("alexnet")
+    settings = {"conv": (8, 128), "fc": (4, 32), "fc8": (1, 16)}
+    dims = net.input_dims()
+    rng = np.random.default_rng(0)
+    costs = {c.name: c for c in layer_costs(net.input_shape, net.spec, settings)}
+    for _, L in net.param_layers():
+        if L["type"] != "conv":
+            continue
+        cg = dims[L["name"]][0] // L.get("groups", 1)
+        d = min(8, cg)
+        q = QConv2d(np.zeros((cg // d, 128, d), np.float32), rng.integers(0, 128, (L["out"], L["kernel"], L["kernel"], cg // d)),
+                    np.zeros(L["out"], np.float32), L.get("stride", 1), L.get("padding", 0), L.get("groups", 1))
+        c = costs[L["name"]]
+        H, W = dims[L["name"]][1:]
+        assert q.lut_speedup(H, W) == pytest.approx(c.cnn_flops / c.qcnn_flops, rel=1e-12)
+        # conv1 (one 3-D sub-space, 1.9x in theory, tables 190x its weight) runs dense; conv2-5 on tables
+        assert q.uses_tables(H, W) == (L["name"] != "conv1"), L["name"]
+        assert (q.lut_speedup(H, W) >= LUT_MIN_SPEEDUP) == (L["name"] != "conv1")
+
+
+def test_dense_path_refuses_corrupted_codes(rng):
+    w = rng.standard_normal((8, 3, 11, 11)).astype(np.float32)
+    q = QConv2d.from_dense(w, None, 4, 0, 1, sub_dim=3, n_codewords=16, kmeans_iter=3)
+    x = rng.standard_normal((1, 3, 35, 35)).astype(np.float32)
+    assert not q.uses_tables(35, 35)
+    q.codes[0, 0, 0, 0] = 200  # changed in place, after the constructor's checks
+    with pytest.raises(ValueError, match="codes must be < K=16"):
+        q(x)
