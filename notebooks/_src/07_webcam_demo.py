@@ -40,7 +40,7 @@ print("kernel backend:", kernels.backend())
 quantized one is `data/models/mini-alexnet-q.qcnn` when it was made from the dense file beside
 it; otherwise the dense `data/models/mini-alexnet.qcnn` is quantized here, once (about a minute)
 and cached in `results/cache/models/`. The recipe is the paper's AlexNet setting 2 scaled to the
-mini network (`qcnn_lite.evaluate.MINI_SETTINGS`: conv C's = 8, K = 128; fc C's = 4, K = 32;
+mini network (`qcnn_lite.evaluate.MINI_SETTINGS`: conv C's = 4, K = 128; fc C's = 4, K = 32;
 fc8 C's = 1, K = 8) with error correction on 1,000 training images. Both networks run through
 the same numpy engine, `Network.forward`.
 """),
