@@ -59,15 +59,34 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int, groups: i
     return np.ascontiguousarray(win.transpose(5, 0, 1, 2, 3, 4, 6)).reshape(groups, n * OH * OW, kh * kw * cg)
 
 
+# im2col works in blocks of about this many bytes: peak memory must not grow with the image (phones).
+_COLS_BYTES = 1 << 20
+
+
 def _conv_dense(x: np.ndarray, w_flat: np.ndarray, bias: np.ndarray, kh: int, kw: int, stride: int, padding: int, groups: int) -> np.ndarray:
-    """Dense conv via im2col + BLAS; w_flat (Ct, kh*kw*Cg) in (kh, kw, c) order."""
-    n, _, H, W = x.shape
+    """Dense conv via im2col + BLAS; w_flat (Ct, kh*kw*Cg) in (kh, kw, c) order.
+
+    Patches are built for a block of images, or of output rows of one image, at a time.
+    """
+    n, C, H, W = x.shape
     OH, OW = conv_output_size(H, kh, stride, padding), conv_output_size(W, kw, stride, padding)
-    cols = im2col(x, kh, kw, stride, padding, groups)  # (g, n*OH*OW, kk*cg)
     ctg = w_flat.shape[0] // groups
-    out = np.matmul(cols, w_flat.reshape(groups, ctg, -1).transpose(0, 2, 1))  # (g, n*OH*OW, ctg)
-    out = out.reshape(groups, n, OH, OW, ctg).transpose(1, 0, 4, 2, 3).reshape(n, groups * ctg, OH, OW)
-    return out + bias[None, :, None, None]
+    wt = w_flat.reshape(groups, ctg, -1).transpose(0, 2, 1)  # (g, kk*cg, ctg)
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding))) if padding else x
+    out = np.empty((n, groups * ctg, OH, OW), np.float32)
+    row_bytes = 4 * OW * kh * kw * C
+    rows = max(1, _COLS_BYTES // row_bytes)  # output rows per block
+    images = max(1, rows // OH)  # whole images per block, when one image fits
+    for i in range(0, n, images):
+        for r0 in range(0, OH, rows if images == 1 else OH):
+            r1 = OH if images > 1 else min(OH, r0 + rows)
+            xs = xp[i : i + images, :, r0 * stride : (r1 - 1) * stride + kh]
+            cols = im2col(xs, kh, kw, stride, 0, groups)  # (g, b*(r1-r0)*OW, kk*cg)
+            b = xs.shape[0]
+            o = np.matmul(cols, wt).reshape(groups, b, r1 - r0, OW, ctg)
+            out[i : i + b, :, r0:r1] = o.transpose(1, 0, 4, 2, 3).reshape(b, groups * ctg, r1 - r0, OW)
+    out += bias[None, :, None, None]
+    return out
 
 
 def _check_input(x, ndim: int, channels: int, what: str) -> np.ndarray:

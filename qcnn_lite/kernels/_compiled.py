@@ -79,9 +79,14 @@ def conv2d_lut(
     Ct, kh, kw, M = codes.shape
     OH, OW, Hq, Wq = conv_geometry(H, W, kh, kw, stride, padding)
     out = np.empty((n, Ct, OH, OW), np.float32)
-    for i in range(n):  # one table per image: it is the size of a layer's activations times K/d
-        lut = conv_tables(x[i], codebooks, groups, stride, padding, Hq, Wq)
-        out[i] = _pythran.conv_accumulate(lut, codes, bias, stride, OH, OW, Wq)
+    cg, ctg = C // groups, Ct // groups
+    # One table per image and group: it is the size of the group's input times K/d, so building
+    # them one at a time keeps the peak memory (and the cache working set) down.
+    for i in range(n):
+        for g in range(groups):
+            lut = conv_tables(x[i, g * cg : (g + 1) * cg], codebooks, 1, stride, padding, Hq, Wq)
+            o = slice(g * ctg, (g + 1) * ctg)
+            out[i, o] = _pythran.conv_accumulate(lut, codes[o], bias[o], stride, OH, OW, Wq)
     return out
 
 
