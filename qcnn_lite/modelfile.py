@@ -23,11 +23,9 @@ decoded arrays (see :func:`_validate`).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import secrets
 import stat
 import struct
 from pathlib import Path
@@ -42,6 +40,14 @@ from .pq import code_dtype
 if TYPE_CHECKING:
     import argparse
 
+try:  # CPython's builtin SHA-256: hashlib would load OpenSSL's libcrypto (~3.5 MiB resident) just for this
+    from _sha2 import sha256 as _sha256  # Python 3.12+
+except ImportError:
+    try:
+        from _sha256 import sha256 as _sha256  # Python 3.11
+    except ImportError:  # a build without it
+        from hashlib import sha256 as _sha256
+
 __all__ = ["ModelFormatError", "save", "load", "read_manifest", "describe", "add_parser", "FORMAT_VERSION", "MAGIC", "code_bits"]
 
 MAGIC = b"QCNNLITE"
@@ -51,8 +57,8 @@ _PREAMBLE = struct.Struct("<8sII")  # magic, format version, header length
 _DIGEST = 32  # SHA-256 trailer
 _MAX_HEADER = 64 << 20  # a manifest is a few kB; refuse absurd lengths before decoding
 _MAX_DIM = 1 << 31  # any single dimension or spec integer
-_CHUNK = 1 << 16  # codes packed/unpacked per step (a multiple of 8 keeps chunks byte-aligned; small temporaries)
-_IO_CHUNK = 1 << 20  # bytes per read when hashing or skipping: bounds the memory of the checksum pass
+_CHUNK = 1 << 14  # codes packed/unpacked per step (a multiple of 8 keeps chunks byte-aligned; small temporaries)
+_IO_CHUNK = 1 << 20  # bytes per read when hashing, skipping or unpacking codes: bounds the memory of a load
 _CHANGED = "the file changed while it was being read"
 
 _CLASSES = {"Linear": Linear, "Conv2d": Conv2d, "QLinear": QLinear, "QConv2d": QConv2d}
@@ -85,15 +91,15 @@ def _pack_codes(codes: np.ndarray, bits: int) -> bytes:
     return b"".join(out)
 
 
-def _unpack_codes(buf: memoryview, n: int, bits: int, dtype: np.dtype) -> np.ndarray:
-    """Inverse of :func:`_pack_codes`: n codes of ``bits`` bits -> (n,) array of ``dtype``.
+def _unpack_codes(buf: memoryview | bytes, bits: int, out: np.ndarray) -> None:
+    """Inverse of :func:`_pack_codes`: the first ``len(out)`` codes of ``bits`` bits in buf -> out.
 
     A code of at most 16 bits starting anywhere in a byte lies within 3 bytes, so
     each one is cut out of a 24-bit big-endian window. Works chunk by chunk, so the
     temporaries stay small next to the codes (peak memory matters on a phone).
     """
     src = np.frombuffer(buf, dtype=np.uint8)
-    out = np.empty(n, dtype=dtype)
+    n = len(out)
     mask = np.uint32((1 << bits) - 1)
     for i in range(0, n, _CHUNK):
         j = min(n, i + _CHUNK)
@@ -104,7 +110,6 @@ def _unpack_codes(buf: memoryview, n: int, bits: int, dtype: np.dtype) -> np.nda
         idx = (pos >> 3) - b0
         window = (raw[idx] << 16) | (raw[idx + 1] << 8) | raw[idx + 2]
         out[i:j] = (window >> (24 - bits - (pos & 7)).astype(np.uint32)) & mask
-    return out
 
 
 # --------------------------------------------------------------------------- layer <-> arrays
@@ -233,6 +238,8 @@ def save(net: Network, path: str | os.PathLike, overwrite: bool = False) -> Path
 
 def _create_temp(path: Path) -> tuple[int, str]:
     """A new file beside path; mode 0666 minus the umask, as a plain open() would give (mkstemp gives 0600)."""
+    import secrets  # here, not at the top: only save needs it, and importing it loads OpenSSL (via hmac)
+
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(100):
         tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
@@ -306,7 +313,7 @@ def _manifest(net: Network) -> tuple[bytes, list[np.ndarray | bytes]]:
 
 
 def _write(f: BinaryIO, header: bytes, arrays: list[np.ndarray | bytes]) -> None:
-    h = hashlib.sha256()
+    h = _sha256()
 
     def put(b: bytes | memoryview) -> None:
         h.update(b)
@@ -384,14 +391,14 @@ class _Reader:
 
     def __init__(self, f: BinaryIO, size: int, fail: _Fail) -> None:
         self.f, self.size, self.fail = f, size, fail
-        self.sha = hashlib.sha256()
+        self.sha = _sha256()
         self.pos = 0  # bytes read and hashed so far
         self.truncated = False
 
     def read(self, n: int) -> bytearray:
-        """The next n bytes, in a buffer of their own (so an array can keep it as its memory)."""
+        """The next n bytes, in a buffer of their own."""
         buf = bytearray(n)
-        self._fill(memoryview(buf))
+        self.readinto(memoryview(buf))
         return buf
 
     def scan(self, n: int) -> bool:
@@ -400,7 +407,7 @@ class _Reader:
         zero = True
         while n:
             part = chunk[: min(n, len(chunk))]
-            self._fill(part)
+            self.readinto(part)
             zero = zero and not np.frombuffer(part, dtype=np.uint8).any()
             n -= len(part)
         return zero
@@ -414,7 +421,8 @@ class _Reader:
             return False
         return self.sha.digest() == digest
 
-    def _fill(self, view: memoryview) -> None:
+    def readinto(self, view: memoryview) -> None:
+        """Fill view (bytes) with the next len(view) bytes of the file."""
         got = 0
         while got < len(view):  # a read may return less than asked without being at the end
             k = self.f.readinto(view[got:])
@@ -757,34 +765,56 @@ def _read_payload(r: _Reader, man: dict, book_K: dict[str, int], start: int, bod
     for a in man["arrays"]:
         if not r.scan(start + a["offset"] - r.pos):
             raise fail(f"non-zero padding before array {a['layer']}.{a['role']}")
-        # Only _decode holds the raw bytes: codes drop them when it returns, floats keep them as
-        # their memory. So besides the decoded arrays, one array's raw bytes are alive at a time.
-        out[a["layer"], a["role"]] = _decode(r.read(a["nbytes"]), a, book_K[a["layer"]], fail)
+        out[a["layer"], a["role"]] = _read_array(r, a, book_K[a["layer"]], fail)
     if not r.scan(body - r.pos):
         raise fail("non-zero padding after the last array")
     return out
 
 
-def _decode(raw: bytearray, a: dict, K: int, fail: _Fail) -> np.ndarray:
-    """One array from its bytes in the file: codes must be < K, floats finite."""
+def _read_array(r: _Reader, a: dict, K: int, fail: _Fail) -> np.ndarray:
+    """One array, read from the file into its own memory: codes must be < K, floats finite.
+
+    Besides the arrays returned, a load holds at most about _IO_CHUNK bytes of the file at a
+    time: floats are read straight into the final array, codes a bounded slice at a time.
+    """
     what = f"layer {a['layer']!r} {a['role']}"
     count = math.prod(a["shape"])
     if a["role"] == "codes":
-        used = count * a["bits"]
-        if used % 8 and raw[-1] & ((1 << (8 - used % 8)) - 1):
-            raise fail(f"{what}: non-zero padding bits after the last code")
-        codes = _unpack_codes(memoryview(raw), count, a["bits"], code_dtype(K))
-        if count and int(codes.max()) >= K:
-            bad = int(np.argmax(codes >= K))
-            raise fail(f"{what}: code {int(codes[bad])} at index {bad} is >= K={K} codewords")
-        return codes.reshape(a["shape"])
-    # The array keeps raw as its memory: no copy. astype copies only where '<f4' is not the native float32.
-    arr = np.frombuffer(raw, dtype="<f4").astype(np.float32, copy=False).reshape(a["shape"])
+        return _read_codes(r, count, a["bits"], K, what, fail).reshape(a["shape"])
+    arr = np.empty(count, dtype="<f4")
+    r.readinto(memoryview(arr.view(np.uint8)))
+    arr = arr.astype(np.float32, copy=False).reshape(a["shape"])  # copies only where '<f4' is not the native float32
     # min and max propagate NaN, so they find NaN and Inf without np.isfinite's array of booleans
     # (as large as a quarter of the array: 37 MB for a dense AlexNet fc6).
     if count and not (math.isfinite(arr.min()) and math.isfinite(arr.max())):
         raise fail(f"{what}: contains NaN or Inf")
     return arr
+
+
+def _read_codes(r: _Reader, count: int, bits: int, K: int, what: str, fail: _Fail) -> np.ndarray:
+    """``count`` packed codes from the file, unpacked slice by slice into a (count,) array.
+
+    A slice is a multiple of 8 codes (8 codes take exactly ``bits`` bytes), so every slice
+    starts on a byte boundary and is unpacked on its own from at most _IO_CHUNK bytes (or
+    ``bits`` bytes, if _IO_CHUNK is smaller).
+    """
+    codes = np.empty(count, dtype=code_dtype(K))
+    step = 8 * max(1, _IO_CHUNK // bits)  # codes per slice
+    buf = memoryview(bytearray(min((count * bits + 7) // 8, step // 8 * bits)))
+    check_K = K < 1 << bits  # else every code that fits in the bits is < K
+    for i in range(0, count, step):
+        j = min(count, i + step)
+        part = buf[: ((j - i) * bits + 7) // 8]
+        r.readinto(part)
+        used = (j - i) * bits % 8  # bits of the last byte used by codes; nonzero only in the last slice
+        if used and part[-1] & ((1 << (8 - used)) - 1):
+            raise fail(f"{what}: non-zero padding bits after the last code")
+        out = codes[i:j]
+        _unpack_codes(part, bits, out)
+        if check_K and int(out.max()) >= K:
+            bad = int(np.argmax(out >= K))
+            raise fail(f"{what}: code {int(out[bad])} at index {i + bad} is >= K={K} codewords")
+    return codes
 
 
 def _build(man: dict, arrays: dict[tuple[str, str], np.ndarray], where: str) -> Network:

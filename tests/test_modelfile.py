@@ -423,17 +423,40 @@ def test_wrong_shape_in_manifest(tmp_path, qfile, layer, role, shape, match):
     expect_error(tmp_path, rewrite(qfile[1], edit), match)
 
 
-def test_code_at_or_above_K(tmp_path, qfile):
+@pytest.mark.parametrize("io_chunk", [None, 16])
+def test_code_at_or_above_K(tmp_path, qfile, monkeypatch, io_chunk):
+    """Codes >= K and non-zero padding bits are refused; the index is the code's place in the whole array
+    even when the codes are read in slices (io_chunk=16: slices of 16 codes, 14 bytes)."""
+    import qcnn_lite.modelfile as mf
+
+    if io_chunk:
+        monkeypatch.setattr(mf, "_IO_CHUNK", io_chunk)
     _, data = qfile
     version, man, payload = split(data)
     a = array_entry(man, "c1", "codes")
-    assert a["bits"] == 7
-    for code, index in ((127, 0), (100, 1)):
+    assert a["bits"] == 7 and math.prod(a["shape"]) == 108  # 756 bits: the last byte has 4 padding bits
+    span = slice(a["offset"], a["offset"] + a["nbytes"])
+    for code, index in ((127, 0), (100, 1), (101, 50), (120, 107)):
         pl = bytearray(payload)
-        bits = "".join(format(b, "08b") for b in pl[a["offset"] : a["offset"] + a["nbytes"]])
+        bits = "".join(format(b, "08b") for b in pl[span])
         bits = bits[: 7 * index] + format(code, "07b") + bits[7 * index + 7 :]
-        pl[a["offset"] : a["offset"] + a["nbytes"]] = bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits), 8))
+        pl[span] = bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits), 8))
         expect_error(tmp_path, assemble(man, bytes(pl), version), f"code {code} at index {index} is >= K=100")
+    pl = bytearray(payload)
+    pl[span.stop - 1] |= 0b0001
+    expect_error(tmp_path, assemble(man, bytes(pl), version), "non-zero padding bits after the last code")
+
+
+@pytest.mark.parametrize("io_chunk", [1, 5, 16, 100])
+def test_codes_read_in_slices(tmp_path, monkeypatch, io_chunk):
+    """Codes are read and unpacked a slice of about _IO_CHUNK bytes at a time (at least 8 codes, always
+    whole bytes); slice edges must not shift the stream, whatever the bits per code."""
+    import qcnn_lite.modelfile as mf
+
+    files = {K: save(tiny_net({"c1": K, "c2": K, "f1": K, "f2": K}, seed=K), tmp_path / f"{K}.qcnn") for K in (1, 3, 100, 1024)}
+    monkeypatch.setattr(mf, "_IO_CHUNK", io_chunk)
+    for K, p in files.items():
+        assert_same(tiny_net({"c1": K, "c2": K, "f1": K, "f2": K}, seed=K), load(p))
 
 
 def test_non_finite_floats(tmp_path, qfile):
@@ -620,7 +643,8 @@ def test_fuzz_only_model_format_errors(tmp_path, qfile, which):
 
 # --------------------------------------------------------------------------- streaming
 def test_load_streams_the_file(tmp_path, monkeypatch):
-    """Beyond the arrays it returns, load holds about one array's raw bytes at a time, never the whole file."""
+    """Beyond the arrays it returns, load holds about _IO_CHUNK (1 MiB) of the file at a time: never the whole
+    file, nor a whole array's packed codes (floats are read straight into their array)."""
     import tracemalloc
 
     import qcnn_lite.modelfile as mf
@@ -643,8 +667,8 @@ def test_load_streams_the_file(tmp_path, monkeypatch):
         tracemalloc.stop()
     kept = sum(getattr(q, r).nbytes for q in back.params.values() for r in ("codebooks", "codes", "bias"))
     transient = peak - kept
-    assert size > 4 * largest  # else holding the whole file would not stand out
-    assert transient < largest + (1 << 20), (transient / 2**20, largest / 2**20, size / 2**20)
+    assert size > 4 * largest and largest == 2 << 20  # else holding the whole file or an array would not stand out
+    assert transient < 1.5 * 2**20, (transient / 2**20, largest / 2**20, size / 2**20)
     for name, q in back.params.items():  # each array has a buffer of its own: C-contiguous, writable, exact
         for r in ("codebooks", "codes", "bias"):
             a, b = getattr(q, r), getattr(params[name], r)
@@ -709,6 +733,37 @@ def test_file_changed_between_passes(tmp_path, qfile, monkeypatch):
         _change_after_pass_1(m, p, lambda path: None)
         with pytest.raises(ModelFormatError, match="non-zero padding after the last array"):
             load(p)
+
+
+def test_builtin_sha256_matches_hashlib():
+    """The checksum uses CPython's builtin SHA-256 where there is one; it must be SHA-256 exactly."""
+    import qcnn_lite.modelfile as mf
+
+    rng = np.random.default_rng(5)
+    for n in (0, 1, 55, 56, 63, 64, 65, 127, 1000, 100_003):
+        data = rng.bytes(n)
+        assert mf._sha256(data).digest() == hashlib.sha256(data).digest(), n
+        h, view, i = mf._sha256(), memoryview(data), 0
+        while i < n:  # fed in uneven pieces, as load does
+            k = int(rng.integers(1, 200))
+            h.update(view[i : i + k])
+            i += k
+        assert h.digest() == hashlib.sha256(data).digest(), n
+
+
+def test_import_does_not_load_openssl():
+    """hashlib's import loads OpenSSL's libcrypto (~3.5 MiB resident); loading a model must not need it."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if not any(importlib.util.find_spec(m) for m in ("_sha2", "_sha256")):
+        pytest.skip("this Python has no builtin SHA-256 module; hashlib is the fallback")
+    code = ("import sys, numpy, qcnn_lite.modelfile\n"
+            "print(sorted(m for m in ('_hashlib', 'hashlib', 'secrets') if m in sys.modules))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
 
 
 def test_io_errors_and_special_files(tmp_path, qfile, monkeypatch):
