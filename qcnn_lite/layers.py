@@ -59,14 +59,18 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int, groups: i
     return np.ascontiguousarray(win.transpose(5, 0, 1, 2, 3, 4, 6)).reshape(groups, n * OH * OW, kh * kw * cg)
 
 
-# im2col works in blocks of about this many bytes: peak memory must not grow with the image (phones).
+# The decoded-weight path of QConv2d builds im2col patches in blocks of about this many bytes,
+# so a phone's peak memory does not grow with the image. The dense Conv2d (the speed baseline)
+# does not block: BLAS is fastest on the whole product (CNN-S is 15% slower in 1 MiB blocks).
 _COLS_BYTES = 1 << 20
 
 
-def _conv_dense(x: np.ndarray, w_flat: np.ndarray, bias: np.ndarray, kh: int, kw: int, stride: int, padding: int, groups: int) -> np.ndarray:
+def _conv_dense(x: np.ndarray, w_flat: np.ndarray, bias: np.ndarray, kh: int, kw: int, stride: int, padding: int,
+                groups: int, block_bytes: int | None = None) -> np.ndarray:
     """Dense conv via im2col + BLAS; w_flat (Ct, kh*kw*Cg) in (kh, kw, c) order.
 
-    Patches are built for a block of images, or of output rows of one image, at a time.
+    With ``block_bytes``, patches are built for a block of images, or of output rows of
+    one image, of about that size at a time; without, for the whole batch at once.
     """
     n, C, H, W = x.shape
     OH, OW = conv_output_size(H, kh, stride, padding), conv_output_size(W, kw, stride, padding)
@@ -75,7 +79,7 @@ def _conv_dense(x: np.ndarray, w_flat: np.ndarray, bias: np.ndarray, kh: int, kw
     xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding))) if padding else x
     out = np.empty((n, groups * ctg, OH, OW), np.float32)
     row_bytes = 4 * OW * kh * kw * C
-    rows = max(1, _COLS_BYTES // row_bytes)  # output rows per block
+    rows = OH * n if block_bytes is None else max(1, block_bytes // row_bytes)  # output rows per block
     images = max(1, rows // OH)  # whole images per block, when one image fits
     for i in range(0, n, images):
         for r0 in range(0, OH, rows if images == 1 else OH):
@@ -467,7 +471,7 @@ class QConv2d(_QuantizedLayer):
         self._validate()  # codes index the codebooks below: refuse any that were changed out of range
         Ct, kh, kw, M = self.codes.shape
         w_flat = self.codebooks[np.arange(M), self.codes].reshape(Ct, -1)  # (kh, kw, c) order, as im2col
-        return _conv_dense(x, w_flat, self.bias, kh, kw, self.stride, self.padding, self.groups)
+        return _conv_dense(x, w_flat, self.bias, kh, kw, self.stride, self.padding, self.groups, _COLS_BYTES)
 
 
 def _conv_stats(S, T, kh, kw, stride, padding, groups, max_samples, seed, chunk: int = 16) -> list[ResponseStats]:

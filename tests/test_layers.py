@@ -148,14 +148,15 @@ def test_dense_path_refuses_corrupted_codes(rng):
         q(x)
 
 
-@pytest.mark.parametrize("budget", [1, 2000, 1 << 20])  # row blocks of one row, several rows, whole images
-def test_dense_conv_blocks_match_torch(rng, monkeypatch, budget):
-    from qcnn_lite import layers
+@pytest.mark.parametrize("budget", [1, 2000, 1 << 20, None])  # one row, several rows, whole images, unblocked
+def test_dense_conv_blocks_match_torch(rng, budget):
+    from qcnn_lite.layers import _conv_dense
 
-    monkeypatch.setattr(layers, "_COLS_BYTES", budget)
     for stride, padding, groups in [(1, 1, 1), (2, 0, 2), (4, 2, 1), (3, 1, 2)]:
         w = rng.standard_normal((6, 8 // groups, 3, 3)).astype(np.float32)
         b = rng.standard_normal(6).astype(np.float32)
         x = rng.standard_normal((3, 8, 13, 10)).astype(np.float32)
         ref = F.conv2d(t(x), t(w), t(b), stride, padding, 1, groups).numpy()
-        assert rel_err(Conv2d(w, b, stride, padding, groups)(x), ref) < 1e-5, (budget, stride, padding, groups)
+        w_flat = w.transpose(0, 2, 3, 1).reshape(6, -1)  # (kh, kw, c) order
+        out = _conv_dense(x, w_flat, b, 3, 3, stride, padding, groups, budget)
+        assert rel_err(out, ref) < 1e-5, (budget, stride, padding, groups)
