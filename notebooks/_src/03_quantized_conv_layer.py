@@ -280,8 +280,10 @@ cells = [
                                      xt, wt, bt, stride=dl.stride, padding=dl.padding, groups=dl.groups), repeats)})
                 for name in kernels.available_backends():
                     kernels.set_backend(name)
+                    # the kernels themselves: QConv2d may choose its decoded weight instead (section 6)
                     rows.append({"layer": lname, "batch": batch, "path": f"Q-CNN LUT, {name}",
-                                 "ms": 1e3 * median_time(lambda: ql(xb), repeats)})
+                                 "ms": 1e3 * median_time(lambda: kernels.conv2d_lut(
+                                     xb, ql.codebooks, ql.codes, ql.bias, ql.stride, ql.padding, ql.groups), repeats)})
                 kernels.set_backend(backend_before)
     import pandas as pd
     timing = pd.DataFrame(rows)
@@ -318,6 +320,44 @@ cells = [
     printed above. The paper's phone measurements (notebook 06) compared both methods *without* BLAS, where
     the operation count decides.
 
+    ## 6. When the tables cannot pay off
+
+    A table addition is a memory read; a BLAS multiply-add comes from registers. On the machine this suite was
+    developed on, one table addition costs about as much as 3.5 multiply-adds. So a layer whose theoretical
+    speed-up (the cost model's ratio, `QConv2d.lut_speedup`) is small runs *slower* from tables than from its
+    weight. That happens when the sub-spaces are narrow: AlexNet's `conv1` has 3 input channels, so $M = 1$ and
+    $C'_s = 3$, and its table is 43 times the size of its input (26 MB for one image) for a 1.9x theoretical saving.
+
+    `QConv2d.__call__` therefore decides per input size (`QConv2d.uses_tables`): below a theoretical speed-up of
+    `LUT_MIN_SPEEDUP` = 3, and when the decoded weight is smaller than the tables, it decodes its weight
+    ($W = D[\text{codes}]$, a few hundred kB at most) and runs the dense convolution. The model file stores the
+    codes either way, so storage is unchanged.
+    """),
+    code(r"""
+    from qcnn_lite.layers import LUT_MIN_SPEEDUP
+
+    alex = models.synthetic("alexnet")
+    alex_dims = alex.input_dims()
+    shown = dict(layers)
+    for lname in ("conv1", "conv3"):
+        dl = alex.params[lname]
+        sd = min(8, dl.in_channels // dl.groups)
+        # random codes: the decision depends only on the shapes
+        ql = QConv2d(np.zeros((dl.in_channels // dl.groups // sd, 128, sd), np.float32),
+                     np.zeros((dl.out_channels, *dl.kernel_size, dl.in_channels // dl.groups // sd), np.uint8),
+                     dl.bias, dl.stride, dl.padding, dl.groups)
+        shown[f"AlexNet {lname}"] = (dl, ql, np.zeros((1,) + alex_dims[lname], np.float32))
+    for lname, (dl, ql, xs) in shown.items():
+        H, W = xs.shape[2:]
+        way = "look-up tables" if ql.uses_tables(H, W) else "its decoded weight"
+        print(f"{lname:22s} C's={ql.sub_dim} M={ql.n_subspaces:2d}: theoretical speed-up {ql.lut_speedup(H, W):5.2f}x "
+              f"-> QConv2d runs {way}")
+    print("threshold LUT_MIN_SPEEDUP =", LUT_MIN_SPEEDUP)
+    """),
+    md(r"""
+    The mini network's layers are small: their tables are not much cheaper than the dense product, and the engine
+    runs most of them from decoded weights. The full-size networks' conv2-conv5 are where tables win (notebook 06).
+
     ## Summary
 
     - A Q-CNN conv layer splits the **input channels** into $M$ sub-spaces; one codebook per sub-space is
@@ -327,6 +367,8 @@ cells = [
       taps in the padding contribute nothing.
     - The LUT convolution reproduces a dense convolution with the reconstructed weights to float32 rounding,
       on every backend, for any stride, padding and grouping.
+    - Tables pay off only when they save enough work: a layer with a theoretical speed-up below 3 runs from its
+      decoded weight instead (`QConv2d.uses_tables`).
 
     ## Exercises
 

@@ -255,8 +255,9 @@ cells = [
       inputs helps each layer locally; compensation keeps the output error smallest and the accuracy closest to
       the dense network.
     - Compression and speed-up follow from the settings through the cost model. With error correction and
-      compensation, accuracy falls gently as the sub-vectors get longer and the codebooks smaller; plain PQ of
-      every layer collapses at the same settings.
+      compensation, accuracy falls gently as the sub-vectors get longer and the codebooks smaller; plain PQ
+      collapses once the conv sub-vectors reach the paper's $C'_s=8$ (48 % top-1, against 89 % with error
+      correction).
     - A quantized network fits in one checksummed, bit-packed model file whose size matches the cost model up
       to a small header.
 
