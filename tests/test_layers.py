@@ -160,3 +160,12 @@ def test_dense_conv_blocks_match_torch(rng, budget):
         w_flat = w.transpose(0, 2, 3, 1).reshape(6, -1)  # (kh, kw, c) order
         out = _conv_dense(x, w_flat, b, 3, 3, stride, padding, groups, budget)
         assert rel_err(out, ref) < 1e-5, (budget, stride, padding, groups)
+
+
+def test_small_maps_keep_their_tables():
+    # below the threshold, but the decoded weight (147 KB) would be larger than the tables (16 KB)
+    q = QConv2d(np.zeros((8, 128, 8), np.float32), np.zeros((64, 3, 3, 8), np.uint8), np.zeros(64, np.float32), 1, 1)
+    assert q.lut_speedup(2, 2) < LUT_MIN_SPEEDUP
+    assert q.uses_tables(2, 2)
+    # on a 28x28 map the tables (3.2 MB) outgrow the weight: decoded
+    assert q.lut_speedup(28, 28) < LUT_MIN_SPEEDUP and not q.uses_tables(28, 28)
