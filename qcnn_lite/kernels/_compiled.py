@@ -43,12 +43,12 @@ def conv_geometry(H: int, W: int, kh: int, kw: int, stride: int, padding: int) -
     return OH, OW, Hq, Wq
 
 
-def conv_tables(x: np.ndarray, codebooks: np.ndarray, groups: int, stride: int, padding: int, Hq: int, Wq: int) -> np.ndarray:
-    """The table of one image in the layout of ``_pythran.conv_accumulate``.
+def conv_tables(x: np.ndarray, codebooks: np.ndarray, stride: int, padding: int, Hq: int, Wq: int) -> np.ndarray:
+    """The table of one image and one group, in the layout of ``_pythran.conv_accumulate``.
 
-    x (C, H, W) with C = groups*M*d, codebooks (M, K, d) ->
-    (groups, M*K, stride*stride, Hq*Wq) float32 with entry
-    [g, m*K + k, a*stride + b, y*Wq + x] = <xp[g, m, :, y*stride + a, x*stride + b], codebooks[m, k]>,
+    x (C, H, W) with C = M*d (one group's channels), codebooks (M, K, d) ->
+    (1, M*K, stride*stride, Hq*Wq) float32 with entry
+    [0, m*K + k, a*stride + b, y*Wq + x] = <xp[m, :, y*stride + a, x*stride + b], codebooks[m, k]>,
     xp being x with ``padding`` zeros around it (and zeros past its end).
     Zero pixels give zero entries: a tap in the padding adds exactly 0.
     """
@@ -60,9 +60,9 @@ def conv_tables(x: np.ndarray, codebooks: np.ndarray, groups: int, stride: int, 
     if s > 1:
         # (C, Hq, a, Wq, b) -> (C, a, b, Hq, Wq): each phase one contiguous plane
         xp = np.ascontiguousarray(xp.reshape(C, Hq, s, Wq, s).transpose(0, 2, 4, 1, 3))
-    xs = xp.reshape(groups, M, d, s * s * Hq * Wq)
-    lut = np.matmul(codebooks[None], xs)  # (groups, M, K, P): one (K x d) @ (d x P) product per (g, m)
-    return lut.reshape(groups, M * K, s * s, Hq * Wq)
+    xs = xp.reshape(M, d, s * s * Hq * Wq)
+    lut = np.matmul(codebooks, xs)  # (M, K, P): one (K x d) @ (d x P) product per sub-space
+    return lut.reshape(1, M * K, s * s, Hq * Wq)
 
 
 def conv2d_lut(
@@ -84,7 +84,7 @@ def conv2d_lut(
     # them one at a time keeps the peak memory (and the cache working set) down.
     for i in range(n):
         for g in range(groups):
-            lut = conv_tables(x[i, g * cg : (g + 1) * cg], codebooks, 1, stride, padding, Hq, Wq)
+            lut = conv_tables(x[i, g * cg : (g + 1) * cg], codebooks, stride, padding, Hq, Wq)
             o = slice(g * ctg, (g + 1) * ctg)
             out[i, o] = _pythran.conv_accumulate(lut, codes[o], bias[o], stride, OH, OW, Wq)
     return out

@@ -15,7 +15,7 @@ The split of the work follows the paper:
 No BLAS here (the extension is built with ``-DPYTHRAN_BLAS_NONE``): only loops.
 
 Convolution layout. The table of one image is ``lut[g, m*K + k, ph, y*Wq + x]``
-(built by ``_compiled.conv_tables``): group g, sub-space m, codeword k, then
+(``_compiled`` builds it one group at a time, so g = 0 there): group g, sub-space m, codeword k, then
 the zero-padded input map split into its ``stride*stride`` phases
 (``ph = (row % stride) * stride + col % stride``), each phase a flat plane
 of Hq x Wq pixels. The inner products are only those of the real pixels; the
