@@ -2,19 +2,16 @@
 
 ``Linear`` and ``Conv2d`` are the dense reference (im2col + BLAS).
 ``QLinear`` and ``QConv2d`` are their Q-CNN counterparts: codebooks, codes and
-a look-up-table forward pass. ``from_dense`` quantizes a dense layer, with the
-paper's error correction when calibration inputs are given.
+a look-up-table forward pass. Layers only run: :mod:`qcnn_lite.quantize` builds
+the quantized ones (``from_dense`` is a shortcut to it).
 """
 from __future__ import annotations
-
-from typing import Callable
 
 import numpy as np
 
 from . import kernels
-from .correction import ResponseStats, refine
 from .kernels._numpy import conv_output_size
-from .pq import code_dtype, kmeans
+from .pq import code_dtype
 
 __all__ = ["Linear", "Conv2d", "QLinear", "QConv2d", "im2col"]
 
@@ -166,47 +163,6 @@ class Conv2d:
 
 
 # --------------------------------------------------------------------------- quantized
-def _check_settings(sub_dim, n_codewords, n_iter, channels: int, n_vectors: int, what: str) -> tuple[int, int, int]:
-    sub_dim = _positive_int("sub_dim", sub_dim)
-    n_codewords = _positive_int("n_codewords", n_codewords)
-    n_iter = _positive_int("n_iter", n_iter, 0)
-    if channels % sub_dim:
-        raise ValueError(f"{what}: sub_dim={sub_dim} (C's) does not divide the {channels} input channels")
-    if n_codewords > 65536:
-        raise ValueError(f"n_codewords={n_codewords} is above the 65536 that uint16 codes hold")
-    if n_codewords > n_vectors:
-        raise ValueError(
-            f"{what}: n_codewords={n_codewords} (K) is larger than the {n_vectors} sub-vectors to quantize"
-        )
-    return sub_dim, n_codewords, n_iter
-
-
-def _init_pq(blocks: np.ndarray, K: int, kmeans_iter: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Plain product quantization of blocks (O, T, M, d): k-means per sub-space m over all outputs and taps."""
-    O, T, M, d = blocks.shape
-    rng = np.random.default_rng(seed)
-    books = np.empty((M, K, d), dtype=np.float32)
-    codes = np.empty((O, T, M), dtype=code_dtype(K))
-    for m in range(M):
-        centers, labels = kmeans(blocks[:, :, m].reshape(O * T, d), K, kmeans_iter, rng)
-        books[m] = centers
-        codes[:, :, m] = labels.reshape(O, T)
-    return books, codes
-
-
-def _correct(books, codes, stats, n_iter, progress):
-    books, codes, history = refine(books, codes, stats, n_iter=n_iter, progress=progress)
-    return books, codes.astype(code_dtype(books.shape[1])), history
-
-
-def _refit_bias(w_flat: np.ndarray, stats: list[ResponseStats]) -> np.ndarray:
-    """The bias that is optimal with the new weights: mean target - W mean input, per group."""
-    og = w_flat.shape[0] // len(stats)
-    return np.concatenate(
-        [s.t_mean - w_flat[g * og : (g + 1) * og].astype(np.float64) @ s.s_mean for g, s in enumerate(stats)]
-    ).astype(np.float32)
-
-
 class _QuantizedLayer:
     codebooks: np.ndarray
     codes: np.ndarray
@@ -271,53 +227,11 @@ class QLinear(_QuantizedLayer):
         return self.codes.shape[0]
 
     @classmethod
-    def from_dense(
-        cls,
-        weight,
-        bias,
-        sub_dim: int,
-        n_codewords: int,
-        calib=None,
-        targets=None,
-        n_iter: int = 4,
-        seed: int = 0,
-        kmeans_iter: int = 25,
-        progress: Callable[[], None] | None = None,
-    ) -> "QLinear":
-        """Quantize a dense layer.
+    def from_dense(cls, weight, bias, sub_dim: int, n_codewords: int, **kwargs) -> "QLinear":
+        """Quantize a dense layer: :func:`qcnn_lite.quantize.quantize_linear`, which owns the quantizer."""
+        from .quantize import quantize_linear  # the quantizer builds layers; layers do not import it at load
 
-        weight (out, in), bias (out,) or None. Without ``calib`` this is plain
-        product quantization of the weight rows (k-means per sub-space). With
-        ``calib`` (n, in) inputs, ``n_iter`` sweeps of error correction fit the
-        response ``targets`` (n, out); by default those are this layer's own
-        dense outputs on ``calib``. Pass the original network's responses
-        with inputs from the quantized prefix to compensate accumulated error.
-        """
-        w = _f32("weight", weight, 2)
-        b = _bias(bias, w.shape[0])
-        out_f, in_f = w.shape
-        sub_dim, K, n_iter = _check_settings(sub_dim, n_codewords, n_iter, in_f, out_f, "QLinear")
-        M = in_f // sub_dim
-        stats = None
-        if calib is not None:
-            S = _f32("calib", calib, 2)
-            if S.shape[0] == 0:
-                raise ValueError("the calibration set is empty")
-            if S.shape[1] != in_f:
-                raise ValueError(f"calib has {S.shape[1]} features, the layer takes {in_f}")
-            T = S @ w.T + b if targets is None else _f32("targets", targets, 2)
-            if T.shape != (S.shape[0], out_f):
-                raise ValueError(f"targets must have shape {(S.shape[0], out_f)}, got {T.shape}")
-            stats = [ResponseStats(in_f, out_f).update(S, T)]
-        books, codes = _init_pq(w.reshape(out_f, 1, M, sub_dim), K, kmeans_iter, seed)
-        history: list[float] = []
-        if stats is not None and n_iter > 0:
-            books, codes, history = _correct(books, codes, stats, n_iter, progress)
-        layer = cls(books, codes.reshape(out_f, M), b)
-        if stats is not None and n_iter > 0:
-            layer.bias = _refit_bias(layer.dense_weight(), stats)
-        layer.history_ = history
-        return layer
+        return quantize_linear(weight, bias, sub_dim, n_codewords, **kwargs)
 
     def dense_weight(self) -> np.ndarray:
         """The reconstructed weight, (out, in) float32."""
@@ -370,66 +284,11 @@ class QConv2d(_QuantizedLayer):
         return self.codes.shape[1], self.codes.shape[2]
 
     @classmethod
-    def from_dense(
-        cls,
-        weight,
-        bias,
-        stride: int = 1,
-        padding: int = 0,
-        groups: int = 1,
-        sub_dim: int = 8,
-        n_codewords: int = 128,
-        calib=None,
-        targets=None,
-        n_iter: int = 4,
-        seed: int = 0,
-        kmeans_iter: int = 25,
-        max_samples: int | None = None,
-        progress: Callable[[], None] | None = None,
-    ) -> "QConv2d":
-        """Quantize a dense convolution.
+    def from_dense(cls, weight, bias, stride: int = 1, padding: int = 0, groups: int = 1, **kwargs) -> "QConv2d":
+        """Quantize a dense convolution: :func:`qcnn_lite.quantize.quantize_conv2d`, which owns the quantizer."""
+        from .quantize import quantize_conv2d  # the quantizer builds layers; layers do not import it at load
 
-        weight (out, in/groups, kh, kw). Sub-spaces split the input channels of a
-        group; each codebook serves every tap and every group. With ``calib``
-        (n, in, H, W), error correction fits the response ``targets``
-        (n, out, OH, OW), every output position counting as a sample; by default
-        the targets are this layer's dense outputs. ``max_samples`` caps the
-        positions used (a seeded random subset).
-        """
-        w = _f32("weight", weight, 4)
-        stride = _positive_int("stride", stride)
-        padding = _positive_int("padding", padding, 0)
-        groups = _positive_int("groups", groups)
-        b = _bias(bias, w.shape[0])
-        Ct, cg, kh, kw = w.shape
-        if Ct % groups:
-            raise ValueError(f"{Ct} output channels are not divisible by groups={groups}")
-        sub_dim, K, n_iter = _check_settings(sub_dim, n_codewords, n_iter, cg, Ct * kh * kw, "QConv2d")
-        M = cg // sub_dim
-        stats = None
-        if calib is not None:
-            S = _f32("calib", calib, 4)
-            if S.shape[0] == 0:
-                raise ValueError("the calibration set is empty")
-            if S.shape[1] != cg * groups:
-                raise ValueError(f"calib has {S.shape[1]} channels, the layer takes {cg * groups}")
-            dense = Conv2d(w, b, stride, padding, groups)
-            T = dense(S) if targets is None else _f32("targets", targets, 4)
-            OH, OW = conv_output_size(S.shape[2], kh, stride, padding), conv_output_size(S.shape[3], kw, stride, padding)
-            if T.shape != (S.shape[0], Ct, OH, OW):
-                raise ValueError(f"targets must have shape {(S.shape[0], Ct, OH, OW)}, got {T.shape}")
-            stats = _conv_stats(S, T, kh, kw, stride, padding, groups, max_samples, seed)
-        blocks = w.transpose(0, 2, 3, 1).reshape(Ct, kh * kw, M, sub_dim)
-        books, codes = _init_pq(blocks, K, kmeans_iter, seed)
-        history: list[float] = []
-        if stats is not None and n_iter > 0:
-            books, codes, history = _correct(books, codes, stats, n_iter, progress)
-        layer = cls(books, codes.reshape(Ct, kh, kw, M), b, stride, padding, groups)
-        if stats is not None and n_iter > 0:
-            w_flat = layer.dense_weight().transpose(0, 2, 3, 1).reshape(Ct, -1)
-            layer.bias = _refit_bias(w_flat, stats)
-        layer.history_ = history
-        return layer
+        return quantize_conv2d(weight, bias, stride, padding, groups, **kwargs)
 
     def dense_weight(self) -> np.ndarray:
         """The reconstructed weight, (out, in/groups, kh, kw) float32."""
@@ -472,37 +331,3 @@ class QConv2d(_QuantizedLayer):
         Ct, kh, kw, M = self.codes.shape
         w_flat = self.codebooks[np.arange(M), self.codes].reshape(Ct, -1)  # (kh, kw, c) order, as im2col
         return _conv_dense(x, w_flat, self.bias, kh, kw, self.stride, self.padding, self.groups, _COLS_BYTES)
-
-
-def _conv_stats(S, T, kh, kw, stride, padding, groups, max_samples, seed, chunk: int = 16) -> list[ResponseStats]:
-    """Per-group response statistics of a conv layer, output positions as samples."""
-    n, Ct = T.shape[:2]
-    ctg = Ct // groups
-    dim = kh * kw * S.shape[1] // groups
-    stats = [ResponseStats(dim, ctg) for _ in range(groups)]
-    positions = T.shape[2] * T.shape[3]
-    keep = None
-    if max_samples is not None and n * positions > max_samples:
-        keep = np.sort(np.random.default_rng(seed).choice(n * positions, max_samples, replace=False))
-    pending: list[tuple[np.ndarray, np.ndarray]] = []
-
-    def flush() -> None:
-        # one update per ~8k rows: large products are much cheaper than many small ones
-        cols, t = np.concatenate([c for c, _ in pending], 1), np.concatenate([t for _, t in pending])
-        for g in range(groups):
-            stats[g].update(cols[g], t[:, g * ctg : (g + 1) * ctg])
-        pending.clear()
-
-    for i in range(0, n, chunk):
-        cols = im2col(S[i : i + chunk], kh, kw, stride, padding, groups)  # (g, m*P, dim)
-        t = T[i : i + chunk].transpose(0, 2, 3, 1).reshape(-1, Ct)  # (m*P, Ct)
-        if keep is not None:
-            lo, hi = i * positions, min(n, i + chunk) * positions
-            sel = keep[(keep >= lo) & (keep < hi)] - lo
-            cols, t = cols[:, sel], t[sel]
-        pending.append((cols, t))
-        if sum(len(t) for _, t in pending) >= 8192:
-            flush()
-    if pending:
-        flush()
-    return stats

@@ -102,6 +102,7 @@ class ProductQuantizer:
     Attributes
     ----------
     codebooks_ : (M, K, sub_dim) float32 array, set by :meth:`fit`
+    labels_ : (n, M) uint8/uint16 codes of the training vectors, k-means' final assignment
     """
 
     def __init__(self, sub_dim: int, n_codewords: int, n_iter: int = 25, seed: int = 0):
@@ -155,10 +156,12 @@ class ProductQuantizer:
         M = dim // self.sub_dim
         rng = np.random.default_rng(self.seed)
         books = np.empty((M, self.n_codewords, self.sub_dim), dtype=np.float32)
-        for m in range(M):
+        labels = np.empty((n, M), dtype=code_dtype(self.n_codewords))
+        for m in range(M):  # one generator through all sub-spaces: a seed fixes the whole quantizer
             sub = X[:, m * self.sub_dim : (m + 1) * self.sub_dim]
-            books[m], _ = kmeans(sub, self.n_codewords, self.n_iter, rng)
+            books[m], labels[:, m] = kmeans(sub, self.n_codewords, self.n_iter, rng)
         self.codebooks_ = books
+        self.labels_ = labels
         return self
 
     def encode(self, X: np.ndarray) -> np.ndarray:

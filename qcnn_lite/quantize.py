@@ -1,22 +1,32 @@
-"""Quantize a whole network, layer by layer, as the paper does.
+"""The quantizer: dense layers and networks in, QLinear/QConv2d out, as the paper does.
 
-Each layer's inputs come from the already-quantized prefix and its targets
-from the original network, so later layers compensate the error made by
-earlier ones ("accumulated error"). ``compensate=False`` quantizes every layer
-against its own original inputs instead, for comparison.
+One layer (:func:`quantize_linear`, :func:`quantize_conv2d`): plain product
+quantization of the weight (:class:`~qcnn_lite.pq.ProductQuantizer`, one k-means
+per sub-space over every output and tap), then, given calibration inputs, the
+paper's error correction on the layer's responses (:mod:`qcnn_lite.correction`)
+and a bias refit to the new weights.
+
+A network (:func:`quantize_network`): layer by layer. Each layer's inputs come
+from the already-quantized prefix and its targets from the original network, so
+later layers compensate the error made by earlier ones ("accumulated error").
+``compensate=False`` quantizes every layer against its own original inputs
+instead, for comparison.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from . import progress
+from .correction import ResponseStats, refine
 from .engine import Network
-from .layers import Conv2d, Linear, QConv2d, QLinear
+from .kernels._numpy import conv_output_size
+from .layers import Conv2d, Linear, QConv2d, QLinear, _bias, _f32, _positive_int, im2col
+from .pq import ProductQuantizer, code_dtype
 
-__all__ = ["quantize_network", "layer_settings"]
+__all__ = ["quantize_network", "layer_settings", "quantize_linear", "quantize_conv2d"]
 
 
 def _pair(v: Any, where: str) -> tuple[int, int]:
@@ -136,10 +146,10 @@ def quantize_network(
                     inputs = inputs.reshape(len(inputs), -1)
                 kw.update(calib=inputs, targets=target)
             if L["type"] == "conv":
-                q = QConv2d.from_dense(dense.weight, dense.bias, dense.stride, dense.padding, dense.groups,
-                                       max_samples=max_samples, **kw)
+                q = quantize_conv2d(dense.weight, dense.bias, dense.stride, dense.padding, dense.groups,
+                                    max_samples=max_samples, **kw)
             else:
-                q = QLinear.from_dense(dense.weight, dense.bias, **kw)
+                q = quantize_linear(dense.weight, dense.bias, **kw)
             qnet.params[name] = q
             if orig is not None:
                 quant = _run(qnet, i, quant, batch_size) if compensate else target
@@ -161,3 +171,182 @@ def _one_blas_thread():
     except ImportError:
         return contextlib.nullcontext()
     return threadpool_limits(1, user_api="blas")
+
+
+# --------------------------------------------------------------------------- one layer
+def quantize_linear(
+    weight,
+    bias,
+    sub_dim: int,
+    n_codewords: int,
+    calib=None,
+    targets=None,
+    n_iter: int = 4,
+    seed: int = 0,
+    kmeans_iter: int = 25,
+    progress: Callable[[], None] | None = None,
+) -> QLinear:
+    """Quantize a dense fully-connected layer.
+
+    weight (out, in), bias (out,) or None. Without ``calib`` this is plain
+    product quantization of the weight rows (k-means per sub-space). With
+    ``calib`` (n, in) inputs, ``n_iter`` sweeps of error correction fit the
+    response ``targets`` (n, out); by default those are this layer's own
+    dense outputs on ``calib``. Pass the original network's responses
+    with inputs from the quantized prefix to compensate accumulated error.
+    """
+    w = _f32("weight", weight, 2)
+    b = _bias(bias, w.shape[0])
+    out_f, in_f = w.shape
+    sub_dim, K, n_iter = _check_settings(sub_dim, n_codewords, n_iter, in_f, out_f, "QLinear")
+    M = in_f // sub_dim
+    stats = None
+    if calib is not None:
+        S = _f32("calib", calib, 2)
+        if S.shape[0] == 0:
+            raise ValueError("the calibration set is empty")
+        if S.shape[1] != in_f:
+            raise ValueError(f"calib has {S.shape[1]} features, the layer takes {in_f}")
+        T = S @ w.T + b if targets is None else _f32("targets", targets, 2)
+        if T.shape != (S.shape[0], out_f):
+            raise ValueError(f"targets must have shape {(S.shape[0], out_f)}, got {T.shape}")
+        stats = [ResponseStats(in_f, out_f).update(S, T)]
+    books, codes = _init_pq(w, sub_dim, K, kmeans_iter, seed)  # codes (out, M)
+    history: list[float] = []
+    if stats is not None and n_iter > 0:
+        books, codes, history = _correct(books, codes[:, None], stats, n_iter, progress)
+    layer = QLinear(books, codes.reshape(out_f, M), b)
+    if stats is not None and n_iter > 0:
+        layer.bias = _refit_bias(layer.dense_weight(), stats)
+    layer.history_ = history
+    return layer
+
+
+def quantize_conv2d(
+    weight,
+    bias,
+    stride: int = 1,
+    padding: int = 0,
+    groups: int = 1,
+    sub_dim: int = 8,
+    n_codewords: int = 128,
+    calib=None,
+    targets=None,
+    n_iter: int = 4,
+    seed: int = 0,
+    kmeans_iter: int = 25,
+    max_samples: int | None = None,
+    progress: Callable[[], None] | None = None,
+) -> QConv2d:
+    """Quantize a dense convolution.
+
+    weight (out, in/groups, kh, kw). Sub-spaces split the input channels of a
+    group; each codebook serves every tap and every group. With ``calib``
+    (n, in, H, W), error correction fits the response ``targets``
+    (n, out, OH, OW), every output position counting as a sample; by default
+    the targets are this layer's dense outputs. ``max_samples`` caps the
+    positions used (a seeded random subset).
+    """
+    w = _f32("weight", weight, 4)
+    stride = _positive_int("stride", stride)
+    padding = _positive_int("padding", padding, 0)
+    groups = _positive_int("groups", groups)
+    b = _bias(bias, w.shape[0])
+    Ct, cg, kh, kw = w.shape
+    if Ct % groups:
+        raise ValueError(f"{Ct} output channels are not divisible by groups={groups}")
+    sub_dim, K, n_iter = _check_settings(sub_dim, n_codewords, n_iter, cg, Ct * kh * kw, "QConv2d")
+    M = cg // sub_dim
+    stats = None
+    if calib is not None:
+        S = _f32("calib", calib, 4)
+        if S.shape[0] == 0:
+            raise ValueError("the calibration set is empty")
+        if S.shape[1] != cg * groups:
+            raise ValueError(f"calib has {S.shape[1]} channels, the layer takes {cg * groups}")
+        T = Conv2d(w, b, stride, padding, groups)(S) if targets is None else _f32("targets", targets, 4)
+        OH, OW = conv_output_size(S.shape[2], kh, stride, padding), conv_output_size(S.shape[3], kw, stride, padding)
+        if T.shape != (S.shape[0], Ct, OH, OW):
+            raise ValueError(f"targets must have shape {(S.shape[0], Ct, OH, OW)}, got {T.shape}")
+        stats = _conv_stats(S, T, kh, kw, stride, padding, groups, max_samples, seed)
+    # one vector per (output, tap), in (kh, kw, c) order: a codebook serves every tap
+    books, codes = _init_pq(w.transpose(0, 2, 3, 1).reshape(Ct * kh * kw, cg), sub_dim, K, kmeans_iter, seed)
+    codes = codes.reshape(Ct, kh * kw, M)
+    history: list[float] = []
+    if stats is not None and n_iter > 0:
+        books, codes, history = _correct(books, codes, stats, n_iter, progress)
+    layer = QConv2d(books, codes.reshape(Ct, kh, kw, M), b, stride, padding, groups)
+    if stats is not None and n_iter > 0:
+        w_flat = layer.dense_weight().transpose(0, 2, 3, 1).reshape(Ct, -1)
+        layer.bias = _refit_bias(w_flat, stats)
+    layer.history_ = history
+    return layer
+
+
+def _check_settings(sub_dim, n_codewords, n_iter, channels: int, n_vectors: int, what: str) -> tuple[int, int, int]:
+    sub_dim = _positive_int("sub_dim", sub_dim)
+    n_codewords = _positive_int("n_codewords", n_codewords)
+    n_iter = _positive_int("n_iter", n_iter, 0)
+    if channels % sub_dim:
+        raise ValueError(f"{what}: sub_dim={sub_dim} (C's) does not divide the {channels} input channels")
+    if n_codewords > 65536:
+        raise ValueError(f"n_codewords={n_codewords} is above the 65536 that uint16 codes hold")
+    if n_codewords > n_vectors:
+        raise ValueError(
+            f"{what}: n_codewords={n_codewords} (K) is larger than the {n_vectors} sub-vectors to quantize"
+        )
+    return sub_dim, n_codewords, n_iter
+
+
+def _init_pq(X: np.ndarray, sub_dim: int, K: int, kmeans_iter: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Plain product quantization of the weight vectors X (n, M*d): codebooks (M, K, d) and codes (n, M)."""
+    pq = ProductQuantizer(sub_dim, K, n_iter=max(int(kmeans_iter), 1), seed=seed).fit(X)  # k-means runs >= 1 sweep
+    return pq.codebooks_, pq.labels_
+
+
+def _correct(books, codes, stats, n_iter, progress):
+    """Error correction (:func:`qcnn_lite.correction.refine`) of codes (O, T, M); codes come back in their dtype."""
+    books, codes, history = refine(books, codes, stats, n_iter=n_iter, progress=progress)
+    return books, codes.astype(code_dtype(books.shape[1])), history
+
+
+def _refit_bias(w_flat: np.ndarray, stats: list[ResponseStats]) -> np.ndarray:
+    """The bias that is optimal with the new weights: mean target - W mean input, per group."""
+    og = w_flat.shape[0] // len(stats)
+    return np.concatenate(
+        [s.t_mean - w_flat[g * og : (g + 1) * og].astype(np.float64) @ s.s_mean for g, s in enumerate(stats)]
+    ).astype(np.float32)
+
+
+def _conv_stats(S, T, kh, kw, stride, padding, groups, max_samples, seed, chunk: int = 16) -> list[ResponseStats]:
+    """Per-group response statistics of a conv layer, output positions as samples."""
+    n, Ct = T.shape[:2]
+    ctg = Ct // groups
+    dim = kh * kw * S.shape[1] // groups
+    stats = [ResponseStats(dim, ctg) for _ in range(groups)]
+    positions = T.shape[2] * T.shape[3]
+    keep = None
+    if max_samples is not None and n * positions > max_samples:
+        keep = np.sort(np.random.default_rng(seed).choice(n * positions, max_samples, replace=False))
+    pending: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def flush() -> None:
+        # one update per ~8k rows: large products are much cheaper than many small ones
+        cols, t = np.concatenate([c for c, _ in pending], 1), np.concatenate([t for _, t in pending])
+        for g in range(groups):
+            stats[g].update(cols[g], t[:, g * ctg : (g + 1) * ctg])
+        pending.clear()
+
+    for i in range(0, n, chunk):
+        cols = im2col(S[i : i + chunk], kh, kw, stride, padding, groups)  # (g, m*P, dim)
+        t = T[i : i + chunk].transpose(0, 2, 3, 1).reshape(-1, Ct)  # (m*P, Ct)
+        if keep is not None:
+            lo, hi = i * positions, min(n, i + chunk) * positions
+            sel = keep[(keep >= lo) & (keep < hi)] - lo
+            cols, t = cols[:, sel], t[sel]
+        pending.append((cols, t))
+        if sum(len(t) for _, t in pending) >= 8192:
+            flush()
+    if pending:
+        flush()
+    return stats

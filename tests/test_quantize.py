@@ -109,3 +109,50 @@ def test_deterministic_for_a_seed(rng):
     for k in a.params:
         np.testing.assert_array_equal(a.params[k].codes, b.params[k].codes)
         np.testing.assert_array_equal(a.params[k].codebooks, b.params[k].codebooks)
+
+
+def _layerwise_pq_before_v2(blocks, K, kmeans_iter, seed):
+    """The quantizer's k-means initialisation as layers.py had it before Architecture v2 (issue 12),
+    kept as the reference: blocks (O, T, M, d), one k-means per sub-space m over all outputs and taps."""
+    from qcnn_lite.pq import code_dtype, kmeans
+
+    O, T, M, d = blocks.shape
+    gen = np.random.default_rng(seed)
+    books = np.empty((M, K, d), dtype=np.float32)
+    codes = np.empty((O, T, M), dtype=code_dtype(K))
+    for m in range(M):
+        centers, labels = kmeans(blocks[:, :, m].reshape(O * T, d), K, kmeans_iter, gen)
+        books[m] = centers
+        codes[:, :, m] = labels.reshape(O, T)
+    return books, codes
+
+
+@pytest.mark.parametrize("K", [8, 300])  # uint8 and uint16 codes
+def test_pq_initialisation_is_the_old_one_bit_for_bit(rng, K):
+    """ProductQuantizer.fit + labels_ replaced layers._init_pq: model files must stay byte-identical."""
+    from qcnn_lite.quantize import quantize_conv2d, quantize_linear
+
+    w = rng.standard_normal((40, 8, 3, 3)).astype(np.float32)
+    q = quantize_conv2d(w, None, 1, 1, 2, sub_dim=2, n_codewords=K, seed=7, kmeans_iter=4)
+    books, codes = _layerwise_pq_before_v2(w.transpose(0, 2, 3, 1).reshape(40, 9, 4, 2), K, 4, 7)
+    assert q.codebooks.tobytes() == books.tobytes()
+    assert q.codes.dtype == codes.dtype and q.codes.tobytes() == codes.reshape(40, 3, 3, 4).tobytes()
+    wl = rng.standard_normal((K + 5, 12)).astype(np.float32)
+    ql = quantize_linear(wl, None, 3, K, seed=2, kmeans_iter=3)
+    books, codes = _layerwise_pq_before_v2(wl.reshape(K + 5, 1, 4, 3), K, 3, 2)
+    assert ql.codebooks.tobytes() == books.tobytes() and ql.codes.tobytes() == codes.reshape(K + 5, 4).tobytes()
+    assert QConv2d.from_dense(w, None, 1, 1, 2, sub_dim=2, n_codewords=K, seed=7, kmeans_iter=4).codes.tobytes() \
+        == q.codes.tobytes()  # the layer's shortcut delegates to the quantizer
+
+
+def test_layers_do_not_import_the_quantizer():
+    """layers.py runs layers; the quantizer (quantize, correction, k-means) builds them."""
+    import ast
+    import inspect
+
+    import qcnn_lite.layers as layers
+
+    tree = ast.parse(inspect.getsource(layers))
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = {(getattr(n, "module", None) or "") + ":" + a.name for n in top for a in n.names}
+    assert not any("correction" in s or "kmeans" in s or "quantize" in s for s in names), names
