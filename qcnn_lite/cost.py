@@ -24,7 +24,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
-from .engine import output_shapes
+from .spec import output_shapes
 
 __all__ = ["LayerCost", "layer_costs", "network_cost", "MiB"]
 

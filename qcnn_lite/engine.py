@@ -1,18 +1,8 @@
-"""The numpy inference engine: a network is a spec (plain data) plus its parameter layers.
-
-A spec is a list of layer dicts, e.g.::
-
-    {"type": "conv", "name": "conv1", "out": 96, "kernel": 11, "stride": 4, "padding": 0, "groups": 1}
-    {"type": "relu"}
-    {"type": "lrn", "size": 5, "alpha": 1e-4, "beta": 0.75, "k": 1.0}
-    {"type": "maxpool", "kernel": 3, "stride": 2, "ceil": False}
-    {"type": "flatten"}
-    {"type": "fc", "name": "fc6", "out": 4096}
-    {"type": "softmax"}
+"""The numpy inference engine: a network is a spec (plain data, :mod:`qcnn_lite.spec`) plus its parameter layers.
 
 ``conv`` and ``fc`` layers take their weights from ``Network.params[name]``,
 which holds a dense (``Conv2d``/``Linear``) or quantized (``QConv2d``/``QLinear``)
-layer. Everything else is parameter-free.
+layer. Everything else is parameter-free and runs here.
 """
 from __future__ import annotations
 
@@ -25,11 +15,9 @@ import numpy as np
 
 from . import kernels
 from .layers import Conv2d, Linear, QConv2d, QLinear
+from .spec import LAYER_TYPES, PARAM_TYPES, output_shapes, param_shapes, pool_size, validate_spec
 
 __all__ = ["Network", "relu", "lrn", "maxpool", "softmax", "LAYER_TYPES", "output_shapes"]
-
-LAYER_TYPES = ("conv", "fc", "relu", "lrn", "maxpool", "flatten", "softmax", "dropout")
-PARAM_TYPES = ("conv", "fc")
 
 
 def relu(x: np.ndarray) -> np.ndarray:
@@ -41,18 +29,10 @@ def lrn(x: np.ndarray, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k
     return kernels.lrn(np.ascontiguousarray(x, dtype=np.float32), size, alpha, beta, k)
 
 
-def _pool_size(size: int, kernel: int, stride: int, ceil: bool) -> int:
-    v = (size - kernel) / stride
-    out = (math.ceil(v) if ceil else math.floor(v)) + 1
-    if ceil and (out - 1) * stride >= size:  # Caffe/torch: the last window must start inside the map
-        out -= 1
-    return max(out, 1)
-
-
 def maxpool(x: np.ndarray, kernel: int, stride: int, ceil: bool = False) -> np.ndarray:
     """Max-pooling without padding; ``ceil`` keeps a last partial window, as Caffe does."""
     n, C, H, W = x.shape
-    OH, OW = _pool_size(H, kernel, stride, ceil), _pool_size(W, kernel, stride, ceil)
+    OH, OW = pool_size(H, kernel, stride, ceil), pool_size(W, kernel, stride, ceil)
     need_h, need_w = (OH - 1) * stride + kernel, (OW - 1) * stride + kernel
     if need_h > H or need_w > W:
         xp = np.full((n, C, max(need_h, H), max(need_w, W)), -np.inf, dtype=x.dtype)
@@ -72,42 +52,6 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def output_shapes(spec: list[dict], input_shape: tuple[int, int, int]) -> list[tuple[int, ...]]:
-    """The output shape (without the batch axis) of every layer of a spec."""
-    shape: tuple[int, ...] = tuple(input_shape)
-    out = []
-    for L in spec:
-        t = L["type"]
-        if t == "conv":
-            C, H, W = shape
-            k, s, p = L["kernel"], L.get("stride", 1), L.get("padding", 0)
-            shape = (L["out"], (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1)
-            if min(shape[1:]) < 1:
-                raise ValueError(f"layer {L['name']}: a {k}x{k} kernel does not fit a {H}x{W} map")
-        elif t == "maxpool":
-            C, H, W = shape
-            shape = (C, _pool_size(H, L["kernel"], L["stride"], L.get("ceil", False)),
-                     _pool_size(W, L["kernel"], L["stride"], L.get("ceil", False)))
-        elif t == "flatten":
-            shape = (int(np.prod(shape)),)
-        elif t == "fc":
-            shape = (L["out"],)
-        out.append(shape)
-    return out
-
-
-def _validate_spec(spec: list[dict]) -> None:
-    names = set()
-    for i, L in enumerate(spec):
-        if not isinstance(L, dict) or L.get("type") not in LAYER_TYPES:
-            raise ValueError(f"layer {i}: unknown layer type {L.get('type') if isinstance(L, dict) else L!r}")
-        if L["type"] in PARAM_TYPES:
-            name = L.get("name")
-            if not isinstance(name, str) or not name or name in names:
-                raise ValueError(f"layer {i}: conv/fc layers need a unique name, got {name!r}")
-            names.add(name)
-
-
 @dataclass
 class Network:
     """A network: ``spec`` (list of layer dicts), ``input_shape`` (C, H, W) and ``params``.
@@ -124,7 +68,7 @@ class Network:
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(v) for v in self.input_shape)
-        _validate_spec(self.spec)
+        validate_spec(self.spec)
         output_shapes(self.spec, self.input_shape)
         for name, layer in self.params.items():
             self.check_param(name, layer)
@@ -216,12 +160,9 @@ class Network:
 
 def build_layer(L: dict, in_shape: tuple[int, ...], rng: np.random.Generator) -> Conv2d | Linear:
     """A dense layer for spec entry L with He-initialised random weights (seeded)."""
+    shape = param_shapes(L, in_shape)["weight"]
+    fan_in = math.prod(shape[1:])
+    w = rng.standard_normal(shape, dtype=np.float32) * math.sqrt(2.0 / fan_in)
     if L["type"] == "conv":
-        g, k = L.get("groups", 1), L["kernel"]
-        cin = in_shape[0] // g
-        std = math.sqrt(2.0 / (cin * k * k))
-        w = (rng.standard_normal((L["out"], cin, k, k), dtype=np.float32) * std)
-        return Conv2d(w, np.zeros(L["out"], np.float32), L.get("stride", 1), L.get("padding", 0), g)
-    fan_in = int(np.prod(in_shape))
-    w = rng.standard_normal((L["out"], fan_in), dtype=np.float32) * math.sqrt(2.0 / fan_in)
+        return Conv2d(w, np.zeros(L["out"], np.float32), L.get("stride", 1), L.get("padding", 0), L.get("groups", 1))
     return Linear(w, np.zeros(L["out"], np.float32))

@@ -5,13 +5,10 @@ Layout (all integers little-endian)::
     offset 0   8 bytes   magic b"QCNNLITE"
            8   uint32    format version (1)
           12   uint32    header length H (JSON + space padding; 16 + H is a multiple of 64)
-          16   H bytes   UTF-8 JSON manifest, sorted keys, padded with spaces
+          16   H bytes   UTF-8 JSON manifest (:mod:`qcnn_lite.manifest`), sorted keys, padded with spaces
       16 + H   payload   the arrays, each at a 64-byte aligned offset, zero padding between
          end   32 bytes  SHA-256 of every byte before it
 
-The manifest holds the network (name, input_shape, spec, meta), one entry per
-conv/fc layer (class, stride/padding/groups) and one per array (layer, role,
-dtype, shape, bits, offset, nbytes; offsets count from the payload start).
 Floats are raw float32; codes are bit-packed at ``max(1, ceil(log2 K))`` bits,
 MSB-first in one continuous stream, with zero bits padding the last byte.
 
@@ -29,16 +26,16 @@ import os
 import stat
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from .engine import LAYER_TYPES, PARAM_TYPES, Network, output_shapes
+from .engine import Network
 from .layers import Conv2d, Linear, QConv2d, QLinear
+from .manifest import (ALIGN, FORMAT_VERSION, KIND, ROLES, Fail, ModelFormatError, check_json, check_layout,
+                       check_manifest, code_bits, dumps, expected_shapes, loads)
+from .paths import create_temp_beside, move_if_absent
 from .pq import code_dtype
-
-if TYPE_CHECKING:
-    import argparse
 
 try:  # CPython's builtin SHA-256: hashlib would load OpenSSL's libcrypto (~3.5 MiB resident) just for this
     from _sha2 import sha256 as _sha256  # Python 3.12+
@@ -48,36 +45,16 @@ except ImportError:
     except ImportError:  # a build without it
         from hashlib import sha256 as _sha256
 
-__all__ = ["ModelFormatError", "save", "load", "read_manifest", "describe", "add_parser", "FORMAT_VERSION", "MAGIC", "code_bits"]
+__all__ = ["ModelFormatError", "save", "load", "load_with_manifest", "read_manifest", "FORMAT_VERSION", "MAGIC", "code_bits"]
 
 MAGIC = b"QCNNLITE"
-FORMAT_VERSION = 1
-ALIGN = 64  # payload and array alignment, so arrays could be memory-mapped
 _PREAMBLE = struct.Struct("<8sII")  # magic, format version, header length
 _DIGEST = 32  # SHA-256 trailer
 _MAX_HEADER = 64 << 20  # a manifest is a few kB; refuse absurd lengths before decoding
-_MAX_DIM = 1 << 31  # any single dimension or spec integer
 _CHUNK = 1 << 14  # codes packed/unpacked per step (a multiple of 8 keeps chunks byte-aligned; small temporaries)
 _IO_CHUNK = 1 << 20  # bytes per read when hashing, skipping or unpacking codes: bounds the memory of a load
 _CHANGED = "the file changed while it was being read"
-
 _CLASSES = {"Linear": Linear, "Conv2d": Conv2d, "QLinear": QLinear, "QConv2d": QConv2d}
-_KIND = {"Linear": "fc", "QLinear": "fc", "Conv2d": "conv", "QConv2d": "conv"}
-_ROLES = {
-    "Linear": ("weight", "bias"),
-    "Conv2d": ("weight", "bias"),
-    "QLinear": ("codebooks", "codes", "bias"),
-    "QConv2d": ("codebooks", "codes", "bias"),
-}
-
-
-class ModelFormatError(ValueError):
-    """A file that is not a valid qcnn-lite model: wrong type, corrupt, truncated or inconsistent."""
-
-
-def code_bits(n_codewords: int) -> int:
-    """Bits per stored code: ``ceil(log2 K)``, and 1 for K = 1 so every code takes space."""
-    return max(1, (int(n_codewords) - 1).bit_length())
 
 
 # --------------------------------------------------------------------------- bit packing
@@ -119,10 +96,10 @@ def _layer_entry(name: str, layer: Any) -> tuple[dict, list[tuple[str, np.ndarra
     if type(layer) not in (Linear, Conv2d, QLinear, QConv2d):
         raise ValueError(f"layer {name!r}: cannot save a {cls}; expected Linear, Conv2d, QLinear or QConv2d")
     entry: dict[str, Any] = {"name": name, "class": cls}
-    if _KIND[cls] == "conv":
+    if KIND[cls] == "conv":
         entry.update(stride=int(layer.stride), padding=int(layer.padding), groups=int(layer.groups))
     arrays = []
-    for role in _ROLES[cls]:
+    for role in ROLES[cls]:
         a = np.asarray(getattr(layer, role))
         if role == "codes":
             K = layer.codebooks.shape[1]
@@ -138,67 +115,6 @@ def _layer_entry(name: str, layer: Any) -> tuple[dict, list[tuple[str, np.ndarra
             bits, dtype = 32, "float32"
         arrays.append((role, data, {"layer": name, "role": role, "dtype": dtype, "shape": list(a.shape), "bits": bits}))
     return entry, arrays
-
-
-def _expected_shapes(L: dict, in_shape: tuple[int, ...], entry: dict, shapes: dict[str, list[int]]) -> dict[str, list[int]]:
-    """The array shapes a layer must have given its spec and input; raises ValueError on mismatch of settings."""
-    cls, name, out = entry["class"], L["name"], L["out"]
-    if L["type"] == "conv":
-        for key, default in (("stride", 1), ("padding", 0), ("groups", 1)):
-            if entry[key] != L.get(key, default):
-                raise ValueError(f"layer {name!r}: {key}={entry[key]} but the spec says {L.get(key, default)}")
-        g, k = L.get("groups", 1), L["kernel"]
-        cin = in_shape[0]
-        if cin % g or out % g:
-            raise ValueError(f"layer {name!r}: groups={g} does not divide {cin} input and {out} output channels")
-        if cls == "Conv2d":
-            return {"weight": [out, cin // g, k, k], "bias": [out]}
-        M, K, d = _book_shape(shapes, name)
-        if M * d * g != cin:
-            raise ValueError(f"layer {name!r}: codebooks (M={M}, d={d}) x groups={g} do not cover {cin} input channels")
-        return {"codebooks": [M, K, d], "codes": [out, k, k, M], "bias": [out]}
-    n_in = math.prod(in_shape)
-    if cls == "Linear":
-        return {"weight": [out, n_in], "bias": [out]}
-    M, K, d = _book_shape(shapes, name)
-    if M * d != n_in:
-        raise ValueError(f"layer {name!r}: codebooks (M={M}, d={d}) do not cover {n_in} input features")
-    return {"codebooks": [M, K, d], "codes": [out, M], "bias": [out]}
-
-
-def _book_shape(shapes: dict[str, list[int]], name: str) -> tuple[int, int, int]:
-    s = shapes.get("codebooks")
-    if not isinstance(s, list) or len(s) != 3 or min(s) < 1:
-        raise ValueError(f"layer {name!r}: codebooks must have shape (M, K, d) with positive sizes, got {s}")
-    if s[1] > 65536:
-        raise ValueError(f"layer {name!r}: K={s[1]} codewords is above the 65536 that uint16 codes hold")
-    return s[0], s[1], s[2]
-
-
-# --------------------------------------------------------------------------- JSON
-def _check_json(obj: Any, where: str) -> None:
-    """Raise ValueError unless obj is plain JSON data (tuples allowed: they come back as lists)."""
-    if obj is None or isinstance(obj, (str, bool, int)):
-        return
-    if isinstance(obj, float):
-        if not math.isfinite(obj):
-            raise ValueError(f"{where} is {obj}: JSON has no NaN or Inf")
-        return
-    if isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            _check_json(v, f"{where}[{i}]")
-        return
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if not isinstance(k, str):
-                raise ValueError(f"{where} has a non-string key {k!r}: JSON keys are strings")
-            _check_json(v, f"{where}[{k!r}]")
-        return
-    raise ValueError(f"{where} is a {type(obj).__name__}, which JSON cannot hold exactly; use int/float/str/list/dict")
-
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 # --------------------------------------------------------------------------- save
@@ -219,7 +135,7 @@ def save(net: Network, path: str | os.PathLike, overwrite: bool = False) -> Path
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
     header, arrays = _manifest(net)
-    fd, tmp = _create_temp(path)
+    fd, tmp = create_temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             _write(f, header, arrays)
@@ -228,7 +144,7 @@ def save(net: Network, path: str | os.PathLike, overwrite: bool = False) -> Path
         if overwrite:
             os.replace(tmp, path)
         else:
-            _create_exclusive(tmp, path)
+            move_if_absent(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -236,39 +152,11 @@ def save(net: Network, path: str | os.PathLike, overwrite: bool = False) -> Path
     return path
 
 
-def _create_temp(path: Path) -> tuple[int, str]:
-    """A new file beside path; mode 0666 minus the umask, as a plain open() would give (mkstemp gives 0600)."""
-    import secrets  # here, not at the top: only save needs it, and importing it loads OpenSSL (via hmac)
-
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"could not create a temporary file beside {path}")
-
-
-def _create_exclusive(tmp: str, path: Path) -> None:
-    """Move tmp to path only if path does not exist (a hard link is atomic and never replaces)."""
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it") from None
-    except OSError:  # filesystems without hard links: check, then replace
-        if path.exists():
-            raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it") from None
-        os.replace(tmp, path)
-        return
-    os.unlink(tmp)
-
-
 def _manifest(net: Network) -> tuple[bytes, list[np.ndarray | bytes]]:
     """The padded header bytes and the payload arrays, in file order."""
-    _check_json(net.name, "network name")
-    _check_json(net.spec, "spec")
-    _check_json(net.meta, "meta")
+    check_json(net.name, "network name")
+    check_json(net.spec, "spec")
+    check_json(net.meta, "meta")
     if not isinstance(net.meta, dict):
         raise ValueError(f"meta must be a dict, got {type(net.meta).__name__}")
     spec_names = [L["name"] for _, L in net.param_layers()]
@@ -283,9 +171,9 @@ def _manifest(net: Network) -> tuple[bytes, list[np.ndarray | bytes]]:
     offset = 0
     for _, L in net.param_layers():
         entry, arrays = _layer_entry(L["name"], net.params[L["name"]])
-        if _KIND[entry["class"]] != L["type"]:
+        if KIND[entry["class"]] != L["type"]:
             raise ValueError(f"layer {L['name']!r} is {L['type']} in the spec but holds a {entry['class']}")
-        want = _expected_shapes(L, dims[L["name"]], entry, {r: e["shape"] for r, _, e in arrays})
+        want = expected_shapes(L, dims[L["name"]], entry, {r: e["shape"] for r, _, e in arrays})
         for role, a, e in arrays:
             if e["shape"] != want[role]:
                 raise ValueError(f"layer {L['name']!r}: {role} has shape {tuple(e['shape'])}, the spec needs {tuple(want[role])}")
@@ -303,9 +191,9 @@ def _manifest(net: Network) -> tuple[bytes, list[np.ndarray | bytes]]:
         "arrays": entries,
         "payload_nbytes": offset,
     }
-    text = _dumps(manifest)
+    text = dumps(manifest)
     try:  # whatever save writes, load must accept: e.g. a spec stride of 1.0 would not load
-        _check_manifest(json.loads(text), _Fail(f"cannot save network {net.name!r}"))
+        check_manifest(json.loads(text), Fail(f"cannot save network {net.name!r}"))
     except ModelFormatError as e:
         raise ValueError(str(e)) from None
     pad = -(_PREAMBLE.size + len(text)) % ALIGN
@@ -337,8 +225,13 @@ def load(path: str | os.PathLike) -> Network:
     :class:`ModelFormatError` naming the file and the problem.
     FileNotFoundError is raised as usual for a missing file.
     """
+    return load_with_manifest(path)[1]
+
+
+def load_with_manifest(path: str | os.PathLike) -> tuple[dict, Network]:
+    """The manifest and the network of a model file, from one read (as :func:`load`)."""
     man, arrays = _read(path)
-    return _guarded(lambda: _build(man, arrays, str(path)), str(path))
+    return man, _guarded(lambda: _build(man, arrays, str(path)), str(path))
 
 
 def read_manifest(path: str | os.PathLike) -> dict:
@@ -371,16 +264,6 @@ def _guarded(fn, where: str):
         raise ModelFormatError(f"{where}: not a valid qcnn-lite model ({type(e).__name__}: {e})") from e
 
 
-class _Fail:
-    """Raises ModelFormatError prefixed with the file name."""
-
-    def __init__(self, where: str):
-        self.where = where
-
-    def __call__(self, msg: str) -> ModelFormatError:
-        return ModelFormatError(f"{self.where}: {msg}")
-
-
 class _Reader:
     """Reads an open model file front to back, hashing every byte it hands out.
 
@@ -389,7 +272,7 @@ class _Reader:
     truncated file, never as an EOFError or a numpy error further on.
     """
 
-    def __init__(self, f: BinaryIO, size: int, fail: _Fail) -> None:
+    def __init__(self, f: BinaryIO, size: int, fail: Fail) -> None:
         self.f, self.size, self.fail = f, size, fail
         self.sha = _sha256()
         self.pos = 0  # bytes read and hashed so far
@@ -443,7 +326,7 @@ def _validate(f: BinaryIO, where: str) -> tuple[dict, dict[tuple[str, str], np.n
     anything in its header is believed; pass 2 parses the header and decodes the arrays one
     at a time, and hashes again, to be sure that it read the bytes pass 1 vouched for.
     """
-    fail = _Fail(where)
+    fail = Fail(where)
     st = os.fstat(f.fileno())
     if not stat.S_ISREG(st.st_mode):  # a pipe or device has no size to check the layout against
         raise fail("not a regular file")
@@ -464,7 +347,7 @@ def _validate(f: BinaryIO, where: str) -> tuple[dict, dict[tuple[str, str], np.n
     return man, arrays
 
 
-def _check_checksum(r: _Reader, n: int, fail: _Fail) -> tuple[bytes, bytes]:
+def _check_checksum(r: _Reader, n: int, fail: Fail) -> tuple[bytes, bytes]:
     """Pass 1: what the file is, then its SHA-256 against the trailer; returns the preamble and trailer."""
     pre = bytes(r.read(min(n, _PREAMBLE.size)))
     head = pre[: len(MAGIC)]
@@ -495,7 +378,7 @@ def _check_checksum(r: _Reader, n: int, fail: _Fail) -> tuple[bytes, bytes]:
     return pre, trailer
 
 
-def _parse(r: _Reader, preamble: bytes, body: int, fail: _Fail) -> tuple[dict, dict[tuple[str, str], np.ndarray]]:
+def _parse(r: _Reader, preamble: bytes, body: int, fail: Fail) -> tuple[dict, dict[tuple[str, str], np.ndarray]]:
     """Pass 2: header and payload, read in file order; ``body`` is where the checksummed bytes end."""
     if bytes(r.read(_PREAMBLE.size)) != preamble:  # pass 1 checked this one; the header length must be its
         raise fail(_CHANGED)
@@ -511,252 +394,21 @@ def _parse(r: _Reader, preamble: bytes, body: int, fail: _Fail) -> tuple[dict, d
         raise fail(f"the header is not valid UTF-8 ({e})") from None
     stripped = text.rstrip(" ")
     try:
-        man = json.loads(stripped, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite_float)
+        man = loads(stripped)
     except (ValueError, RecursionError) as e:
         raise fail(f"the header is not valid JSON ({e})") from None
-    _check_manifest(man, fail)
+    check_manifest(man, fail)
     if man["format_version"] != version:
         raise fail(f"the header says format version {man['format_version']} but the preamble says {version}")
-    book_K = _check_layout(man, start, body, fail)
+    book_K = check_layout(man, start, body, fail)
     arrays = _read_payload(r, man, book_K, start, body, fail)
-    if _dumps(man) != stripped.encode("utf-8"):  # one network, one byte string: edits show up here
+    if dumps(man) != stripped.encode("utf-8"):  # one network, one byte string: edits show up here
         raise fail("the header is not in canonical form (sorted keys, no spaces); it has been edited")
     return man, arrays
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
-    d = dict(pairs)
-    if len(d) != len(pairs):
-        raise ValueError(f"duplicate keys in an object: {sorted(k for k, _ in pairs)}")
-    return d
-
-
-def _no_constant(s: str) -> float:
-    raise ValueError(f"{s} is not allowed")
-
-
-def _finite_float(s: str) -> float:
-    v = float(s)
-    if not math.isfinite(v):
-        raise ValueError(f"number {s} is out of range")
-    return v
-
-
-def _is_int(v: Any, lo: int = 0, hi: int = _MAX_DIM) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
-
-
-def _check_keys(obj: Any, required: set[str], optional: set[str], what: str, fail: _Fail) -> None:
-    if not isinstance(obj, dict):
-        raise fail(f"{what} must be an object, got {type(obj).__name__}")
-    missing = required - obj.keys()
-    if missing:
-        raise fail(f"{what} lacks {', '.join(sorted(missing))}")
-    unknown = obj.keys() - required - optional
-    if unknown:
-        raise fail(f"{what} has unknown fields {', '.join(sorted(unknown))}")
-
-
-# what the engine reads from each spec layer type: key -> (required, check, description)
-_SPEC_FIELDS: dict[str, dict[str, tuple[bool, Any, str]]] = {
-    "conv": {
-        "name": (True, lambda v: isinstance(v, str) and v != "", "a non-empty string"),
-        "out": (True, lambda v: _is_int(v, 1), "a positive integer"),
-        "kernel": (True, lambda v: _is_int(v, 1), "a positive integer"),
-        "stride": (False, lambda v: _is_int(v, 1), "a positive integer"),
-        "padding": (False, lambda v: _is_int(v, 0), "a non-negative integer"),
-        "groups": (False, lambda v: _is_int(v, 1), "a positive integer"),
-    },
-    "fc": {
-        "name": (True, lambda v: isinstance(v, str) and v != "", "a non-empty string"),
-        "out": (True, lambda v: _is_int(v, 1), "a positive integer"),
-    },
-    "maxpool": {
-        "kernel": (True, lambda v: _is_int(v, 1), "a positive integer"),
-        "stride": (True, lambda v: _is_int(v, 1), "a positive integer"),
-        "ceil": (False, lambda v: isinstance(v, bool), "true or false"),
-    },
-    "lrn": {
-        "size": (False, lambda v: _is_int(v, 1), "a positive integer"),
-        "alpha": (False, lambda v: _is_num(v), "a number"),
-        "beta": (False, lambda v: _is_num(v), "a number"),
-        "k": (False, lambda v: _is_num(v), "a number"),
-    },
-}
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _check_manifest(man: Any, fail: _Fail) -> None:
-    """Types and values of every manifest field (not yet the payload layout)."""
-    _check_keys(man, {"format", "format_version", "network", "layers", "arrays", "payload_nbytes"}, set(), "the header", fail)
-    if man["format"] != "qcnn-lite model":
-        raise fail(f"the header's format is {man['format']!r}, expected 'qcnn-lite model'")
-    if not _is_int(man["format_version"], 1):
-        raise fail(f"format_version must be a positive integer, got {man['format_version']!r}")
-    if man["format_version"] > FORMAT_VERSION:
-        raise fail(f"format version {man['format_version']}: written by a newer qcnn-lite; upgrade qcnn-lite")
-    if not _is_int(man["payload_nbytes"], 0, 1 << 62):
-        raise fail(f"payload_nbytes must be a non-negative integer, got {man['payload_nbytes']!r}")
-    net = man["network"]
-    _check_keys(net, {"name", "input_shape", "spec", "meta"}, set(), "network", fail)
-    if not isinstance(net["name"], str):
-        raise fail(f"network name must be a string, got {net['name']!r}")
-    shp = net["input_shape"]
-    if not (isinstance(shp, list) and len(shp) == 3 and all(_is_int(v, 1) for v in shp)):
-        raise fail(f"input_shape must be 3 positive integers (C, H, W), got {shp!r}")
-    if not isinstance(net["meta"], dict):
-        raise fail(f"meta must be an object, got {type(net['meta']).__name__}")
-    spec = net["spec"]
-    if not isinstance(spec, list):
-        raise fail(f"spec must be a list of layers, got {type(spec).__name__}")
-    for i, L in enumerate(spec):
-        if not isinstance(L, dict):
-            raise fail(f"spec layer {i} must be an object, got {type(L).__name__}")
-        t = L.get("type")
-        if t not in LAYER_TYPES:
-            raise fail(f"spec layer {i}: unknown layer type {t!r} (known: {', '.join(LAYER_TYPES)})")
-        for key, (required, ok, desc) in _SPEC_FIELDS.get(t, {}).items():
-            if key not in L:
-                if required:
-                    raise fail(f"spec layer {i} ({t}) lacks {key!r}")
-            elif not ok(L[key]):
-                raise fail(f"spec layer {i} ({t}): {key} must be {desc}, got {L[key]!r}")
-    layers = man["layers"]
-    if not isinstance(layers, list):
-        raise fail("layers must be a list")
-    for j, e in enumerate(layers):
-        if not isinstance(e, dict):
-            raise fail(f"layers[{j}] must be an object")
-        cls = e.get("class")
-        if cls not in _CLASSES:
-            raise fail(f"layers[{j}]: unknown layer type {cls!r} (known: {', '.join(_CLASSES)})")
-        conv = {"stride", "padding", "groups"} if _KIND[cls] == "conv" else set()
-        _check_keys(e, {"name", "class"} | conv, set(), f"layers[{j}]", fail)
-        if not isinstance(e["name"], str):
-            raise fail(f"layers[{j}]: name must be a string")
-        for key in sorted(conv):
-            if not _is_int(e[key], 0 if key == "padding" else 1):
-                raise fail(f"layer {e['name']!r}: {key} must be a {'non-negative' if key == 'padding' else 'positive'} integer, got {e[key]!r}")
-    arrays = man["arrays"]
-    if not isinstance(arrays, list):
-        raise fail("arrays must be a list")
-    for j, a in enumerate(arrays):
-        _check_keys(a, {"layer", "role", "dtype", "shape", "bits", "offset", "nbytes"}, set(), f"arrays[{j}]", fail)
-        if not isinstance(a["layer"], str) or a["role"] not in ("weight", "bias", "codebooks", "codes"):
-            raise fail(f"arrays[{j}]: unknown layer/role {a['layer']!r}/{a['role']!r}")
-        if a["dtype"] not in ("float32", "uint8", "uint16"):
-            raise fail(f"arrays[{j}] ({a['layer']}.{a['role']}): dtype {a['dtype']!r} is not one of float32, uint8, uint16")
-        if not (isinstance(a["shape"], list) and len(a["shape"]) <= 4 and all(_is_int(v) for v in a["shape"])):
-            raise fail(f"arrays[{j}] ({a['layer']}.{a['role']}): shape must be a list of up to 4 non-negative integers, got {a['shape']!r}")
-        if not _is_int(a["bits"], 1, 32):
-            raise fail(f"arrays[{j}] ({a['layer']}.{a['role']}): bits must be an integer in 1..32, got {a['bits']!r}")
-        for key in ("offset", "nbytes"):
-            if not _is_int(a[key], 0, 1 << 62):
-                raise fail(f"arrays[{j}] ({a['layer']}.{a['role']}): {key} must be a non-negative integer, got {a[key]!r}")
-
-
-def _check_layout(man: dict, start: int, body: int, fail: _Fail) -> dict[str, int]:
-    """Layers against the spec, arrays against their layers and the payload; returns K per layer (0 if dense).
-
-    Only the manifest is looked at: the padding and the array contents are checked as
-    :func:`_read_payload` reads them.
-    """
-    net = man["network"]
-    spec, input_shape = net["spec"], tuple(net["input_shape"])
-    names = [L["name"] for L in spec if L["type"] in PARAM_TYPES]
-    if len(set(names)) != len(names):
-        raise fail("spec has conv/fc layers with the same name")
-    try:
-        shapes = [input_shape] + output_shapes(spec, input_shape)
-    except ValueError as e:
-        raise fail(f"the spec does not fit its input shape: {e}") from None
-    in_dims = {L["name"]: shapes[i] for i, L in enumerate(spec) if L["type"] in PARAM_TYPES}
-    by_name = {L["name"]: L for L in spec if L["type"] in PARAM_TYPES}
-
-    entries = {}
-    for e in man["layers"]:
-        if e["name"] not in by_name:
-            raise fail(f"layer {e['name']!r} is not a conv/fc layer of the spec")
-        if e["name"] in entries:
-            raise fail(f"layer {e['name']!r} appears twice")
-        entries[e["name"]] = e
-    for name in names:
-        if name not in entries:
-            raise fail(f"missing parameters for {by_name[name]['type']} layer {name!r}")
-    if [e["name"] for e in man["layers"]] != names:
-        raise fail("layers are not in spec order")
-
-    arrays: dict[tuple[str, str], dict] = {}
-    for a in man["arrays"]:
-        key = (a["layer"], a["role"])
-        if a["layer"] not in entries:
-            raise fail(f"array {a['layer']}.{a['role']} belongs to no layer")
-        if key in arrays:
-            raise fail(f"array {a['layer']}.{a['role']} appears twice")
-        arrays[key] = a
-
-    # Each layer: the right class for its spec type, all its arrays, shapes from the spec, dtype, bits, size.
-    book_K: dict[str, int] = {}
-    for name in names:
-        L, e = by_name[name], entries[name]
-        cls = e["class"]
-        if _KIND[cls] != L["type"]:
-            raise fail(f"layer {name!r} is {L['type']} in the spec but the file stores a {cls}")
-        roles = _ROLES[cls]
-        have = sorted(r for (n, r) in arrays if n == name)
-        if have != sorted(roles):
-            raise fail(f"layer {name!r} ({cls}) needs arrays {', '.join(roles)}, the file has {', '.join(have) or 'none'}")
-        try:
-            want = _expected_shapes(L, in_dims[name], e, {r: arrays[name, r]["shape"] for r in roles})
-        except ValueError as err:
-            raise fail(str(err)) from None
-        K = want["codebooks"][1] if "codebooks" in want else 0
-        for role in roles:
-            a = arrays[name, role]
-            what = f"layer {name!r} {role}"
-            if a["shape"] != want[role]:
-                raise fail(f"{what}: shape {tuple(a['shape'])} does not match the spec, which needs {tuple(want[role])}")
-            count = math.prod(a["shape"])
-            if role == "codes":
-                bits, dtype = code_bits(K), code_dtype(K)
-                if a["dtype"] != dtype.name or a["bits"] != bits:
-                    raise fail(f"{what}: K={K} codes are {dtype.name} at {bits} bits, the file says {a['dtype']} at {a['bits']} bits")
-                size = (count * bits + 7) // 8
-            else:
-                if a["dtype"] != "float32" or a["bits"] != 32:
-                    raise fail(f"{what}: must be float32 at 32 bits, the file says {a['dtype']} at {a['bits']} bits")
-                size = 4 * count
-            if a["nbytes"] != size:
-                raise fail(f"{what}: {count} values at {a['bits']} bits take {size} bytes, the file says {a['nbytes']}")
-        book_K[name] = K
-    order = [(n, r) for n in names for r in _ROLES[entries[n]["class"]]]
-    if [(a["layer"], a["role"]) for a in man["arrays"]] != order:
-        raise fail("arrays are not listed in spec order (layer by layer, in role order)")
-
-    # Layout: in manifest order, aligned, in bounds, non-overlapping.
-    payload = body - start
-    if man["payload_nbytes"] != payload:
-        raise fail(f"the payload is {payload} bytes, the header says {man['payload_nbytes']} (truncated or padded file)")
-    pos = 0
-    for a in man["arrays"]:
-        what = f"array {a['layer']}.{a['role']}"
-        if a["offset"] % ALIGN:
-            raise fail(f"{what}: offset {a['offset']} is not {ALIGN}-byte aligned")
-        if a["offset"] < pos:
-            raise fail(f"{what}: offset {a['offset']} overlaps the previous array (which ends at {pos}), or arrays are out of order")
-        if a["offset"] + a["nbytes"] > payload:
-            raise fail(f"{what}: bytes {a['offset']}..{a['offset'] + a['nbytes']} run past the payload end {payload}")
-        pos = a["offset"] + a["nbytes"]
-    if -(-pos // ALIGN) * ALIGN != payload:
-        raise fail(f"{payload - pos} unexplained bytes after the last array")
-    return book_K
-
-
 def _read_payload(r: _Reader, man: dict, book_K: dict[str, int], start: int, body: int,
-                  fail: _Fail) -> dict[tuple[str, str], np.ndarray]:
+                  fail: Fail) -> dict[tuple[str, str], np.ndarray]:
     """The arrays, read and decoded one at a time in file order, checking that every gap is zero padding.
 
     The layout has been checked, so the reads stay within the checksummed bytes.
@@ -771,7 +423,7 @@ def _read_payload(r: _Reader, man: dict, book_K: dict[str, int], start: int, bod
     return out
 
 
-def _read_array(r: _Reader, a: dict, K: int, fail: _Fail) -> np.ndarray:
+def _read_array(r: _Reader, a: dict, K: int, fail: Fail) -> np.ndarray:
     """One array, read from the file into its own memory: codes must be < K, floats finite.
 
     Besides the arrays returned, a load holds at most about _IO_CHUNK bytes of the file at a
@@ -791,7 +443,7 @@ def _read_array(r: _Reader, a: dict, K: int, fail: _Fail) -> np.ndarray:
     return arr
 
 
-def _read_codes(r: _Reader, count: int, bits: int, K: int, what: str, fail: _Fail) -> np.ndarray:
+def _read_codes(r: _Reader, count: int, bits: int, K: int, what: str, fail: Fail) -> np.ndarray:
     """``count`` packed codes from the file, unpacked slice by slice into a (count,) array.
 
     A slice is a multiple of 8 codes (8 codes take exactly ``bits`` bytes), so every slice
@@ -819,11 +471,11 @@ def _read_codes(r: _Reader, count: int, bits: int, K: int, what: str, fail: _Fai
 
 def _build(man: dict, arrays: dict[tuple[str, str], np.ndarray], where: str) -> Network:
     """Layer objects and the Network, from a validated manifest."""
-    fail = _Fail(where)
+    fail = Fail(where)
     params = {}
     for e in man["layers"]:
         name, cls = e["name"], e["class"]
-        args = [arrays[name, r] for r in _ROLES[cls]]
+        args = [arrays[name, r] for r in ROLES[cls]]
         kw = {k: e[k] for k in ("stride", "padding", "groups") if k in e}
         try:
             params[name] = _CLASSES[cls](*args, **kw)
@@ -836,32 +488,3 @@ def _build(man: dict, arrays: dict[tuple[str, str], np.ndarray], where: str) -> 
         raise fail(f"invalid network: {err}") from None
 
 
-# --------------------------------------------------------------------------- command line
-def describe(path: str | os.PathLike) -> str:
-    """A text summary of a model file, after full validation: layers, K, bits and bytes per layer."""
-    path = Path(path)
-    man, arrays = _read(path)  # validates everything, payload included
-    net = _guarded(lambda: _build(man, arrays, str(path)), str(path))
-    rows = [f"{path}: {net.name}, input {'x'.join(map(str, net.input_shape))}, format version {man['format_version']}, "
-            f"{_size(path.stat().st_size)}"]
-    for e in man["layers"]:
-        arrays = [a for a in man["arrays"] if a["layer"] == e["name"]]
-        nbytes = sum(a["nbytes"] for a in arrays)
-        shapes = ", ".join(f"{a['role']} {'x'.join(map(str, a['shape']))}" for a in arrays)
-        codes = next((a for a in arrays if a["role"] == "codes"), None)
-        q = f"; K={arrays[0]['shape'][1]} at {codes['bits']} bits" if codes else ""
-        rows.append(f"  {e['name']:<10} {e['class']:<8} {_size(nbytes):>10}  {shapes}{q}")
-    if net.meta:
-        rows.append(f"  meta: {json.dumps(net.meta, sort_keys=True, ensure_ascii=False)[:200]}")
-    return "\n".join(rows) + "\n"
-
-
-def _size(n: int) -> str:
-    return f"{n} B" if n < 1024 else f"{n / 1024:.1f} KiB" if n < 2**20 else f"{n / 2**20:.2f} MiB"
-
-
-def add_parser(subparsers: "argparse._SubParsersAction") -> None:
-    """Register ``model-info PATH``: validate a model file and print its layers."""
-    p = subparsers.add_parser("model-info", help="check a .qcnn model file and list its layers and sizes")
-    p.add_argument("path", help="model file written by qcnn_lite.modelfile.save")
-    p.set_defaults(func=lambda args: print(describe(args.path), end="") or 0)

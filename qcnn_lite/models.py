@@ -15,7 +15,8 @@ from typing import Callable
 
 import numpy as np
 
-from .engine import Network, build_layer, output_shapes
+from .engine import Network, build_layer
+from .spec import output_shapes
 
 __all__ = ["SPECS", "spec", "synthetic", "names"]
 

@@ -25,6 +25,7 @@ from .engine import Network
 from .kernels._numpy import conv_output_size
 from .layers import Conv2d, Linear, QConv2d, QLinear, _bias, _f32, _positive_int, im2col
 from .pq import ProductQuantizer, code_dtype
+from .spec import n_vectors, split_dim
 
 __all__ = ["quantize_network", "layer_settings", "quantize_linear", "quantize_conv2d"]
 
@@ -63,13 +64,12 @@ def layer_settings(net: Network, settings: Mapping[str, Any]) -> dict[str, tuple
         if key not in settings:
             raise ValueError(f"no setting for layer {name!r}: give {name!r} or a default for {L['type']!r}")
         d, k = _pair(settings[key], key)
-        channels = dims[name][0] // L.get("groups", 1) if L["type"] == "conv" else int(np.prod(dims[name]))
+        channels = split_dim(L, dims[name])
         d = min(d, channels)
         if channels % d:
             raise ValueError(f"layer {name}: C's={d} does not divide its {channels} input channels")
-        n_vectors = L["out"] * (L["kernel"] ** 2 if L["type"] == "conv" else 1)
-        if k > n_vectors:
-            raise ValueError(f"layer {name}: K={k} is larger than its {n_vectors} sub-vectors per sub-space")
+        if k > n_vectors(L):
+            raise ValueError(f"layer {name}: K={k} is larger than its {n_vectors(L)} sub-vectors per sub-space")
         out[name] = (d, k)
     return out
 

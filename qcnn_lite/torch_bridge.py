@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .engine import PARAM_TYPES, Network, output_shapes
+from .engine import Network
+from .spec import PARAM_TYPES, output_shapes
 from .layers import Conv2d, Linear
 from . import models
 

@@ -14,7 +14,9 @@ import pytest
 from qcnn_lite import cost, models
 from qcnn_lite.engine import Network, build_layer, output_shapes
 from qcnn_lite.layers import Conv2d, Linear, QConv2d, QLinear
-from qcnn_lite.modelfile import ModelFormatError, add_parser, describe, load, read_manifest, save
+from qcnn_lite.cli import describe
+from qcnn_lite.cli import main as cli_main
+from qcnn_lite.modelfile import ModelFormatError, load, read_manifest, save
 from qcnn_lite.quantize import quantize_network
 
 MAGIC = b"QCNNLITE"
@@ -172,16 +174,11 @@ def test_round_trip_quantize_network(tmp_path):
 
 
 def test_describe_and_cli(tmp_path, qfile, capsys):
-    import argparse
-
     p = tmp_path / "m.qcnn"
     p.write_bytes(qfile[1])
     text = describe(p)
     assert "tiny" in text and "QConv2d" in text and "K=100 at 7 bits" in text and "K=16 at 4 bits" in text
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["model-info", str(p)])
-    assert args.func(args) == 0
+    assert cli_main(["model-info", str(p)]) == 0
     assert capsys.readouterr().out == text
 
 
