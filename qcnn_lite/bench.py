@@ -32,126 +32,29 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from . import kernels, models
-from .engine import Network, output_shapes
-from .layers import Conv2d, Linear, QConv2d, QLinear
+from .measure import baseline_rss, machine, quantized_layer, quantized_network, run_model, single_thread, time_call
+from .paper import RELEASED_ALEXNET
 
-__all__ = [
-    "RELEASED_ALEXNET", "quantized_layer", "quantized_network", "time_call",
-    "bench_layers", "bench_networks", "peak_rss", "main", "main_layers", "add_parsers",
-]
+__all__ = ["bench_layers", "bench_networks", "render_layers", "render_networks", "add_parsers"]
 
-# Released AlexNet (authors' repository): (C's, K) per layer kind, fc8 its own.
-RELEASED_ALEXNET: dict[str, tuple[int, int]] = {"conv": (8, 128), "fc": (4, 32), "fc8": (1, 16)}
 NETWORKS = ("alexnet", "cnns")
 
 
-# --------------------------------------------------------------------------- set-up
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """numpy's BLAS and torch on one thread for the duration."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # the figures would be multi-threaded: say so instead of lying
-        print("warning: threadpoolctl not installed; BLAS may use several threads "
-              "(set OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1)", file=sys.stderr)
-        limits = contextlib.nullcontext()
-    else:
-        limits = threadpool_limits(1)
-    torch = sys.modules.get("torch")
-    old = torch.get_num_threads() if torch else None
-    with limits:
-        if torch:
-            torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            if torch:
-                torch.set_num_threads(old)
-
-
 def _torch():
+    """torch and the bridge's converters, or (None, None, None) without torch."""
     try:
         import torch
+
+        from .torch_bridge import network_to_torch, torch_layer
     except ImportError:
-        return None
-    return torch
-
-
-def _setting(L: dict, settings: dict[str, tuple[int, int]]) -> tuple[int, int]:
-    return settings.get(L["name"], settings[L["type"]])
-
-
-def quantized_layer(L: dict, in_shape: tuple[int, ...], settings: dict[str, tuple[int, int]],
-                    rng: np.random.Generator) -> QConv2d | QLinear:
-    """A QConv2d/QLinear for spec entry L with random codebooks and codes.
-
-    C's is capped at the channels per group (AlexNet's conv1: one 3-D sub-space).
-    """
-    d, K = _setting(L, settings)
-    if L["type"] == "conv":
-        g = L.get("groups", 1)
-        cg = in_shape[0] // g
-        d = min(d, cg)
-        if cg % d:
-            raise ValueError(f"layer {L['name']}: C's={d} does not divide its {cg} input channels")
-        M, k = cg // d, L["kernel"]
-        books = rng.standard_normal((M, K, d), dtype=np.float32) * 0.1
-        codes = rng.integers(0, K, (L["out"], k, k, M))
-        return QConv2d(books, codes, np.zeros(L["out"], np.float32), L.get("stride", 1), L.get("padding", 0), g)
-    n_in = int(np.prod(in_shape))
-    if n_in % d:
-        raise ValueError(f"layer {L['name']}: C's={d} does not divide its {n_in} inputs")
-    books = rng.standard_normal((n_in // d, K, d), dtype=np.float32) * 0.1
-    codes = rng.integers(0, K, (L["out"], n_in // d))
-    return QLinear(books, codes, np.zeros(L["out"], np.float32))
-
-
-def quantized_network(name: str, settings: dict[str, tuple[int, int]] = RELEASED_ALEXNET, seed: int = 0) -> Network:
-    """A full-size network whose conv/fc layers are all quantized, with random codebooks and codes."""
-    input_shape, spec = models.spec(name)
-    shapes = [input_shape] + output_shapes(spec, input_shape)
-    rng = np.random.default_rng(seed)
-    params = {L["name"]: quantized_layer(L, shapes[i], settings, rng) for i, L in enumerate(spec) if L["type"] in ("conv", "fc")}
-    return Network(name, input_shape, spec, params, {"weights": f"synthetic quantized, seed {seed}", "settings": {k: list(v) for k, v in settings.items()}})
-
-
-def _torch_layer(torch, layer):
-    nn = torch.nn
-    if isinstance(layer, Conv2d):
-        m = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding, groups=layer.groups)
-    else:
-        m = nn.Linear(layer.in_features, layer.out_features)
-    with torch.no_grad():
-        m.weight.copy_(torch.from_numpy(layer.weight))
-        m.bias.copy_(torch.from_numpy(layer.bias))
-    return m.eval()
-
-
-def torch_model(net: Network):
-    """The dense network as a torch.nn.Sequential (fp32), same spec and weights."""
-    torch = _torch()
-    nn = torch.nn
-    mods = []
-    for L in net.spec:
-        t = L["type"]
-        if t in ("conv", "fc"):
-            mods.append(_torch_layer(torch, net.params[L["name"]]))
-        elif t == "relu":
-            mods.append(nn.ReLU(inplace=True))
-        elif t == "lrn":
-            mods.append(nn.LocalResponseNorm(L.get("size", 5), L.get("alpha", 1e-4), L.get("beta", 0.75), L.get("k", 1.0)))
-        elif t == "maxpool":
-            mods.append(nn.MaxPool2d(L["kernel"], L["stride"], ceil_mode=L.get("ceil", False)))
-        elif t == "flatten":
-            mods.append(nn.Flatten())
-        elif t == "softmax":
-            mods.append(nn.Softmax(dim=1))
-    return nn.Sequential(*mods).eval()
+        return None, None, None
+    return torch, torch_layer, network_to_torch
 
 
 def _torch_int8(model):
     """Dynamic int8 quantization of the fc layers, or None where this torch cannot do it."""
-    torch = _torch()
+    import torch
+
     try:
         from torch.ao.quantization import quantize_dynamic
 
@@ -160,25 +63,6 @@ def _torch_int8(model):
             return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     except Exception:  # noqa: BLE001  (no quantized engine on this build/CPU)
         return None
-
-
-# --------------------------------------------------------------------------- timing
-def time_call(fn: Callable[[], Any], repeat: int = 10, warmup: int = 2) -> dict[str, float]:
-    """Median, min and max wall time in ms of ``repeat`` calls after ``warmup`` calls.
-
-    Also the median thread CPU time (``cpu_median_ms``): on a shared machine it
-    leaves out the time other processes held the core (single-threaded code only).
-    """
-    for _ in range(warmup):
-        fn()
-    ts, cpu = [], []
-    for _ in range(repeat):
-        c0, t0 = time.thread_time(), time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t0) * 1e3)
-        cpu.append((time.thread_time() - c0) * 1e3)
-    return {"median_ms": float(np.median(ts)), "min_ms": float(min(ts)), "max_ms": float(max(ts)),
-            "cpu_median_ms": float(np.median(cpu)), "runs": repeat}
 
 
 @contextlib.contextmanager
@@ -211,29 +95,11 @@ def _speedups(times: dict[str, dict[str, float]], key: str = "median_ms") -> dic
     return {k: v[key] / q for k, v in times.items() if not k.startswith("qcnn-")}
 
 
-def machine() -> dict[str, Any]:
-    """CPU, load and library versions, recorded with every result."""
-    cpu = platform.processor()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    torch = sys.modules.get("torch")
-    return {
-        "cpu": cpu, "cores": os.cpu_count(),
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "numpy": np.__version__, "torch": getattr(torch, "__version__", None),
-        "kernel_backends": kernels.available_backends(),
-        "time_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-    }
-
-
 # --------------------------------------------------------------------------- layers
 def bench_layers(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[int, int]] = RELEASED_ALEXNET,
                  repeat: int = 10, seed: int = 0) -> dict[str, Any]:
     """Time every conv/fc layer of the full-size networks at batch 1, one thread."""
-    torch = _torch()
+    torch, torch_layer, _ = _torch()
     rows = []
     with single_thread():
         for name in names:
@@ -249,7 +115,7 @@ def bench_layers(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[int,
                     x = x.reshape(1, -1)
                 torch_fn = int8_fn = None
                 if torch is not None:
-                    tm = _torch_layer(torch, layer)
+                    tm = torch_layer(layer)
                     xt = torch.from_numpy(x)
                     torch_fn = lambda tm=tm, xt=xt: tm(xt)
                     if L["type"] == "fc":
@@ -269,55 +135,12 @@ def bench_layers(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[int,
 
 
 # --------------------------------------------------------------------------- networks
-_RSS_SCRIPT = r"""
-import json, resource, sys
-import numpy as np
-from qcnn_lite import kernels, modelfile
-net = modelfile.load(sys.argv[1])
-# A fixed input made without numpy.random: importing the RNG alone adds ~5 MiB of resident memory.
-x = np.sin(np.arange(np.prod(net.input_shape), dtype=np.float32)).reshape((1,) + net.input_shape)
-net.forward(x)
-assert "torch" not in sys.modules, "torch was imported by the numpy engine"
-hwm = None
-with open("/proc/self/status") as f:
-    for line in f:
-        if line.startswith("VmHWM:"):
-            hwm = int(line.split()[1])
-print(json.dumps({"ru_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "vmhwm_kib": hwm,
-                  "backend": kernels.backend()}))
-"""
-
-
-def peak_rss(model_path: str | os.PathLike, backend: str = "auto") -> dict[str, Any]:
-    """Peak resident memory of a fresh process that loads a model file and runs one image (numpy engine, no torch)."""
-    env = {**os.environ, "QCNN_LITE_BACKEND": backend, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-           "MKL_NUM_THREADS": "1", "QCNN_PROGRESS": "0"}
-    r = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(model_path)], env=env, capture_output=True,
-                       text=True, timeout=900)
-    if r.returncode != 0:
-        raise RuntimeError(f"peak-memory subprocess failed: {r.stderr.strip()[-2000:]}")
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    # VmHWM (Linux) is this process's own peak; ru_maxrss survives exec and may be the parent's.
-    out["peak_mib"] = (out["vmhwm_kib"] or out["ru_maxrss_kib"]) / 1024
-    return out
-
-
-def _baseline_rss(backend: str) -> float:
-    """Peak RSS (MiB) of the same subprocess without a model: Python + numpy + qcnn_lite."""
-    # VmHWM, not ru_maxrss: ru_maxrss survives exec and may report the parent's peak.
-    code = ("import numpy, qcnn_lite.kernels, qcnn_lite.modelfile; "
-            "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')][0])")
-    env = {**os.environ, "QCNN_LITE_BACKEND": backend}
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    return int(r.stdout.strip().splitlines()[-1]) / 1024 if r.returncode == 0 else float("nan")
-
-
 def bench_networks(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[int, int]] = RELEASED_ALEXNET,
                    repeat: int = 10, seed: int = 0, memory: bool = True) -> dict[str, Any]:
     """Whole networks, one image, one thread; plus model file sizes and peak memory."""
     from . import modelfile
 
-    torch = _torch()
+    torch, _, network_to_torch = _torch()
     results = []
     for name in names:
         dense = models.synthetic(name, seed)
@@ -325,7 +148,7 @@ def bench_networks(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[in
         x = np.random.default_rng(seed).standard_normal((1,) + dense.input_shape, dtype=np.float32)
         torch_fn = int8_fn = None
         if torch is not None:
-            tm = torch_model(dense)
+            tm = network_to_torch(dense)
             xt = torch.from_numpy(x)
             torch_fn = lambda tm=tm, xt=xt: tm(xt)
             qm = _torch_int8(tm)
@@ -342,9 +165,9 @@ def bench_networks(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[in
                     sizes[label] = path.stat().st_size
                     backends = ["numpy"] if label == "dense" else kernels.available_backends()
                     for b in backends:
-                        rss[f"{label}-{b}"] = peak_rss(path, b)["peak_mib"]
+                        rss[f"{label}-{b}"] = run_model(path, b)["peak_rss_mib"]
                     path.unlink()
-                rss["no-model-baseline"] = _baseline_rss("numpy")
+                rss["no-model-baseline"] = baseline_rss("numpy")
             entry["file_bytes"] = sizes
             entry["file_mib"] = {k: v / 2**20 for k, v in sizes.items()}
             entry["compression"] = sizes["dense"] / sizes["qcnn"]

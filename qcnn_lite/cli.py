@@ -71,6 +71,75 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- device
+def _device_parser(subparsers: argparse._SubParsersAction) -> None:
+    from . import device_results as dr
+
+    _QUICK, _FULL, KINDS = dr._QUICK, dr._FULL, dr.KINDS
+    p = subparsers.add_parser("device", help="Table 2 on a device: run the benchmark, validate/tabulate/plot result files")
+    sub = p.add_subparsers(dest="action", required=True, metavar="action")
+    r = sub.add_parser("run", help="benchmark AlexNet and CNN-S, dense and Q-CNN, and write a result file")
+    r.add_argument("--quick", action="store_true", help=f"{_QUICK['repeat']} timed runs after {_QUICK['warmup']} warm-up (tests)")
+    r.add_argument("--repeat", type=int, help=f"timed runs per configuration (default {_FULL['repeat']}; quick {_QUICK['repeat']})")
+    r.add_argument("--warmup", type=int, help="untimed runs first (default 2; quick 1)")
+    r.add_argument("--networks", default="alexnet,cnns", help="comma-separated (default alexnet,cnns)")
+    r.add_argument("--name", help="device name used in the file name (default: from the phone model or CPU)")
+    r.add_argument("--kind", choices=KINDS, help="phone (default on Android), x86-ci-reference, other")
+    r.add_argument("--out-dir", default="device/results", help="where the result goes (default device/results)")
+    r.add_argument("--cooldown", type=float, default=0.0, help="seconds of sleep between configurations (phones: 60)")
+    r.add_argument("--backends", default="auto", help="kernel backends for the Q-CNN runs, e.g. pythran,numpy (default auto)")
+    r.add_argument("--notes", default="", help="free text stored in the result (pinning, charger, temperature ...)")
+    v = sub.add_parser("validate", help="check result files against the schema")
+    v.add_argument("paths", nargs="+")
+    t = sub.add_parser("table", help="Table 2 rows from result files (or folders) beside the paper's")
+    t.add_argument("paths", nargs="+")
+    t.add_argument("--format", choices=["markdown", "json"], default="markdown")
+    g = sub.add_parser("plot", help="draw Table 2 from result files into a PNG")
+    g.add_argument("paths", nargs="+")
+    g.add_argument("--out", required=True, help="PNG to write (refuses to overwrite unless --force)")
+    g.add_argument("--force", action="store_true")
+    p.set_defaults(func=_device)
+
+
+def _device(args: argparse.Namespace) -> int:
+    from .device_results import (ResultFormatError, load_result, load_results, plot_table2, render_rows,
+                                 run_benchmark, table2_rows)
+
+    if args.action == "run":
+        path = run_benchmark(args.out_dir, [n.strip() for n in args.networks.split(",") if n.strip()], args.quick,
+                             args.repeat, args.warmup, args.name, args.kind, args.cooldown,
+                             [b.strip() for b in args.backends.split(",") if b.strip()], notes=args.notes)
+        print(render_rows(table2_rows([load_result(path)])), end="")
+        print(path)
+        return 0
+    if args.action == "validate":
+        bad = 0
+        for p in args.paths:
+            try:
+                load_results(p)
+                print(f"ok: {p}")
+            except (ResultFormatError, FileNotFoundError) as e:
+                print(f"error: {e}", file=sys.stderr)
+                bad += 1
+        return 1 if bad else 0
+    results = load_results(args.paths)
+    if args.action == "table":
+        rows = table2_rows(results)
+        print(json.dumps(rows, indent=2) if args.format == "json" else render_rows(rows), end="\n" if args.format == "json" else "")
+        return 0
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} exists (use --force to replace it)")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = plot_table2(results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    print(out)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qcnn_lite", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
@@ -99,11 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("path", help="model file written by qcnn_lite.modelfile.save")
     p.set_defaults(func=_model_info)
 
-    from . import bench, buildinfo, device_results, train, widgets
+    from . import bench, buildinfo, train, widgets
 
     buildinfo.add_parser(sub)
     bench.add_parsers(sub)
-    device_results.add_parser(sub)
+    _device_parser(sub)
     widgets.add_parser(sub)
     train.add_parser(sub)
 

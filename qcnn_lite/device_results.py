@@ -16,7 +16,8 @@ K=128; fc C's=4, K=32; fc8 C's=1, K=16) with random codebooks and codes: weights
 not change the time, and these settings land on Table 2's storage column (12.6 and
 20.1 MiB). "MB" in Table 2 and here means 2**20 bytes.
 
-Command line (``python -m qcnn_lite.device_results ...``, also ``device/run-benchmark.sh``)::
+Command line (``python -m qcnn_lite device ...``, also ``device/run-benchmark.sh``; the measuring is
+:mod:`qcnn_lite.measure`'s)::
 
     run [--quick] [--name NAME] [--kind phone|x86-ci-reference|other] [--out-dir DIR]
     validate FILE...      table FILE|DIR...      plot FILE|DIR... --out PNG
@@ -25,26 +26,26 @@ Only numpy is needed to run and validate; :func:`plot_table2` imports matplotlib
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import math
 import os
 import platform
 import re
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .measure import device_facts, environment, uptime
+from .paper import RELEASED_ALEXNET
+
 __all__ = [
     "SCHEMA_VERSION", "KINDS", "VARIANTS", "NETWORK_LABELS", "ResultFormatError",
     "device_facts", "run_benchmark", "validate", "load_result", "load_results",
-    "table2_rows", "render_rows", "plot_table2", "add_parser", "main",
+    "table2_rows", "render_rows", "plot_table2", "main",
 ]
 
 SCHEMA_VERSION = 1
@@ -60,83 +61,9 @@ class ResultFormatError(ValueError):
     """A result file that does not follow device/results/SCHEMA.md; the message names the file."""
 
 
-# --------------------------------------------------------------------------- device facts
-def _read(path: str | Path) -> str | None:
-    try:
-        return Path(path).read_text(errors="replace").strip()
-    except OSError:
-        return None
-
-
-def _getprop(key: str) -> str | None:
-    """An Android system property, or None off Android (no ``getprop``) or when it is empty."""
-    exe = shutil.which("getprop")
-    if exe is None:
-        return None
-    try:
-        r = subprocess.run([exe, key], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return r.stdout.strip() or None
-
-
-def _cpuinfo() -> dict[str, Any]:
-    """CPU description from /proc/cpuinfo: x86 'model name', ARM 'Hardware' and the distinct 'CPU part's."""
-    text = _read("/proc/cpuinfo") or ""
-    fields: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        if ":" in line:
-            k, v = (s.strip() for s in line.split(":", 1))
-            fields.setdefault(k, []).append(v)
-    model = (fields.get("model name") or fields.get("Model") or [None])[0]
-    parts = sorted(set(fields.get("CPU part", [])))
-    return {"model_name": model, "hardware": (fields.get("Hardware") or [None])[0], "cpu_parts": parts}
-
-
-def _max_freqs_khz(n: int) -> list[int | None]:
-    """cpuinfo_max_freq of every core in kHz (None where cpufreq is not exposed, e.g. most VMs)."""
-    out: list[int | None] = []
-    for i in range(n):
-        v = _read(f"/sys/devices/system/cpu/cpu{i}/cpufreq/cpuinfo_max_freq")
-        out.append(int(v) if v and v.isdigit() else None)
-    return out
-
-
-def _dmi_model() -> str | None:
-    vendor, product = _read("/sys/devices/virtual/dmi/id/sys_vendor"), _read("/sys/devices/virtual/dmi/id/product_name")
-    return " ".join(s for s in (vendor, product) if s) or None
-
-
+# --------------------------------------------------------------------------- file names
 def _slug(s: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", s.lower()).strip("-")[:60] or "device"
-
-
-def device_facts() -> dict[str, Any]:
-    """What the result file records about the device (``device`` section of the schema)."""
-    android = _getprop("ro.build.version.release")
-    cpu = _cpuinfo()
-    cores = os.cpu_count() or 1
-    model = _getprop("ro.product.model") if android else None
-    maker = _getprop("ro.product.manufacturer") if android else None
-    if model is None:
-        model = _dmi_model() or cpu["hardware"] or cpu["model_name"] or platform.machine()
-    cpu_desc = cpu["model_name"] or ", ".join(filter(None, [cpu["hardware"], _getprop("ro.soc.model"),
-                                                           _getprop("ro.board.platform")])) or platform.processor()
-    mem = re.search(r"MemTotal:\s+(\d+) kB", _read("/proc/meminfo") or "")
-    return {
-        "model": model,
-        "manufacturer": maker,
-        "android_version": android,
-        "android_sdk": _getprop("ro.build.version.sdk") if android else None,
-        "os": f"Android {android}" if android else platform.system(),
-        "kernel": f"{platform.system()} {platform.release()} {platform.version()}",
-        "arch": platform.machine(),
-        "cpu": cpu_desc or "unknown",
-        "cpu_parts": cpu["cpu_parts"],
-        "cores": cores,
-        "max_freq_khz": _max_freqs_khz(cores),
-        "mem_total_mib": int(mem.group(1)) / 1024 if mem else None,
-    }
 
 
 def _default_name(dev: dict[str, Any], kind: str) -> str:
@@ -145,108 +72,7 @@ def _default_name(dev: dict[str, Any], kind: str) -> str:
     return _slug(" ".join(filter(None, [dev.get("manufacturer"), dev["model"]])))
 
 
-def _uptime() -> str | None:
-    exe = shutil.which("uptime")
-    if exe is None:
-        return None
-    try:
-        return subprocess.run([exe], capture_output=True, text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _environment() -> dict[str, Any]:
-    aff = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "uptime": _uptime(),
-        "cpu_affinity": aff,
-        "termux": bool(os.environ.get("TERMUX_VERSION")) or "com.termux" in os.environ.get("PREFIX", ""),
-    }
-
-
 # --------------------------------------------------------------------------- runner
-# One configuration in a fresh process: load the model file, time one image on one
-# thread, report peak RSS. Printed as the last line of stdout, as JSON.
-_WORKER = r"""
-import json, os, sys, time
-t0 = time.perf_counter()
-import numpy as np
-from qcnn_lite import kernels, modelfile
-from qcnn_lite.bench import single_thread
-path, backend, repeat, warmup = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-kernels.set_backend(backend)
-t1 = time.perf_counter()
-net = modelfile.load(path)
-t2 = time.perf_counter()
-# A fixed input made without numpy.random: importing the RNG alone adds ~5 MiB of resident memory.
-x = np.sin(np.arange(np.prod(net.input_shape), dtype=np.float32)).reshape((1,) + net.input_shape)
-blas_threads = None
-with single_thread():
-    try:
-        from threadpoolctl import threadpool_info
-        blas_threads = max((d["num_threads"] for d in threadpool_info() if d.get("user_api") == "blas"), default=None)
-    except ImportError:
-        pass
-    for _ in range(warmup):
-        net.forward(x)
-    times = []
-    for _ in range(repeat):
-        s = time.perf_counter()
-        net.forward(x)
-        times.append(time.perf_counter() - s)
-hwm = None
-with open("/proc/self/status") as f:
-    for line in f:
-        if line.startswith("VmHWM:"):
-            hwm = int(line.split()[1])
-import resource
-maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"times_s": times, "backend": kernels.backend(), "blas_threads": blas_threads,
-                  "import_s": t1 - t0, "load_s": t2 - t1, "peak_rss_mib": (hwm or maxrss) / 1024,
-                  "torch_imported": "torch" in sys.modules}))
-"""
-
-# Peak RSS of the same process without a model: what Python + numpy + qcnn_lite cost on their own.
-_BASELINE = r"""
-import json
-import numpy as np
-from qcnn_lite import kernels, modelfile
-from qcnn_lite.bench import single_thread
-hwm = None
-with open("/proc/self/status") as f:
-    for line in f:
-        if line.startswith("VmHWM:"):
-            hwm = int(line.split()[1])
-print(json.dumps({"peak_rss_mib": hwm / 1024 if hwm else None}))
-"""
-
-
-def _child_env(backend: str) -> dict[str, str]:
-    return {**os.environ, "QCNN_LITE_BACKEND": backend, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1", "QCNN_PROGRESS": "0"}
-
-
-def _child(code: str, args: Sequence[str], backend: str) -> dict[str, Any]:
-    r = subprocess.run([sys.executable, "-c", code, *args], env=_child_env(backend), capture_output=True,
-                       text=True, timeout=3600)
-    if r.returncode != 0:
-        raise RuntimeError(f"benchmark subprocess failed ({' '.join(args)}): {r.stderr.strip()[-2000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-def _make_models(network: str, tmp: Path, seed: int) -> dict[str, Path]:
-    """Dense and quantized model files for a full-size network (random weights of the right shapes)."""
-    from . import bench, modelfile, models
-
-    dense = models.synthetic(network, seed)
-    paths = {"cnn": modelfile.save(dense, tmp / f"{network}-cnn.qcnn")}
-    del dense
-    qnet = bench.quantized_network(network, bench.RELEASED_ALEXNET, seed)
-    paths["qcnn"] = modelfile.save(qnet, tmp / f"{network}-qcnn.qcnn")
-    return paths
-
-
 def _unique_path(out_dir: Path, stem: str) -> Path:
     """out_dir/stem.json, or stem-2.json, stem-3.json ... : an existing result is never overwritten."""
     path, i = out_dir / f"{stem}.json", 2
@@ -269,7 +95,7 @@ def run_benchmark(out_dir: str | os.PathLike = "device/results", networks: Seque
     ``python -m qcnn_lite info`` reports); the dense CNN always runs on numpy + BLAS.
     ``cooldown`` seconds of sleep go before every run after the first (thermal throttling).
     """
-    from . import buildinfo, models
+    from . import buildinfo, measure, models
 
     mode = _QUICK if quick else _FULL
     repeat = mode["repeat"] if repeat is None else repeat
@@ -286,23 +112,23 @@ def run_benchmark(out_dir: str | os.PathLike = "device/results", networks: Seque
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = _dt.datetime.now(_dt.timezone.utc)
-    env_before = _environment()
+    env_before = environment()
     build = buildinfo.collect()
     _log(f"device {name} ({dev['model']}, {dev['cores']} cores); backend {build['backend']}; "
          f"{'quick' if quick else 'full'} mode: {repeat} timed runs after {warmup} warm-up")
-    baseline = _child(_BASELINE, [], "numpy")["peak_rss_mib"]
+    baseline = measure.baseline_rss("numpy")
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="qcnn-device-") as tmp:
         for net in networks:
             _log(f"[{net}] writing the dense and quantized model files")
-            paths = _make_models(net, Path(tmp), seed)
+            paths = measure.model_files(net, Path(tmp), seed, RELEASED_ALEXNET)
             configs = [("cnn", "numpy")] + [("qcnn", b) for b in backends]
             for variant, backend in configs:
                 if runs and cooldown > 0:
                     _log(f"  cooling down {cooldown:g} s")
                     time.sleep(cooldown)
                 _log(f"[{net}] {variant} ({'numpy + BLAS' if variant == 'cnn' else 'kernels: ' + backend}) ...")
-                w = _child(_WORKER, [str(paths[variant]), backend, str(repeat), str(warmup)], backend)
+                w = measure.run_model(paths[variant], backend, repeat, warmup)
                 t = w["times_s"]
                 run = {
                     "network": net, "variant": variant,
@@ -318,7 +144,7 @@ def run_benchmark(out_dir: str | os.PathLike = "device/results", networks: Seque
                 runs.append(run)
             for p in paths.values():
                 p.unlink()
-    env = {**env_before, "load_average_after": _environment()["load_average"], "uptime_after": _uptime(),
+    env = {**env_before, "load_average_after": environment()["load_average"], "uptime_after": uptime(),
            "cooldown_s": cooldown, "rss_no_model_mib": baseline}
     result = {
         "schema_version": SCHEMA_VERSION,
@@ -331,7 +157,7 @@ def run_benchmark(out_dir: str | os.PathLike = "device/results", networks: Seque
         "environment": env,
         "build": build,
         "software": {"python": platform.python_version(), "numpy": _numpy_version(), "qcnn_lite": _version(),
-                     "settings": {"conv": [8, 128], "fc": [4, 32], "fc8": [1, 16]}, "seed": seed},
+                     "settings": {k: list(v) for k, v in RELEASED_ALEXNET.items()}, "seed": seed},
         "runs": runs,
     }
     validate(json.loads(json.dumps(result)), "the new result")  # never write a file the loader would reject
@@ -616,86 +442,12 @@ def plot_table2(results: Sequence[dict[str, Any]], fig: Any = None, paper: bool 
     return fig
 
 
-# --------------------------------------------------------------------------- CLI
-def _fill(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="action", required=True, metavar="action")
-    r = sub.add_parser("run", help="benchmark AlexNet and CNN-S, dense and Q-CNN, and write a result file")
-    r.add_argument("--quick", action="store_true", help=f"{_QUICK['repeat']} timed runs after {_QUICK['warmup']} warm-up (tests)")
-    r.add_argument("--repeat", type=int, help=f"timed runs per configuration (default {_FULL['repeat']}; quick {_QUICK['repeat']})")
-    r.add_argument("--warmup", type=int, help="untimed runs first (default 2; quick 1)")
-    r.add_argument("--networks", default="alexnet,cnns", help="comma-separated (default alexnet,cnns)")
-    r.add_argument("--name", help="device name used in the file name (default: from the phone model or CPU)")
-    r.add_argument("--kind", choices=KINDS, help="phone (default on Android), x86-ci-reference, other")
-    r.add_argument("--out-dir", default="device/results", help="where the result goes (default device/results)")
-    r.add_argument("--cooldown", type=float, default=0.0, help="seconds of sleep between configurations (phones: 60)")
-    r.add_argument("--backends", default="auto", help="kernel backends for the Q-CNN runs, e.g. pythran,numpy (default auto)")
-    r.add_argument("--notes", default="", help="free text stored in the result (pinning, charger, temperature ...)")
-    v = sub.add_parser("validate", help="check result files against the schema")
-    v.add_argument("paths", nargs="+")
-    t = sub.add_parser("table", help="Table 2 rows from result files (or folders) beside the paper's")
-    t.add_argument("paths", nargs="+")
-    t.add_argument("--format", choices=["markdown", "json"], default="markdown")
-    g = sub.add_parser("plot", help="draw Table 2 from result files into a PNG")
-    g.add_argument("paths", nargs="+")
-    g.add_argument("--out", required=True, help="PNG to write (refuses to overwrite unless --force)")
-    g.add_argument("--force", action="store_true")
-    p.set_defaults(func=_dispatch)
-
-
-def _dispatch(args: argparse.Namespace) -> int:
-    if args.action == "run":
-        path = run_benchmark(args.out_dir, [n.strip() for n in args.networks.split(",") if n.strip()], args.quick,
-                             args.repeat, args.warmup, args.name, args.kind, args.cooldown,
-                             [b.strip() for b in args.backends.split(",") if b.strip()], notes=args.notes)
-        print(render_rows(table2_rows([load_result(path)])), end="")
-        print(path)
-        return 0
-    if args.action == "validate":
-        bad = 0
-        for p in args.paths:
-            try:
-                load_results(p)
-                print(f"ok: {p}")
-            except (ResultFormatError, FileNotFoundError) as e:
-                print(f"error: {e}", file=sys.stderr)
-                bad += 1
-        return 1 if bad else 0
-    results = load_results(args.paths)
-    if args.action == "table":
-        rows = table2_rows(results)
-        print(json.dumps(rows, indent=2) if args.format == "json" else render_rows(rows), end="\n" if args.format == "json" else "")
-        return 0
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise FileExistsError(f"{out} exists (use --force to replace it)")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    fig = plot_table2(results)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    print(out)
-    return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``device`` (run | validate | table | plot) on a CLI's subparsers; the handler is ``args.func(args)``."""
-    p = subparsers.add_parser("device", help="Table 2 on a device: run the benchmark, validate/tabulate/plot result files")
-    _fill(p)
-    return p
-
-
+# --------------------------------------------------------------------------- command line
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m qcnn_lite.device_results run|validate|table|plot ...``"""
-    p = argparse.ArgumentParser(prog="python -m qcnn_lite.device_results", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    _fill(p)
-    args = p.parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    """``python -m qcnn_lite.device_results ...`` (device/run-benchmark.sh): ``python -m qcnn_lite device ...``."""
+    from .cli import main as cli_main
+
+    return cli_main(["device", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ import json
 from importlib import resources
 from typing import Any
 
-__all__ = ["TABLES", "RELEASED_ALEXNET", "TABLE1_SETTINGS", "table1_paper", "table2_paper"]
+__all__ = ["TABLES", "RELEASED_ALEXNET", "TABLE1_SETTINGS", "MINI_OF", "MINI_SETTINGS", "IMAGENET_SETTINGS",
+           "table1_paper", "table2_paper"]
 
 TABLES: dict[str, Any] = json.loads(resources.files(__package__).joinpath("paper_tables.json").read_text())
 
@@ -38,6 +39,36 @@ TABLE1_SETTINGS: dict[str, list[dict[str, tuple[int, int]]]] = {
         {"conv": (6, 128), "fc": (3, 32), "fc8": (3, 8)},
         {"conv": (6, 128), "fc": (4, 32), "fc8": (4, 8)},
     ],
+}
+
+
+# The paper's Table 1 settings (qcnn_lite.TABLE1_SETTINGS), scaled to the mini networks.
+# - conv C's=8 becomes 4. The mini networks have 1/3 to 1/8 of their originals' channels, so at
+#   C's=8 a filter splits into only 2-12 sub-spaces (AlexNet's: 6-48), each codeword stands for a
+#   larger share of the filter, and error correction loses 1.6-2.7 points of top-1 (results of
+#   2026-11, README). C's=4 restores 4-24 sub-spaces and brings every loss under one point.
+#   fc layers keep the paper's C's: they have thousands of sub-spaces either way.
+# - K may not exceed the sub-vectors a sub-space has: the 10-class fc8 has only 10, so AlexNet's
+#   fc8 K=16 becomes 8 (CNN-S and VGG-16 already use 8); the mini VGG's first two convs have only
+#   8 filters x 9 taps = 72 sub-vectors, so K=64 there.
+# - VGG-16's conv C's=6 divides none of the mini VGG's 8..48 channels; it takes 4 like the others.
+MINI_OF = {"mini-alexnet": "alexnet", "mini-cnns": "cnns", "mini-vgg16": "vgg16"}
+MINI_CONV = (4, 128)
+MINI_SETTINGS: dict[str, list[dict[str, tuple[int, int]]]] = {
+    "mini-alexnet": [dict(s, conv=MINI_CONV, fc8=(1, 8)) for s in TABLE1_SETTINGS["alexnet"]],
+    "mini-cnns": [dict(s, conv=MINI_CONV) for s in TABLE1_SETTINGS["cnns"]],
+    "mini-vgg16": [
+        dict(s, conv=MINI_CONV, conv1_1=(4, 64), conv1_2=(4, 64)) for s in TABLE1_SETTINGS["vgg16"]
+    ],
+}
+
+# ILSVRC-12 (evaluate.imagenet_accuracy), for users who have it:
+# torchvision's AlexNet (64/192/384/256/256) takes AlexNet's settings: C's=8 divides its
+# channels. The real VGG-16 would need C's=6 with a padded last sub-space, which the
+# quantizer does not do (it demands that C's divides the channels), so it takes C's=8.
+IMAGENET_SETTINGS: dict[str, list[dict[str, tuple[int, int]]]] = {
+    "alexnet": TABLE1_SETTINGS["alexnet"],
+    "vgg16": [dict(s, conv=(8, 128)) for s in TABLE1_SETTINGS["vgg16"]],
 }
 
 

@@ -20,7 +20,7 @@ from .spec import PARAM_TYPES, output_shapes
 from .layers import Conv2d, Linear
 from . import models
 
-__all__ = ["to_torch", "to_network", "from_torchvision", "TORCHVISION_KEYS"]
+__all__ = ["to_torch", "to_network", "torch_layer", "network_to_torch", "from_torchvision", "TORCHVISION_KEYS"]
 
 
 def to_torch(spec: list[dict], input_shape: tuple[int, int, int], dropout: float = 0.5):
@@ -68,6 +68,36 @@ def to_torch(spec: list[dict], input_shape: tuple[int, int, int], dropout: float
             nn.init.zeros_(lin.bias)
         mods.add_module(name, m)
     return mods
+
+
+def torch_layer(layer: Conv2d | Linear):
+    """A dense layer as an ``nn.Conv2d``/``nn.Linear`` with the same weights, in eval mode."""
+    import torch
+    from torch import nn
+
+    if isinstance(layer, Conv2d):
+        m = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding, groups=layer.groups)
+    else:
+        m = nn.Linear(layer.in_features, layer.out_features)
+    with torch.no_grad():
+        m.weight.copy_(torch.from_numpy(layer.weight))
+        m.bias.copy_(torch.from_numpy(layer.bias))
+    return m.eval()
+
+
+def network_to_torch(net: Network):
+    """A dense Network as the module of :func:`to_torch` carrying its weights, in eval mode (the inverse of
+    :func:`to_network`)."""
+    import torch
+
+    module = to_torch(net.spec, net.input_shape)
+    with torch.no_grad():
+        for L in net.spec:
+            if L["type"] in PARAM_TYPES:
+                src, dst = net.params[L["name"]], _linear_of(getattr(module, L["name"]))
+                dst.weight.copy_(torch.from_numpy(src.weight))
+                dst.bias.copy_(torch.from_numpy(src.bias))
+    return module.eval()
 
 
 def _linear_of(m):

@@ -83,17 +83,18 @@ def default_model_paths(arch: str = DEFAULT_ARCH) -> tuple[Path | None, Path | N
 
 def demo_settings(net: Network) -> dict[str, tuple[int, int]]:
     """(C's, K) per layer: the paper's AlexNet setting scaled to the mini networks
-    (:data:`qcnn_lite.evaluate.MINI_SETTINGS`, second setting) when ``net`` is one of
-    them, else conv C's=8, K=128 and fc C's=4, K=32, K capped at each layer's sub-vectors."""
-    from .evaluate import MINI_SETTINGS
+    (:data:`qcnn_lite.paper.MINI_SETTINGS`, second setting) when ``net`` is one of
+    them, else the released AlexNet's conv C's=8, K=128 and fc C's=4, K=32, K capped at each
+    layer's sub-vectors."""
+    from .paper import MINI_SETTINGS, RELEASED_ALEXNET
+    from .spec import n_vectors
 
     if net.name in MINI_SETTINGS:
         return MINI_SETTINGS[net.name][min(1, len(MINI_SETTINGS[net.name]) - 1)]
     settings = {}
     for _, L in net.param_layers():
-        d, k = (8, 128) if L["type"] == "conv" else (4, 32)
-        rows = L["out"] * (L["kernel"] ** 2 if L["type"] == "conv" else 1)
-        settings[L["name"]] = (d, min(k, rows))
+        d, k = RELEASED_ALEXNET[L["type"]]
+        settings[L["name"]] = (d, min(k, n_vectors(L)))
     return settings
 
 

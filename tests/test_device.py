@@ -340,7 +340,7 @@ def test_device_facts_on_android(tmp_path, monkeypatch):
 
 
 def test_device_facts_off_android(monkeypatch):
-    monkeypatch.setattr(dr.shutil, "which", lambda name: None)  # no getprop, no uptime
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # no getprop, no uptime
     dev = dr.device_facts()
     assert dev["android_version"] is None and dev["os"] != "Android"
     assert dev["model"] and dev["cpu"] and dev["arch"]
