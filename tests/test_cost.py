@@ -40,15 +40,32 @@ def test_table1_every_row_within_1_5_percent():
         assert abs(r["compression"] / r["paper_compression"] - 1) <= 0.015, r
 
 
-def test_fc_and_conv_formulas_on_one_layer():
+def test_one_layer_against_a_count_on_real_layers(rng):
+    """Costs of one conv and one fc layer against what running and storing real layers takes:
+    CNN multiply-adds = outputs x taps each; Q-CNN = table entries (input positions x codewords x
+    sub-vector length, per sub-space) + one look-up per (output, tap, sub-space); bytes = the arrays."""
+    from qcnn_lite.layers import Conv2d, Linear
+    from qcnn_lite.quantize import quantize_conv2d, quantize_linear
+
     spec = [{"type": "conv", "name": "c", "out": 16, "kernel": 3, "stride": 1, "padding": 1, "groups": 2},
             {"type": "flatten"}, {"type": "fc", "name": "f", "out": 10}]
     c, f = layer_costs((8, 5, 5), spec, {"conv": (2, 4), "fc": (4, 8)})
-    # conv: M = (8/2)/2 = 2; CNN dt^2*Ct*k^2*Cs/g; Q-CNN ds^2*Cs*K + dt^2*k^2*M*Ct
-    assert (c.cnn_flops, c.qcnn_flops) == (25 * 16 * 9 * 4, 25 * 8 * 4 + 25 * 9 * 2 * 16)
-    assert c.qcnn_bytes == 4 * 2 * 2 * 4 + 16 * 9 * 2 * 2 / 8 + 4 * 16
-    assert (f.cnn_flops, f.qcnn_flops) == (400 * 10, 400 * 8 + 10 * 100)
-    assert f.cnn_bytes == 4 * (400 * 10 + 10)
+    x = rng.standard_normal((1, 8, 5, 5)).astype(np.float32)
+    wc = rng.standard_normal((16, 4, 3, 3)).astype(np.float32)
+    conv, qconv = Conv2d(wc, None, 1, 1, 2), quantize_conv2d(wc, None, 1, 1, 2, sub_dim=2, n_codewords=4)
+    y = conv(x)
+    assert c.cnn_flops == y.size * wc[0].size  # every output: one multiply-add per weight of its filter
+    M, K, d = qconv.codebooks.shape
+    tables = qconv.groups * M * K * d * x.shape[2] * x.shape[3]  # each group's tables over the input map
+    assert c.qcnn_flops == tables + y.size * 9 * M
+    bits = (K - 1).bit_length()
+    assert c.qcnn_bytes == qconv.codebooks.nbytes + qconv.codes.size * bits / 8 + qconv.bias.nbytes
+    wf = rng.standard_normal((10, y.size)).astype(np.float32)
+    fc, qfc = Linear(wf), quantize_linear(wf, None, 4, 8)
+    assert f.cnn_flops == wf.size and f.cnn_bytes == wf.nbytes + fc.bias.nbytes
+    M, K, d = qfc.codebooks.shape
+    assert f.qcnn_flops == M * K * d + qfc.codes.size
+    assert f.qcnn_bytes == qfc.codebooks.nbytes + qfc.codes.size * (K - 1).bit_length() / 8 + qfc.bias.nbytes
 
 
 def test_paper_tables_copy_is_faithful():

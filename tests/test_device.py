@@ -340,10 +340,25 @@ def test_device_facts_on_android(tmp_path, monkeypatch):
 
 
 def test_device_facts_off_android(monkeypatch):
-    monkeypatch.setattr(shutil, "which", lambda name: None)  # no getprop, no uptime
+    """Without getprop nothing Android is reported, and the facts are this machine's, read independently."""
+    import platform
+
+    asked = []
+    monkeypatch.setattr(shutil, "which", lambda name: asked.append(name))  # no getprop, no uptime
     dev = dr.device_facts()
-    assert dev["android_version"] is None and dev["os"] != "Android"
-    assert dev["model"] and dev["cpu"] and dev["arch"]
+    assert "getprop" in asked
+    assert dev["android_version"] is None and dev["android_sdk"] is None and dev["manufacturer"] is None
+    assert dev["os"] == platform.system() and dev["arch"] == platform.machine()
+    assert dev["cores"] == os.cpu_count() == len(dev["max_freq_khz"])
+    info = Path("/proc/cpuinfo")
+    if info.exists():
+        names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines() if line.startswith("model name")]
+        if names:
+            assert dev["cpu"] == names[0]
+    mem = Path("/proc/meminfo")
+    if mem.exists():
+        kib = int(next(line.split()[1] for line in mem.read_text().splitlines() if line.startswith("MemTotal:")))
+        assert dev["mem_total_mib"] == kib / 1024
 
 
 def test_run_benchmark_rejects_bad_arguments(tmp_path):

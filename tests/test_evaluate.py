@@ -1,6 +1,4 @@
 """Table 1's accuracy pipeline: top-k errors, caching, and the ImageNet path on made-up data."""
-import time
-
 import numpy as np
 import pytest
 
@@ -19,12 +17,26 @@ def test_topk_errors_against_a_direct_count(rng):
 
 
 def test_mini_settings_fit_their_networks():
+    """Every mini setting fits its network (counted from the weights it would quantize) and keeps the
+    paper's fc settings: the C's of TABLE1_SETTINGS, K at most the paper's and the sub-vectors a layer has."""
+    from qcnn_lite import paper
     from qcnn_lite.quantize import layer_settings
 
     for arch, settings in evaluate.MINI_SETTINGS.items():
         net = models.synthetic(arch)
-        for st in settings:
-            layer_settings(net, st)  # raises if C's or K do not fit a layer
+        for st, ref in zip(settings, paper.TABLE1_SETTINGS[evaluate.MINI_OF[arch]]):
+            plan = layer_settings(net, st)
+            assert set(plan) == set(net.params)
+            for name, (d, k) in plan.items():
+                w = net.params[name].weight
+                vectors = w.shape[0] * (w.shape[2] * w.shape[3] if w.ndim == 4 else 1)
+                assert w.shape[1] % d == 0 and 1 <= k <= vectors, (arch, name, d, k)
+                if w.ndim == 2 and name in ref:  # the paper's own choice for this fc layer
+                    assert d == ref[name][0] and k <= min(ref[name][1], vectors), (arch, name)
+                elif w.ndim == 2:
+                    assert (d, k) == tuple(ref["fc"]), (arch, name)
+                else:
+                    assert d == min(4, w.shape[1]), (arch, name)
 
 
 @pytest.fixture
@@ -37,7 +49,7 @@ def fashion():
         pytest.skip(f"Fashion-MNIST is not available: {e}")
 
 
-def test_table1_accuracy_rows_and_cache(tmp_path, fashion):
+def test_table1_accuracy_rows_and_cache(tmp_path, fashion, monkeypatch):
     net = models.synthetic("mini-cnns", seed=1)
     save(net, tmp_path / "mini-cnns.qcnn")
     kw = dict(models_dir=tmp_path, cache_dir=tmp_path / "cache", n_calib=300, n_test=400, n_iter=1, show_progress=False)
@@ -48,15 +60,19 @@ def test_table1_accuracy_rows_and_cache(tmp_path, fashion):
         if r["method"] != "dense":
             assert r["compression"] > 1 and r["speedup"] > 1
             assert r["top1_change"] == pytest.approx(r["top1_err"] - rows[0]["top1_err"], abs=0.011)
-    assert len(list((tmp_path / "cache").glob("*.json"))) == 5
-    t0 = time.perf_counter()
+    files = sorted((tmp_path / "cache").glob("*.json"))
+    assert len(files) == 5
+    stamps = [f.stat().st_mtime_ns for f in files]
+    calls = []
+    real = evaluate.quantize_network
+    monkeypatch.setattr(evaluate, "quantize_network", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = evaluate.table1_accuracy(["mini-cnns"], **kw)
-    assert again == [dict(r, quantize_s=r["quantize_s"]) for r in rows]
-    assert time.perf_counter() - t0 < 10  # served from the cache, no quantization
+    assert again == rows
+    assert calls == [] and [f.stat().st_mtime_ns for f in files] == stamps  # served from the cache, nothing rewritten
     # a different model file is a different key
     save(models.synthetic("mini-cnns", seed=2), tmp_path / "mini-cnns.qcnn", overwrite=True)
     evaluate.table1_accuracy(["mini-cnns"], **dict(kw, n_iter=1))
-    assert len(list((tmp_path / "cache").glob("*.json"))) == 10
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 10 and len(calls) == 4  # 2 settings x (ec, plain)
 
 
 def test_unknown_arch_and_missing_model(tmp_path, fashion):
