@@ -74,6 +74,26 @@ bool check_codes(const Py_buffer& codes, Isa isa, int M, int K, int n_out, int b
     return check_len("codes", codes, packed_size(n_out, M, K, block), 1);
 }
 
+// Per-thread scratch, kept between calls: fc6's float table is 288 KiB, and a
+// fresh std::vector of that size is a fresh mmap with its page faults each call
+// (that cost 0.05-0.1 ms a layer, as much as the shuffle sums of fc8).
+struct Scratch {
+    std::vector<uint8_t> q;
+    std::vector<float> lut, mn;
+    std::vector<uint32_t> isum;
+};
+
+Scratch& scratch() {
+    thread_local Scratch s;
+    return s;
+}
+
+template <class T>
+T* grow(std::vector<T>& v, size_t n) {
+    if (v.size() < n) v.resize(n);
+    return v.data();
+}
+
 // The float table and its 8-bit form; per ISA so the loops vectorize with its width.
 float prep_generic(const float* x, const float* cb, int M, int K, int d, int Kp, float* lut, float* mn, uint8_t* q,
                    double* off) {
@@ -124,12 +144,14 @@ PyObject* py_accumulate(PyObject*, PyObject* args) {
         !check_codes(codes, isa, M, K, n_out, block) || !check_len("out", out, (size_t)n_out, 4))
         return nullptr;
     const int Kp = kp_of(K, isa), Mp = mp_of(M, K), nb = (n_out + block - 1) / block;
-    std::vector<uint8_t> qp((size_t)Mp * Kp, 0);
-    std::vector<uint32_t> isum((size_t)nb * block);
+    Scratch& sc = scratch();
+    uint8_t* qp = grow(sc.q, (size_t)Mp * Kp);
+    uint32_t* isum = grow(sc.isum, (size_t)nb * block);
     Py_BEGIN_ALLOW_THREADS
-    for (int m = 0; m < M; m++) std::memcpy(&qp[(size_t)m * Kp], (const uint8_t*)q.buf + (size_t)m * K, K);
-    accumulate(isa, qp.data(), M, K, (const uint8_t*)codes.buf, nb, isum.data(), block);
-    std::memcpy(out.buf, isum.data(), (size_t)n_out * 4);
+    std::memset(qp, 0, (size_t)Mp * Kp);
+    for (int m = 0; m < M; m++) std::memcpy(qp + (size_t)m * Kp, (const uint8_t*)q.buf + (size_t)m * K, K);
+    accumulate(isa, qp, M, K, (const uint8_t*)codes.buf, nb, isum, block);
+    std::memcpy(out.buf, isum, (size_t)n_out * 4);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -148,17 +170,17 @@ PyObject* py_quantize(PyObject*, PyObject* args) {
     Isa isa;
     if (!parse_isa(isa_name, &isa) || !check_shape(M, K, 1) || !check_len("lut", lut, (size_t)M * K, 4) || !check_len("q", q, (size_t)M * K, 1))
         return nullptr;
-    std::vector<float> mn(M);
+    float* mn = grow(scratch().mn, (size_t)M);
     double off = 0;
     float scale;
     Py_BEGIN_ALLOW_THREADS
     std::memset(q.buf, 0, (size_t)M * K);
 #ifdef QL_X86
     if (isa != SCALAR)
-        scale = quantize_avx2((const float*)lut.buf, M, K, (uint8_t*)q.buf, mn.data(), &off);
+        scale = quantize_avx2((const float*)lut.buf, M, K, (uint8_t*)q.buf, mn, &off);
     else
 #endif
-        scale = quantize_table((const float*)lut.buf, M, K, K, (uint8_t*)q.buf, mn.data(), &off);
+        scale = quantize_table((const float*)lut.buf, M, K, K, (uint8_t*)q.buf, mn, &off);
     Py_END_ALLOW_THREADS
     return Py_BuildValue("(dd)", (double)scale, off);
 }
@@ -190,25 +212,26 @@ PyObject* py_linear(PyObject*, PyObject* args) {
         !check_len("y", y, (size_t)n * n_out, 4))
         return nullptr;
     const int Kp = kp_of(K, isa), Mp = mp_of(M, K), nb = (n_out + block - 1) / block;
-    std::vector<uint8_t> qp((size_t)Mp * Kp, 0);
-    std::vector<float> lut((size_t)M * K), mn(M);
-    std::vector<uint32_t> isum((size_t)nb * block);
+    Scratch& sc = scratch();
+    uint8_t* qp = grow(sc.q, (size_t)Mp * Kp);
+    float* lut = grow(sc.lut, (size_t)M * K);
+    float* mn = grow(sc.mn, (size_t)M);
+    uint32_t* isum = grow(sc.isum, (size_t)nb * block);
     const float* xs = (const float*)x.buf;
     const float* b = (const float*)bias.buf;
     float* ys = (float*)y.buf;
     Py_BEGIN_ALLOW_THREADS
+    std::memset(qp, 0, (size_t)Mp * Kp);  // the padding entries the shuffles read must be 0
     for (int r = 0; r < n; r++) {
         double off;
         float scale;
 #ifdef QL_X86
         if (isa != SCALAR)
-            scale = prep_avx2(xs + (size_t)r * M * d, (const float*)cb.buf, M, K, d, Kp, lut.data(), mn.data(),
-                              qp.data(), &off);
+            scale = prep_avx2(xs + (size_t)r * M * d, (const float*)cb.buf, M, K, d, Kp, lut, mn, qp, &off);
         else
 #endif
-            scale = prep_generic(xs + (size_t)r * M * d, (const float*)cb.buf, M, K, d, Kp, lut.data(), mn.data(),
-                                 qp.data(), &off);
-        accumulate(isa, qp.data(), M, K, (const uint8_t*)codes.buf, nb, isum.data(), block);
+            scale = prep_generic(xs + (size_t)r * M * d, (const float*)cb.buf, M, K, d, Kp, lut, mn, qp, &off);
+        accumulate(isa, qp, M, K, (const uint8_t*)codes.buf, nb, isum, block);
         const float offf = (float)off;
         float* yr = ys + (size_t)r * n_out;
         for (int o = 0; o < n_out; o++) yr[o] = scale * (float)isum[o] + (offf + b[o]);
