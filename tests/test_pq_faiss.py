@@ -4,7 +4,10 @@ Same data (the weight rows of the mini AlexNet's fc layers), same M, K and 25
 Lloyd iterations: our reconstruction error must be no worse than faiss's (1%
 slack). Ours is usually a little better: it seeds each sub-space with
 k-means++ (greedy trials, as scikit-learn), faiss with a random sample of the
-points; both then run the same Lloyd iterations.
+points; both then run the same Lloyd iterations. Measured (one thread, AMD
+EPYC): fc6 K=16 0.8361 vs faiss 0.8378, fc6 K=32 0.5760 vs 0.5802, fc7 K=32
+0.6200 vs 0.6275 (mean squared error per row); our fit took 3-4x longer
+(0.8-1.4 s vs 0.2-0.4 s): numpy k-means per sub-space against faiss's C++.
 """
 from pathlib import Path
 
@@ -32,6 +35,7 @@ def test_reconstruction_no_worse_than_faiss(layer, sub_dim, K):
     pq = faiss.ProductQuantizer(dim, M, int(np.log2(K)))
     pq.cp.niter = 25
     pq.cp.seed = 0
+    pq.cp.min_points_per_centroid = 1  # silences its 'provide more points' warning; no effect on the result
     pq.train(w)
     rec = pq.decode(pq.compute_codes(w))
     err_faiss = float(((w - rec) ** 2).sum(1).mean())
