@@ -1,0 +1,1 @@
+"""Byte-shuffle look-up kernels (C++ intrinsics); use them through :mod:`qcnn_lite.kernels._shuffle`."""

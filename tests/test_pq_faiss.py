@@ -1,0 +1,43 @@
+"""faiss's ProductQuantizer as an independent check of qcnn_lite.pq.ProductQuantizer (issue 14).
+
+Same data (the weight rows of the mini AlexNet's fc layers), same M, K and 25
+Lloyd iterations: our reconstruction error must be no worse than faiss's (1%
+slack). Ours is usually a little better: it seeds each sub-space with
+k-means++ (greedy trials, as scikit-learn), faiss with a random sample of the
+points; both then run the same Lloyd iterations. Measured (one thread, AMD
+EPYC): fc6 K=16 0.8361 vs faiss 0.8378, fc6 K=32 0.5760 vs 0.5802, fc7 K=32
+0.6200 vs 0.6275 (mean squared error per row); our fit took 3-4x longer
+(0.8-1.4 s vs 0.2-0.4 s): numpy k-means per sub-space against faiss's C++.
+"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+faiss = pytest.importorskip("faiss")
+
+from qcnn_lite import modelfile  # noqa: E402
+from qcnn_lite.pq import ProductQuantizer  # noqa: E402
+
+MODEL = Path(__file__).resolve().parents[1] / "data" / "models" / "mini-alexnet.qcnn"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MODEL.exists(), reason=f"{MODEL} is missing")
+@pytest.mark.parametrize("layer,sub_dim,K", [("fc6", 4, 16), ("fc6", 4, 32), ("fc7", 4, 32)])
+def test_reconstruction_no_worse_than_faiss(layer, sub_dim, K):
+    w = np.ascontiguousarray(modelfile.load(MODEL).params[layer].weight, np.float32)
+    n, dim = w.shape
+    M = dim // sub_dim
+    ours = ProductQuantizer(sub_dim, K, n_iter=25, seed=0).fit(w)
+    err_ours = ours.distortion(w)
+
+    pq = faiss.ProductQuantizer(dim, M, int(np.log2(K)))
+    pq.cp.niter = 25
+    pq.cp.seed = 0
+    pq.cp.min_points_per_centroid = 1  # silences its 'provide more points' warning; no effect on the result
+    pq.train(w)
+    rec = pq.decode(pq.compute_codes(w))
+    err_faiss = float(((w - rec) ** 2).sum(1).mean())
+
+    assert err_ours <= err_faiss * 1.01, (err_ours, err_faiss)
