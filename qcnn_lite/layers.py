@@ -209,7 +209,7 @@ class QLinear(_QuantizedLayer):
 
     kind = "fc"
 
-    def __init__(self, codebooks, codes, bias):
+    def __init__(self, codebooks, codes, bias, table_dtype: str | None = None):
         self.codebooks = _f32("codebooks", codebooks, 3)
         self.codes = _codes(codes, self.codebooks.shape[1])
         if self.codes.ndim != 2:
@@ -217,6 +217,30 @@ class QLinear(_QuantizedLayer):
         self.bias = _bias(bias, self.codes.shape[0])
         self.history_ = []
         self._validate()
+        self.table_dtype = self.default_table_dtype(self.n_codewords) if table_dtype is None else table_dtype
+        self._packed: tuple[str, object] | None = None
+
+    @staticmethod
+    def default_table_dtype(K: int) -> str:
+        """8-bit tables (byte-shuffle kernels) wherever they address the codewords (K <= 256).
+
+        An output's error is at most M * scale / 2 (one scale per table): on the mini
+        networks top-1 moved by 0.04 pt or less per layer (issue 14's emulation).
+        """
+        return "uint8" if K <= 256 else "float32"
+
+    @property
+    def table_dtype(self) -> str:
+        """Precision of the look-up tables: ``"float32"`` or ``"uint8"``."""
+        return self._table_dtype
+
+    @table_dtype.setter
+    def table_dtype(self, value: str) -> None:
+        if value not in ("float32", "uint8"):
+            raise ValueError(f"QLinear table_dtype must be 'float32' or 'uint8', got {value!r}")
+        if value == "uint8" and self.n_codewords > 256:
+            raise ValueError(f"8-bit tables take K <= 256, this layer has K={self.n_codewords}")
+        self._table_dtype = value
 
     @property
     def in_features(self) -> int:
@@ -240,7 +264,13 @@ class QLinear(_QuantizedLayer):
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Look-up-table forward pass: x (n, in) -> (n, out)."""
         x = _check_input(x, 2, self.in_features, "QLinear")
-        return kernels.linear_lut(x, self.codebooks, self.codes, self.bias)
+        if self.table_dtype == "float32":
+            return kernels.linear_lut(x, self.codebooks, self.codes, self.bias)
+        # codes packed once per backend (validated then); the array is frozen so it cannot drift from them
+        if self._packed is None or self._packed[0] != kernels.backend() or self.codes.flags.writeable:
+            self.codes.flags.writeable = False
+            self._packed = (kernels.backend(), kernels.pack_linear_codes(self.codes, self.n_codewords))
+        return kernels.linear_lut_u8(x, self.codebooks, self.codes, self.bias, self._packed[1])
 
 
 # Below this theoretical speed-up a conv layer's tables lose to its decoded weight: see QConv2d.uses_tables.

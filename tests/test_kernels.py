@@ -149,15 +149,24 @@ def test_linear_matches_torch_dense(backend, rng):
     from qcnn_lite.layers import QLinear
 
     x, books, codes, bias = _fc_case(rng, 9216, 37, 4, 32, n=2)
-    layer = QLinear(books, codes, bias)
+    layer = QLinear(books, codes, bias, table_dtype="float32")
     want = torch.nn.functional.linear(torch.from_numpy(x), torch.from_numpy(layer.dense_weight()), torch.from_numpy(bias))
     previous = kernels.backend()
     try:
         kernels.set_backend(backend)
         got = layer(x)
+        layer.table_dtype = "uint8"
+        got8 = layer(x)  # the byte-shuffle kernel (pythran backend) or its numpy emulation
     finally:
         kernels.set_backend(previous)
     assert rel_err(got, want.numpy()) < TOL
+    # 8-bit tables: an output is off by at most M * scale / 2, scale = the table's range / 255
+    M = books.shape[0]
+    lut = np.einsum("nmd,mkd->nmk", x.reshape(2, M, -1), books)
+    bound = M * (lut - lut.min(2, keepdims=True)).max((1, 2)) / 255 / 2
+    err = np.abs(got8 - want.numpy()).max(1)
+    assert (err <= bound * 1.001 + 1e-4).all()
+    assert err.max() > 1e-3 * bound.max()  # it really ran the 8-bit path
 
 
 # -- validation: bad input stops in the wrapper, before any kernel ----------

@@ -25,7 +25,24 @@ def test_qlinear_matches_torch_linear(rng):
         assert q.codes.shape == (50, 36 // d) and q.codebooks.shape == (36 // d, K, d)
         x = rng.standard_normal((7, 36)).astype(np.float32)
         ref = F.linear(t(x), t(q.dense_weight()), t(q.bias)).numpy()
+        assert q.table_dtype == "uint8"  # the default where K <= 256
+        # 8-bit tables: each entry is off by at most scale/2, scale = the table's range / 255
+        lut = np.einsum("nmd,mkd->nmk", x.reshape(7, -1, d), q.codebooks)
+        rng_ = (lut - lut.min(2, keepdims=True)).max((1, 2))
+        bound = q.n_subspaces * rng_ / 255 / 2 * (1 + 1e-4) + 1e-5 * np.abs(ref).max()
+        err = np.abs(q(x) - ref).max(1)
+        assert (err <= bound).all() and err.max() > 0
+        q.table_dtype = "float32"
         assert rel_err(q(x), ref) < 1e-4
+
+
+def test_qlinear_table_dtype_checked(rng):
+    q = QLinear(rng.standard_normal((2, 300, 1)).astype(np.float32), np.zeros((3, 2), np.uint16), None)
+    assert q.table_dtype == "float32"  # K > 256: no 8-bit tables
+    with pytest.raises(ValueError, match="K <= 256"):
+        q.table_dtype = "uint8"
+    with pytest.raises(ValueError, match="table_dtype"):
+        q.table_dtype = "int4"
 
 
 def _conv_case(rng, cin, cout, k, stride, padding, groups, H, W, d=2, K=8):

@@ -15,9 +15,9 @@ from types import ModuleType
 
 import numpy as np
 
-from . import _numpy
+from . import _numpy, _shuffle
 
-__all__ = ["linear_lut", "conv2d_lut", "lrn", "backend", "set_backend", "available_backends"]
+__all__ = ["linear_lut", "linear_lut_u8", "pack_linear_codes", "conv2d_lut", "lrn", "backend", "set_backend", "available_backends"]
 
 _BACKENDS = ("numpy", "pythran", "auto")
 
@@ -114,6 +114,37 @@ def linear_lut(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bias: np
     if x.shape[1] != M * d:
         raise ValueError(f"x has {x.shape[1]} features, the codebooks cover {M}x{d}={M * d}")
     return _impl.linear_lut(x, codebooks, codes, bias)
+
+
+def pack_linear_codes(codes: np.ndarray, K: int):
+    """fc codes (out, M) re-ordered once for the byte-shuffle kernels (validated: codes < K <= 256).
+
+    Returns a :class:`~qcnn_lite.kernels._shuffle.PackedCodes`, or None when the
+    shuffle extension is not built or the numpy backend is in use (which needs no packing).
+    """
+    _check_codes(codes, K)
+    if _name == "numpy" or not _shuffle.available_isas():
+        return None
+    return _shuffle.pack_codes(codes, K)
+
+
+def linear_lut_u8(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bias: np.ndarray, packed=None) -> np.ndarray:
+    """Quantized fc layer with 8-bit tables (one scale, an offset per sub-space; see ``_shuffle``).
+
+    Same arguments as :func:`linear_lut`, plus ``packed`` from :func:`pack_linear_codes`
+    for the compiled byte-shuffle kernels. Without it (numpy backend, or no
+    extension) the exact numpy emulation of the integer scheme runs.
+    """
+    if packed is not None and _name != "numpy":
+        # the codes were validated when they were packed; the wrapper checks every shape and dtype
+        return _shuffle.linear_lut_u8(x, codebooks, packed, bias)
+    _check_common(x, codebooks, codes, bias, 2, 2)
+    M, K, d = codebooks.shape
+    if x.shape[1] != M * d:
+        raise ValueError(f"x has {x.shape[1]} features, the codebooks cover {M}x{d}={M * d}")
+    if K > 256:
+        raise ValueError(f"8-bit tables take K <= 256, got K={K}")
+    return _shuffle.emulate_linear(x, codebooks, codes, bias)
 
 
 def conv2d_lut(
