@@ -140,6 +140,26 @@ def _device(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search(args: argparse.Namespace) -> int:
+    import json
+
+    from . import search, search_run
+
+    target = search.parse_target(args.target)  # bad input fails before any work
+    if args.out and Path(args.out).exists() and not args.force:
+        raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
+    rec = search_run.search_arch(args.arch, target, n_heldout=args.n_heldout, n_calib=args.n_calib, seed=args.seed)
+    text = json.dumps(rec, indent=1) + "\n"
+    if not args.out:
+        print(text, end="")
+        return 0
+    Path(args.out).write_text(text)
+    m = rec["measured"]
+    print(f"{rec['network']} {rec['target']}: compression {rec['predicted']['compression']}x, speed-up "
+          f"{rec['predicted']['speedup']}x (cost model), held-out top-1 change {m['top1_change']:+.2f} pt; wrote {args.out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qcnn_lite", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
@@ -163,6 +183,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--ground-truth", metavar="FILE", help="ground-truth file for a flat val folder")
     p.add_argument("--format", choices=["markdown", "json", "csv"], default="markdown")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("search", help="choose per-layer (C's, K) for a compression, speed-up or accuracy target (issue 15)")
+    p.add_argument("--arch", required=True, help="mini-alexnet|mini-cnns|mini-vgg16")
+    p.add_argument("--target", required=True, help="compression=15, speedup=4, max-loss=1.0, or several: compression=20,speedup=1.5")
+    p.add_argument("--n-heldout", type=int, default=2000, help="held-out training images that rank settings (default 2000)")
+    p.add_argument("--n-calib", type=int, default=5000, help="calibration images for error correction (default 5000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", metavar="FILE", help="write the result (settings, predicted and measured figures) as JSON")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    p.set_defaults(func=_search)
 
     p = sub.add_parser("model-info", help="check a .qcnn model file and list its layers and sizes")
     p.add_argument("path", help="model file written by qcnn_lite.modelfile.save")
