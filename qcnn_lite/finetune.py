@@ -167,7 +167,7 @@ def finetune(
             out.params[L["name"]] = QConv2d(m.codebooks.detach().numpy().copy(), p.codes, m.bias.detach().numpy().copy(),
                                             p.stride, p.padding, p.groups)
         elif isinstance(p, QLinear):
-            out.params[L["name"]] = QLinear(m.codebooks.detach().numpy().copy(), p.codes, m.bias.detach().numpy().copy())
+            out.params[L["name"]] = QLinear(m.codebooks.detach().numpy().copy(), p.codes, m.bias.detach().numpy().copy(), p.table_dtype)
     out.meta["finetune"] = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed, "n_images": len(images),
                             "steps": steps}
     return out, {"loss": losses, "seconds": time.perf_counter() - t0}
