@@ -44,7 +44,7 @@ test: setup system-deps data
 	$(MAKE) test-asan
 	$(MAKE) test-notebooks
 
-# The compiled kernels under AddressSanitizer (about a minute): every kernel test, clean.
+# The compiled kernels under AddressSanitizer (about a minute): every kernel test, clean (Pythran and byte-shuffle).
 test-asan: setup
 	rm -rf build/asan
 	$(BIN)/meson setup build/asan -Db_sanitize=address -Dbuildtype=debugoptimized -Dpythran=enabled >/dev/null
@@ -52,6 +52,9 @@ test-asan: setup
 	QCNN_LITE_KERNELS_SO=$$(ls build/asan/qcnn_lite/kernels/_pythran*.so) \
 	LD_PRELOAD=$$(g++ -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
 	$(PYTEST) -q tests/test_kernels.py
+	QCNN_LITE_SIMD_SO=$$(ls build/asan/qcnn_lite/kernels/simd/_lut_simd*.so) \
+	LD_PRELOAD=$$(g++ -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
+	$(PYTEST) -q tests/test_shuffle.py
 
 bench-layers: setup
 	$(PY) -m qcnn_lite bench-layers --clock cpu

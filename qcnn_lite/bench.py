@@ -34,6 +34,7 @@ import numpy as np
 from . import kernels, models
 from .measure import baseline_rss, machine, quantized_layer, quantized_network, run_model, single_thread, time_call
 from .paper import RELEASED_ALEXNET
+from .layers import QLinear
 
 __all__ = ["bench_layers", "bench_networks", "render_layers", "render_networks", "add_parsers"]
 
@@ -75,9 +76,16 @@ def _backend(name: str) -> Iterator[None]:
         kernels.set_backend(old)
 
 
-def _engines(dense_fn, q_fn, torch_fn, torch_int8_fn, repeat: int) -> dict[str, dict[str, float]]:
-    """Time every engine available; q_fn runs under each kernel backend."""
+def _engines(dense_fn, q_fn, torch_fn, torch_int8_fn, repeat: int, float_tables_fn=None) -> dict[str, dict[str, float]]:
+    """Time every engine available; q_fn runs under each kernel backend.
+
+    ``float_tables_fn``: the same layer with float tables on the compiled backend, timed
+    beside the default table precision (8-bit where it applies).
+    """
     t: dict[str, dict[str, float]] = {"numpy-dense": time_call(dense_fn, repeat)}
+    if float_tables_fn is not None and "pythran" in kernels.available_backends():
+        with _backend("pythran"):
+            t["float-tables"] = time_call(float_tables_fn, repeat)
     if torch_fn is not None:
         t["torch-fp32"] = time_call(torch_fn, repeat)
     if torch_int8_fn is not None:
@@ -121,14 +129,19 @@ def bench_layers(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[int,
                     if L["type"] == "fc":
                         qm = _torch_int8(torch.nn.Sequential(tm))
                         int8_fn = None if qm is None else (lambda qm=qm, xt=xt: qm(xt))
+                qf = None
+                if L["type"] == "fc" and q.table_dtype != "float32":
+                    qf = QLinear(q.codebooks, q.codes, q.bias, table_dtype="float32")
                 with (torch.inference_mode() if torch else contextlib.nullcontext()):
-                    times = _engines(lambda: layer(x), lambda: q(x), torch_fn, int8_fn, repeat)
+                    times = _engines(lambda: layer(x), lambda: q(x), torch_fn, int8_fn, repeat,
+                                     None if qf is None else (lambda: qf(x)))
                 d, K = q.sub_dim, q.n_codewords
                 tables = L["type"] == "fc" or q.uses_tables(*in_shape[1:])
                 rows.append({
                     "network": name, "layer": L["name"], "type": L["type"], "input": list(in_shape),
                     "output": list(layer(x).shape[1:]), "sub_dim": d, "codewords": K,
                     "path": "tables" if tables else "decoded weight",
+                    "table_dtype": getattr(q, "table_dtype", "float32"),
                     "times": times, "speedup": _speedups(times), "speedup_cpu": _speedups(times, "cpu_median_ms"),
                 })
     return {"machine": machine(), "settings": {k: list(v) for k, v in settings.items()}, "layers": rows}
@@ -178,7 +191,7 @@ def bench_networks(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[in
 
 
 # --------------------------------------------------------------------------- output
-_ORDER = ["numpy-dense", "torch-fp32", "torch-int8-dynamic", "qcnn-numpy", "qcnn-pythran"]
+_ORDER = ["numpy-dense", "torch-fp32", "torch-int8-dynamic", "float-tables", "qcnn-numpy", "qcnn-pythran"]
 
 
 def _time_table(rows: list[tuple[str, dict, dict]], cpu: bool = False) -> str:
@@ -216,7 +229,8 @@ def render_layers(res: dict, cpu: bool = False) -> str:
     note = ("\n* runs from its decoded weight: its tables cannot pay off (QConv2d.uses_tables)"
             if any(r.get("path", "tables") != "tables" for r in res["layers"]) else "")
     return (_header(res["machine"], cpu) + "\n" + _time_table(rows, cpu)
-            + "\n(x vs B: speed-up of the Q-CNN layers, compiled LUT kernels, over baseline B)" + note + "\n")
+            + "\n(x vs B: speed-up of the Q-CNN layers, compiled LUT kernels at their default table precision"
+            " -- 8-bit for fc -- over baseline B; float-tables: the same layer with float tables)" + note + "\n")
 
 
 def render_networks(res: dict, cpu: bool = False) -> str:

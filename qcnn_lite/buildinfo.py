@@ -60,6 +60,14 @@ def collect() -> dict[str, Any]:
         from .kernels import _pythran
 
         info["kernels_path"] = _pythran.__file__
+    from .kernels import _shuffle
+
+    isas = _shuffle.available_isas()
+    info["kernels"] = {
+        "conv (float tables)": "pythran" if "pythran" in info["available_backends"] else "numpy",
+        "fc (8-bit tables)": _shuffle.default_isa() if isas and info["backend"] != "numpy" else "numpy emulation",
+    }
+    info["shuffle_isas"] = isas
     return info
 
 
@@ -72,6 +80,10 @@ def render(info: dict[str, Any]) -> str:
         f"pythran kernels     : {b.get('pythran_kernels')}",
         f"kernels loaded from : {info['kernels_path'] or '-'}",
     ]
+    for kernel, isa in info.get("kernels", {}).items():
+        lines.append(f"{kernel:<20}: {isa}")
+    lines.append(f"fc shuffle ISAs     : {', '.join(info.get('shuffle_isas') or ['not built'])}"
+                 "   (set QCNN_LITE_TARGET=baseline|v3|v4)")
     if "cxx" in b:
         lines += [
             f"build options       : -Dpythran={b.get('pythran_option')} -Dnative={b.get('native')} "
