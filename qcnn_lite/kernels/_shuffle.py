@@ -152,7 +152,7 @@ def quantize_tables(lut: np.ndarray) -> tuple[np.ndarray, float, float]:
 def emulate_sums(q: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """Exact integer sums: q (M, K) uint8, codes (out, M) -> (out,) int64."""
     M = q.shape[0]
-    return q[np.arange(M), codes.astype(np.intp)].astype(np.int64).sum(axis=1)
+    return q[np.arange(M), codes].sum(axis=1, dtype=np.int64)  # no int64 copy of the gathered entries
 
 
 def emulate_linear(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bias: np.ndarray) -> np.ndarray:
