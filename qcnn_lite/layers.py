@@ -357,7 +357,14 @@ class QConv2d(_QuantizedLayer):
         x = _check_input(x, 4, self.in_channels, "QConv2d")
         if self.uses_tables(x.shape[2], x.shape[3]):
             return kernels.conv2d_lut(x, self.codebooks, self.codes, self.bias, self.stride, self.padding, self.groups)
-        self._validate()  # codes index the codebooks below: refuse any that were changed out of range
         Ct, kh, kw, M = self.codes.shape
-        w_flat = self.codebooks[np.arange(M), self.codes].reshape(Ct, -1)  # (kh, kw, c) order, as im2col
-        return _conv_dense(x, w_flat, self.bias, kh, kw, self.stride, self.padding, self.groups, _COLS_BYTES)
+        key = (id(self.codebooks), id(self.codes))
+        if getattr(self, "_decoded", (None,))[0] != key:
+            # Decoded once, then cached: only layers whose decoded weight is smaller than their
+            # tables come here. The arrays are frozen so the cache cannot go stale.
+            self._validate()  # codes index the codebooks below: refuse any out of range
+            self.codebooks.flags.writeable = False
+            self.codes.flags.writeable = False
+            w_flat = self.codebooks[np.arange(M), self.codes].reshape(Ct, -1)  # (kh, kw, c) order, as im2col
+            self._decoded = (key, w_flat)
+        return _conv_dense(x, self._decoded[1], self.bias, kh, kw, self.stride, self.padding, self.groups, _COLS_BYTES)
