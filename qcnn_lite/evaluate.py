@@ -17,7 +17,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from .cost import network_cost
 from .engine import Network
 from .quantize import quantize_network
 
-__all__ = ["MINI_SETTINGS", "MINI_OF", "topk_errors", "evaluate_network", "table1_accuracy", "imagenet_accuracy"]
+__all__ = ["MINI_SETTINGS", "MINI_OF", "topk_errors", "network_errors", "evaluate_network", "table1_accuracy", "imagenet_accuracy"]
 
 # Bump when the quantizer changes in a way that changes results: it is part of every cache key.
 ALGORITHM_VERSION = 1
@@ -35,18 +35,44 @@ ALGORITHM_VERSION = 1
 METHODS = ("ec", "plain", "dense")
 
 
-def topk_errors(scores: np.ndarray, labels: np.ndarray, ks: Iterable[int] = (1, 5)) -> dict[int, float]:
-    """Top-k error in percent for scores (n, classes) and integer labels (n,)."""
+def _topk_hits(scores: np.ndarray, labels: np.ndarray, ks: Iterable[int]) -> dict[int, int]:
     scores = np.asarray(scores)
     labels = np.asarray(labels)
     if scores.ndim != 2 or labels.shape != (scores.shape[0],):
         raise ValueError(f"scores (n, classes) and labels (n,) do not match: {scores.shape}, {labels.shape}")
     order = np.argsort(-scores, axis=1, kind="stable")
-    out = {}
-    for k in ks:
-        hit = (order[:, :k] == labels[:, None]).any(1)
-        out[k] = float(100.0 * (1.0 - hit.mean()))
-    return out
+    return {k: int((order[:, :k] == labels[:, None]).any(1).sum()) for k in ks}
+
+
+def topk_errors(scores: np.ndarray, labels: np.ndarray, ks: Iterable[int] = (1, 5)) -> dict[int, float]:
+    """Top-k error in percent for scores (n, classes) and integer labels (n,)."""
+    hits = _topk_hits(scores, labels, ks)
+    return {k: float(100.0 * (1.0 - h / len(labels))) for k, h in hits.items()}
+
+
+def network_errors(net: Network, images: np.ndarray, labels: np.ndarray, batch_size: int = 500,
+                   transform: Callable[[np.ndarray], np.ndarray] | None = None, ks: Iterable[int] = (1, 5),
+                   show_progress: bool = False) -> dict[int, float]:
+    """Top-k error in percent of ``net`` on images, batch by batch: the one accuracy loop
+    (Table 1, the ImageNet path and training use it). ``transform`` maps a batch of raw
+    images to network input (n, C, H, W), e.g. uint8 Fashion-MNIST to normalised floats."""
+    ks = tuple(ks)
+    labels = np.asarray(labels).astype(np.int64)
+    hits = dict.fromkeys(ks, 0)
+    with progress.bar(len(images), desc=f"eval {net.name}", enabled=show_progress) as bar:
+        for i in range(0, len(images), batch_size):
+            x = images[i : i + batch_size]
+            for k, h in _topk_hits(net.forward(x if transform is None else transform(x)), labels[i : i + batch_size], ks).items():
+                hits[k] += h
+            bar.update(len(x))
+    n = max(len(images), 1)
+    return {k: float(100.0 * (1.0 - h / n)) for k, h in hits.items()}
+
+
+def evaluate_network(net: Network, images: np.ndarray, labels: np.ndarray, batch_size: int = 500) -> dict[str, float]:
+    """Top-1 and top-5 error (percent, 2 decimals) of ``net`` on images (n, C, H, W)."""
+    err = network_errors(net, images, labels, batch_size)
+    return {"top1_err": round(err[1], 2), "top5_err": round(err[5], 2)}
 
 
 def _sha256_file(path: Path) -> str:
@@ -59,12 +85,6 @@ def _sha256_file(path: Path) -> str:
 
 def _sha256_array(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
-
-
-def evaluate_network(net: Network, images: np.ndarray, labels: np.ndarray, batch_size: int = 500) -> dict[str, float]:
-    """Top-1 and top-5 error (percent) of ``net`` on images (n, C, H, W)."""
-    err = topk_errors(net.predict(images, batch_size), labels)
-    return {"top1_err": round(err[1], 2), "top5_err": round(err[5], 2)}
 
 
 def _model_path(arch: str, models_dir: Path) -> Path:

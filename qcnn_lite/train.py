@@ -39,20 +39,12 @@ AUGMENT = ("none", "flip", "shift")
 def evaluate(net: Network, images: np.ndarray, labels: np.ndarray, batch_size: int = 500,
              show_progress: bool = True) -> tuple[float, float]:
     """(top-1, top-5) accuracy in percent of ``net`` (numpy engine) on uint8 images (n, 28, 28)."""
+    from .evaluate import network_errors
+
     mean, std = data.normalisation(net.meta)
-    labels = np.asarray(labels).astype(np.int64)
-    top1 = top5 = 0
-    with progress.bar(len(images), desc=f"eval {net.name}", enabled=show_progress) as bar:
-        for i in range(0, len(images), batch_size):
-            scores = net.forward(data.to_input(images[i : i + batch_size], mean, std))
-            y = labels[i : i + batch_size]
-            top1 += int((scores.argmax(1) == y).sum())
-            k = min(5, scores.shape[1])
-            best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            top5 += int((best == y[:, None]).any(1).sum())
-            bar.update(len(y))
-    n = max(len(images), 1)
-    return 100.0 * top1 / n, 100.0 * top5 / n
+    err = network_errors(net, images, labels, batch_size, lambda x: data.to_input(x, mean, std),
+                         show_progress=show_progress)
+    return 100.0 - err[1], 100.0 - err[5]
 
 
 def _augment(torch, x, gen, shift: bool = True):
