@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt meson.build
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# build requirements first: the editable install builds without isolation (as SciPy's dev docs do)
 	$(PY) -m pip install -q -c constraints.txt "torch==2.13.0" meson-python meson ninja numpy pythran
-	$(PY) -m pip install -q -c constraints.txt --no-build-isolation -e ".[torch,notebooks,dev]"
+	$(PY) -m pip install -q -c constraints.txt --no-build-isolation -e ".[torch,notebooks,dev,bench]"
 	@touch $@
 
 system-deps:
