@@ -63,6 +63,12 @@ def main(out_dir: Path | None = None, fast: bool = False, models_dir: Path | Non
                                         n_test=2000 if fast else None)
         _section("Table 1 -- accuracy on the Fashion-MNIST stand-in (top-1/top-5 error %, change vs dense)",
                  rows, out_dir, "table1_accuracy_fast" if fast else "table1_accuracy")
+        if not fast:  # from results/cache in seconds; a cold cache takes about an hour per network
+            from .search_table import table1_searched
+
+            rows = table1_searched(out_dir=out_dir, cache_dir=out_dir / "cache")
+            _section("Table 1 -- searched per-layer settings on the mini networks (held-out choice, test once)",
+                     rows, out_dir, "table1_searched")
 
     from . import bench
 
