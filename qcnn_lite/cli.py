@@ -160,6 +160,47 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _classify(args: argparse.Namespace) -> int:
+    from .demo import class_names, classify, load_models, quantize_file
+    from .preprocess import ImageError
+
+    if args.quantize is not None:
+        try:
+            path = quantize_file(args.quantize, args.out, overwrite=args.force)
+        except (ValueError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {path}")
+        return 0
+    if not args.photos:
+        print("error: give photo files to classify (or --quantize DENSE)", file=sys.stderr)
+        return 2
+    try:
+        net, dense, notes = load_models(args.model, args.dense)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    status = 0
+    for photo in args.photos:
+        try:
+            res = classify(net, photo, dense)
+        except ImageError as e:
+            print(f"{photo}: error: {e}")
+            status = 2
+            continue
+        probs = sorted(zip(res.probs.tolist(), class_names(net)), reverse=True)[: max(1, args.top)]
+        line = ", ".join(f"{name} {p:.1%}" for p, name in probs)
+        print(f"{photo}: {line}  [Q-CNN {1000 * res.seconds:.1f} ms, {res.backend}]")
+        if res.dense_top is not None:
+            print(f"{'':{len(str(photo))}}  dense: {res.dense_top[0][0]} {res.dense_top[0][1]:.1%}"
+                  f"  [{1000 * res.dense_seconds:.1f} ms]")
+        for n in res.notes:
+            print(f"{'':{len(str(photo))}}  note: {n}")
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qcnn_lite", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
@@ -198,12 +239,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("path", help="model file written by qcnn_lite.modelfile.save")
     p.set_defaults(func=_model_info)
 
-    from . import bench, buildinfo, train, widgets
+    p = sub.add_parser("classify", help="classify photos with the quantized Fashion-MNIST network "
+                                        "(or --quantize one for the webcam demo)",
+                       description="Classify photo files through the webcam demo's code path "
+                                   "(pre-processing, Q-CNN, optionally the dense network).")
+    p.add_argument("photos", nargs="*", help="image files (JPEG, PNG, ...)")
+    p.add_argument("--model", default=None, help="model file (default: the quantized mini-alexnet)")
+    p.add_argument("--dense", default=None, help="dense model file to compare with (default: mini-alexnet's)")
+    p.add_argument("--top", type=int, default=5, help="classes to list (default 5)")
+    p.add_argument("--quantize", metavar="DENSE", default=None,
+                   help="instead: write the demo's quantized network for this dense model file "
+                        "(to --out, default <DENSE>-q.qcnn beside it)")
+    p.add_argument("--out", default=None, help="output file for --quantize")
+    p.add_argument("--force", action="store_true", help="let --quantize replace an existing file")
+    p.set_defaults(func=_classify)
+
+    from . import bench, buildinfo, train
 
     buildinfo.add_parser(sub)
     bench.add_parsers(sub)
     _device_parser(sub)
-    widgets.add_parser(sub)
     train.add_parser(sub)
 
     args = parser.parse_args(argv)

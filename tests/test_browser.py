@@ -98,9 +98,9 @@ def jupyterlab(tmp_path_factory):
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
                JUPYTER_DATA_DIR=str(tmp_path / "data"), QCNN_PROGRESS="0")
     # quantize the default model (first use only, then cached) before the browser's clock starts
-    from qcnn_lite import widgets
+    from qcnn_lite import demo
 
-    widgets.load_models()
+    demo.load_models()
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={REPO}", "--ServerApp.open_browser=False",
            f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
@@ -209,9 +209,9 @@ def test_refused_camera_falls_back_to_upload(jupyterlab):
     _check_top5(names)
     assert "source: upload coffee.jpg" in timing
     # the browser's upload went through the same path as a direct call in Python
-    from qcnn_lite import widgets
+    from qcnn_lite import demo
 
-    net, _, _ = widgets.load_models()
-    expect = widgets.classify(net, PHOTO.read_bytes()).top
+    net, _, _ = demo.load_models()
+    expect = demo.classify(net, PHOTO.read_bytes()).top
     assert [n for n, _ in names] == [n for n, _ in expect]
     assert max(abs(p - q) for (_, p), (_, q) in zip(names, expect)) < 1e-4
