@@ -201,6 +201,58 @@ def _classify(args: argparse.Namespace) -> int:
     return status
 
 
+def _info(args: argparse.Namespace) -> int:
+    from . import buildinfo
+
+    info = buildinfo.collect()
+    print(json.dumps(info, indent=2) if args.json else buildinfo.render(info), end="\n" if args.json else "")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from . import bench, models
+
+    names = [n.strip() for n in args.networks.split(",") if n.strip()]
+    for n in names:
+        models.spec(n)  # ValueError for unknown names
+    if args.repeat < 1:
+        raise ValueError("--repeat must be >= 1")
+    if args.out and Path(args.out).exists():
+        raise FileExistsError(f"{args.out} already exists")
+    run, render = ((bench.bench_layers, bench.render_layers) if args.command == "bench-layers"
+                   else (bench.bench_networks, bench.render_networks))
+    res = run(names, repeat=args.repeat)
+    text = json.dumps(res, indent=2)
+    if args.out:
+        with open(args.out, "x") as f:
+            f.write(text + "\n")
+    print(text if args.json else render(res, args.clock == "cpu"), end="\n" if args.json else "")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from . import train
+
+    train.train_to_files(args.arch, args.out, args.epochs, args.seed, args.batch_size, args.lr, args.augment,
+                         args.threads, args.force)
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from . import data
+
+    if args.action == "fetch":
+        return 0 if data.fetch(args.dest, args.timeout) is not None else 1
+    try:
+        d = data.find_fashion_mnist()
+    except data.DataError as e:
+        print(e, file=sys.stderr)
+        return 1
+    problem = data.verify(d)
+    print(f"Fashion-MNIST: {d}: " + ("OK" if problem is None else problem))
+    return 0 if problem is None else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qcnn_lite", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
@@ -254,12 +306,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="let --quantize replace an existing file")
     p.set_defaults(func=_classify)
 
-    from . import bench, buildinfo, train
+    p = sub.add_parser("info", help="kernel backend, build options, compiler, numpy/BLAS")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=_info)
 
-    buildinfo.add_parser(sub)
-    bench.add_parsers(sub)
+    for name, help in [("bench-layers", "time each conv/fc layer: LUT kernels vs dense numpy and torch"),
+                       ("bench", "time whole networks; model size and peak memory")]:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
+        p.add_argument("--repeat", type=int, default=10, help="timed runs per figure (default 10, at least 10 for the record)")
+        p.add_argument("--networks", default="alexnet,cnns", help="comma-separated: alexnet,cnns")
+        p.add_argument("--out", help="also write the JSON to this file (refuses to overwrite)")
+        p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                       help="what the tables show: wall time (default) or thread CPU time (steadier on a busy machine)")
+        p.set_defaults(func=_bench)
+
     _device_parser(sub)
-    train.add_parser(sub)
+
+    from . import models, train
+
+    p = sub.add_parser("train", help="train a mini reference network on Fashion-MNIST (needs torch)",
+                       description=train.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", required=True, choices=[n for n in models.SPECS if n.startswith("mini-")])
+    p.add_argument("--epochs", type=int, default=None, help="default: per architecture (%s)" %
+                   ", ".join(f"{k} {v['epochs']}" for k, v in train.DEFAULTS.items()))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--augment", choices=train.AUGMENT, default=None, help="none, flip (random horizontal flips) or shift "
+                   "(flips and 2-pixel shifts; needs more epochs); default: per architecture")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: on a shared 2-core machine more threads run far slower)")
+    p.add_argument("--out", default="data/models", help="output folder (default data/models)")
+    p.add_argument("--force", action="store_true", help="overwrite existing model and record")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("data", help="Fashion-MNIST: fetch it if missing (make data), or check it")
+    p.add_argument("action", choices=["fetch", "check"], help="fetch: get it if missing; check: locate and verify")
+    p.add_argument("--dest", default=None, help="download folder (default <repo>/data/fashion-mnist)")
+    p.add_argument("--timeout", type=float, default=10.0, help="download timeout per file, seconds")
+    p.set_defaults(func=_data)
 
     args = parser.parse_args(argv)
     try:

@@ -144,7 +144,7 @@ def _demo_network(seed: int = 0) -> Network:
 
     net = synthetic(DEFAULT_ARCH, seed)
     net.meta["classes"] = list(CLASSES)
-    net.meta["weights"] = "random (untrained): train one with `python -m qcnn_lite.train --arch mini-alexnet`"
+    net.meta["weights"] = "random (untrained): train one with `python -m qcnn_lite train --arch mini-alexnet`"
     return net
 
 

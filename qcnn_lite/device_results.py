@@ -440,15 +440,3 @@ def plot_table2(results: Sequence[dict[str, Any]], fig: Any = None, paper: bool 
     rows_of_legend = math.ceil(len(sources) / 3)
     fig.tight_layout(rect=(0, 0.05 + 0.04 * rows_of_legend, 1, 1))
     return fig
-
-
-# --------------------------------------------------------------------------- command line
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m qcnn_lite.device_results ...`` (device/run-benchmark.sh): ``python -m qcnn_lite device ...``."""
-    from .cli import main as cli_main
-
-    return cli_main(["device", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

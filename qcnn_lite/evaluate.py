@@ -90,7 +90,7 @@ def _sha256_array(a: np.ndarray) -> str:
 def _model_path(arch: str, models_dir: Path) -> Path:
     p = models_dir / f"{arch}.qcnn"
     if not p.exists():
-        raise FileNotFoundError(f"{p} is missing: train it with `python -m qcnn_lite.train --arch {arch}`")
+        raise FileNotFoundError(f"{p} is missing: train it with `python -m qcnn_lite train --arch {arch}`")
     return p
 
 

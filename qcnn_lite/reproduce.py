@@ -57,7 +57,7 @@ def main(out_dir: Path | None = None, fast: bool = False, models_dir: Path | Non
     missing = [a for a in evaluate.MINI_SETTINGS if not (models_dir / f"{a}.qcnn").exists()]
     if missing:
         print(f"\n(Table 1 accuracy skipped: {', '.join(missing)} not in {models_dir}; "
-              "train with `python -m qcnn_lite.train --arch NAME`)")
+              "train with `python -m qcnn_lite train --arch NAME`)")
     else:
         rows = evaluate.table1_accuracy(models_dir=models_dir, cache_dir=out_dir / "cache",
                                         n_test=2000 if fast else None)

@@ -17,6 +17,7 @@ import pytest
 
 from qcnn_lite import device_results as dr
 from qcnn_lite import paper
+from qcnn_lite.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = ROOT / "device"
@@ -84,7 +85,7 @@ def test_setup_in_termux_runs_every_step_through_path(tmp_path):
     assert {"meson>=1.2", "meson-python>=0.15", "pythran==0.18.*"} <= set(pip[0].split(" [")[0].split()[4:])
     assert pip[1] == f"python -m pip install --no-build-isolation {ROOT} [CXX=clang++]"
     assert calls.index(pip[0]) < calls.index(pip[1])  # build tools before the package
-    assert any(c.startswith("python -m qcnn_lite.buildinfo") for c in calls)  # prints which kernels were built
+    assert any(c.startswith("python -m qcnn_lite info") for c in calls)  # prints which kernels were built
     assert "kernel backend in use: pythran" in r.stdout
     for n in range(1, 5):
         assert f"==> {n}/4" in r.stdout
@@ -270,9 +271,9 @@ def test_load_results_folder_and_cli(tmp_path, capsys):
     _write(tmp_path, {"status": "pass"}, "arm64-check.json")  # not a result: skipped
     (tmp_path / "SCHEMA.md").write_text("# docs\n")
     assert [r["name"] for r in dr.load_results(tmp_path)] == ["test-device", "other-device"]
-    assert dr.main(["validate", str(tmp_path)]) == 0
+    assert cli_main(["device", "validate", str(tmp_path)]) == 0
     bad = _write(tmp_path / "..", "{", "broken.json")
-    assert dr.main(["validate", str(tmp_path), str(bad)]) == 1
+    assert cli_main(["device", "validate", str(tmp_path), str(bad)]) == 1
     assert "broken.json: not valid JSON" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError):
         dr.load_results(tmp_path / "nope")
@@ -376,7 +377,7 @@ def test_plot_cli_refuses_to_overwrite(tmp_path, capsys):
     src = _write(tmp_path, _valid(), "a.json")
     png = tmp_path / "t2.png"
     png.write_bytes(b"mine")
-    assert dr.main(["plot", str(src), "--out", str(png)]) == 2
+    assert cli_main(["device", "plot", str(src), "--out", str(png)]) == 2
     assert "exists" in capsys.readouterr().err and png.read_bytes() == b"mine"
-    assert dr.main(["plot", str(src), "--out", str(png), "--force"]) == 0
+    assert cli_main(["device", "plot", str(src), "--out", str(png), "--force"]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -18,7 +18,7 @@ cells = [
 **What it needs**
 
 * JupyterLab 4 with `ipywidgets` 8, `anywidget` and Pillow (`pip install 'qcnn-lite[notebooks]'`);
-* a trained `data/models/mini-alexnet.qcnn` (`python -m qcnn_lite.train --arch mini-alexnet`);
+* a trained `data/models/mini-alexnet.qcnn` (`python -m qcnn_lite train --arch mini-alexnet`);
   the quantized version is made from it on first use and cached in `results/cache/models/`.
   Without it the app still runs, on an untrained network, and says so;
 * a camera is optional: the browser only offers it on a secure page (`https://`,
