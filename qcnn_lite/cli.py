@@ -102,8 +102,8 @@ def _device_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _device(args: argparse.Namespace) -> int:
-    from .device_results import (ResultFormatError, load_result, load_results, plot_table2, render_rows,
-                                 run_benchmark, table2_rows)
+    from .device_results import ResultFormatError, load_result, load_results, plot_table2, run_benchmark
+    from .tables import render_device_rows as render_rows, table2_device_rows as table2_rows
 
     if args.action == "run":
         path = run_benchmark(args.out_dir, [n.strip() for n in args.networks.split(",") if n.strip()], args.quick,

@@ -17,6 +17,7 @@ import pytest
 
 from qcnn_lite import device_results as dr
 from qcnn_lite import paper
+from qcnn_lite import tables
 from qcnn_lite.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -291,7 +292,7 @@ def test_committed_results_validate():
 # --------------------------------------------------------------------------- table and plot
 def test_table2_rows():
     res = _valid()
-    rows = dr.table2_rows([res])
+    rows = tables.table2_device_rows([res])
     paper_rows = [r for r in rows if r["source"].startswith("paper")]
     assert len(paper_rows) == 4
     for r in paper_rows:
@@ -301,7 +302,7 @@ def test_table2_rows():
     assert [(r["variant"], r["time_s"], r["memory_mb"]) for r in mine] == [("cnn", 0.5, 500.0), ("qcnn", 0.2, 120.0)]
     assert mine[0]["storage_mb"] == pytest.approx(243864416 / 2**20)
     assert set(rows[0]) >= {"network", "variant", "time_s", "storage_mb", "memory_mb", "source"}
-    text = dr.render_rows(rows)
+    text = tables.render_device_rows(rows)
     assert "2.50x faster" in text  # 0.5 s / 0.2 s
     assert "3.08x faster" in text  # the paper's AlexNet: 2.93 s / 0.95 s
 
