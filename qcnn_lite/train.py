@@ -23,7 +23,7 @@ import numpy as np
 from . import data, models, progress
 from .engine import Network
 
-__all__ = ["train", "train_to_files", "evaluate", "DEFAULTS"]
+__all__ = ["train", "train_to_files", "evaluate", "seed_torch", "cosine_adam", "optimizer_step", "augment_batch", "DEFAULTS"]
 
 # Per-architecture settings (about 8-11 minutes of one core each).
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -45,7 +45,30 @@ def evaluate(net: Network, images: np.ndarray, labels: np.ndarray, batch_size: i
     return 100.0 - err[1], 100.0 - err[5]
 
 
-def _augment(torch, x, gen, shift: bool = True):
+def seed_torch(torch: Any, seed: int, threads: int | None) -> tuple[Any, np.random.Generator]:
+    """Set torch's threads and seed; (torch generator for augmentation, numpy generator for the batch order)."""
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed), np.random.default_rng(seed)
+
+
+def cosine_adam(torch: Any, params: Any, lr: float, steps: int) -> tuple[Any, Any]:
+    """Adam with a cosine decay of the learning rate to 0 over ``steps``: (optimizer, scheduler)."""
+    opt = torch.optim.Adam(params, lr=lr)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+
+
+def optimizer_step(loss: Any, opt: Any, sched: Any) -> float:
+    """One optimisation step on ``loss``; returns its value."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss.item()
+
+
+def augment_batch(torch: Any, x: Any, gen: Any, shift: bool = True) -> Any:
     """Random horizontal flips and (if ``shift``) shifts of up to 2 pixels, per sample; x (n, C, H, W).
 
     Shifted-in pixels take the background value (the normalised 0).
@@ -99,12 +122,7 @@ def train(
         raise ValueError(f"augment must be one of {', '.join(AUGMENT)}, got {augment!r}")
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
-
+    gen, rng = seed_torch(torch, seed, threads)
     images, labels = data.load_fashion_mnist("train")
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
@@ -113,34 +131,28 @@ def train(
 
     input_shape, spec = models.spec(arch)
     model = to_torch(spec, input_shape)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps_per_epoch = math.ceil(len(x_all) / batch_size)
     total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    opt, sched = cosine_adam(torch, model.parameters(), lr, total)
 
     losses: list[float] = []
     t0, c0 = time.perf_counter(), time.process_time()
-    step = 0
+    n_steps = 0
     model.train()
     with progress.bar(total, desc=f"train {arch}", enabled=show_progress) as bar:
         for epoch in range(epochs):
             order = torch.from_numpy(rng.permutation(len(x_all)))
             for i in range(0, len(order), batch_size):
-                if step >= total:
+                if n_steps >= total:
                     break
                 idx = order[i : i + batch_size]
                 x, y = x_all[idx], y_all[idx]
                 if augment != "none":
-                    x = _augment(torch, x, gen, shift=augment == "shift")
-                loss = F.cross_entropy(model(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                step += 1
-                losses.append(loss.item())
+                    x = augment_batch(torch, x, gen, shift=augment == "shift")
+                losses.append(optimizer_step(F.cross_entropy(model(x), y), opt, sched))
+                n_steps += 1
                 bar.update(1)
-                if step % 20 == 0:
+                if n_steps % 20 == 0:
                     bar.set_postfix_str(f"epoch {epoch + 1}/{epochs} loss {np.mean(losses[-50:]):.3f}")
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     model.eval()
@@ -153,7 +165,7 @@ def train(
         "weights": f"trained by qcnn_lite.train: {epochs} epochs, seed {seed}",
     }
     net = to_network(model, arch, spec, input_shape, meta)
-    return net, {"loss": losses, "seconds": seconds, "cpu_seconds": cpu_seconds, "epochs": epochs, "lr": lr, "steps": step, "augment": augment, "torch": torch.__version__}
+    return net, {"loss": losses, "seconds": seconds, "cpu_seconds": cpu_seconds, "epochs": epochs, "lr": lr, "steps": n_steps, "augment": augment, "torch": torch.__version__}
 
 
 def train_to_files(arch: str, out: str | os.PathLike = "data/models", epochs: int | None = None, seed: int = 0,

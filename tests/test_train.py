@@ -59,7 +59,7 @@ def test_training_is_seeded():
 def test_augment_is_a_flip_and_shift_of_each_sample():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(8, 1, 10, 12)
-    y = train._augment(torch, x, gen).numpy()
+    y = train.augment_batch(torch, x, gen).numpy()
     bg = np.float32(-data.MEAN / data.STD)
     for xi, yi in zip(x.numpy(), y):
         cands = []
