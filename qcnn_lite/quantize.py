@@ -202,14 +202,7 @@ def quantize_linear(
     M = in_f // sub_dim
     stats = None
     if calib is not None:
-        S = _f32("calib", calib, 2)
-        if S.shape[0] == 0:
-            raise ValueError("the calibration set is empty")
-        if S.shape[1] != in_f:
-            raise ValueError(f"calib has {S.shape[1]} features, the layer takes {in_f}")
-        T = S @ w.T + b if targets is None else _f32("targets", targets, 2)
-        if T.shape != (S.shape[0], out_f):
-            raise ValueError(f"targets must have shape {(S.shape[0], out_f)}, got {T.shape}")
+        S, T = _responses(calib, targets, 2, in_f, "features", lambda S: S @ w.T + b, lambda S: (S.shape[0], out_f))
         stats = [ResponseStats(in_f, out_f).update(S, T)]
     books, codes = _init_pq(w, sub_dim, K, kmeans_iter, seed)  # codes (out, M)
     history: list[float] = []
@@ -259,15 +252,9 @@ def quantize_conv2d(
     M = cg // sub_dim
     stats = None
     if calib is not None:
-        S = _f32("calib", calib, 4)
-        if S.shape[0] == 0:
-            raise ValueError("the calibration set is empty")
-        if S.shape[1] != cg * groups:
-            raise ValueError(f"calib has {S.shape[1]} channels, the layer takes {cg * groups}")
-        T = Conv2d(w, b, stride, padding, groups)(S) if targets is None else _f32("targets", targets, 4)
-        OH, OW = conv_output_size(S.shape[2], kh, stride, padding), conv_output_size(S.shape[3], kw, stride, padding)
-        if T.shape != (S.shape[0], Ct, OH, OW):
-            raise ValueError(f"targets must have shape {(S.shape[0], Ct, OH, OW)}, got {T.shape}")
+        S, T = _responses(calib, targets, 4, cg * groups, "channels", Conv2d(w, b, stride, padding, groups),
+                          lambda S: (S.shape[0], Ct, conv_output_size(S.shape[2], kh, stride, padding),
+                                     conv_output_size(S.shape[3], kw, stride, padding)))
         stats = _conv_stats(S, T, kh, kw, stride, padding, groups, max_samples, seed)
     # one vector per (output, tap), in (kh, kw, c) order: a codebook serves every tap
     books, codes = _init_pq(w.transpose(0, 2, 3, 1).reshape(Ct * kh * kw, cg), sub_dim, K, kmeans_iter, seed)
@@ -281,6 +268,19 @@ def quantize_conv2d(
         layer.bias = _refit_bias(w_flat, stats)
     layer.history_ = history
     return layer
+
+
+def _responses(calib, targets, ndim: int, n_in: int, unit: str, dense: Callable, shape: Callable) -> tuple:
+    """Checked (calib, targets) float32 arrays; the targets default to ``dense(calib)``, the layer's own outputs."""
+    S = _f32("calib", calib, ndim)
+    if S.shape[0] == 0:
+        raise ValueError("the calibration set is empty")
+    if S.shape[1] != n_in:
+        raise ValueError(f"calib has {S.shape[1]} {unit}, the layer takes {n_in}")
+    T = dense(S) if targets is None else _f32("targets", targets, ndim)
+    if T.shape != shape(S):
+        raise ValueError(f"targets must have shape {shape(S)}, got {T.shape}")
+    return S, T
 
 
 def _check_settings(sub_dim, n_codewords, n_iter, channels: int, n_vectors: int, what: str) -> tuple[int, int, int]:
