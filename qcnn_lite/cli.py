@@ -38,6 +38,11 @@ def _size(n: int) -> str:
     return f"{n} B" if n < 1024 else f"{n / 1024:.1f} KiB" if n < 2**20 else f"{n / 2**20:.2f} MiB"
 
 
+def _names(text: str) -> list[str]:
+    """``"a, b,"`` -> ["a", "b"]: a comma-separated option."""
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
 def _model_info(args: argparse.Namespace) -> int:
     print(describe(args.path), end="")
     return 0
@@ -106,9 +111,8 @@ def _device(args: argparse.Namespace) -> int:
     from .tables import render_device_rows as render_rows, table2_device_rows as table2_rows
 
     if args.action == "run":
-        path = run_benchmark(args.out_dir, [n.strip() for n in args.networks.split(",") if n.strip()], args.quick,
-                             args.repeat, args.warmup, args.name, args.kind, args.cooldown,
-                             [b.strip() for b in args.backends.split(",") if b.strip()], notes=args.notes)
+        path = run_benchmark(args.out_dir, _names(args.networks), args.quick, args.repeat, args.warmup, args.name,
+                             args.kind, args.cooldown, _names(args.backends), notes=args.notes)
         print(render_rows(table2_rows([load_result(path)])), end="")
         print(path)
         return 0
@@ -141,8 +145,6 @@ def _device(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    import json
-
     from . import search, search_run
 
     target = search.parse_target(args.target)  # bad input fails before any work
@@ -165,21 +167,11 @@ def _classify(args: argparse.Namespace) -> int:
     from .preprocess import ImageError
 
     if args.quantize is not None:
-        try:
-            path = quantize_file(args.quantize, args.out, overwrite=args.force)
-        except (ValueError, OSError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        print(f"wrote {path}")
+        print(f"wrote {quantize_file(args.quantize, args.out, overwrite=args.force)}")
         return 0
     if not args.photos:
-        print("error: give photo files to classify (or --quantize DENSE)", file=sys.stderr)
-        return 2
-    try:
-        net, dense, notes = load_models(args.model, args.dense)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise ValueError("give photo files to classify (or --quantize DENSE)")
+    net, dense, notes = load_models(args.model, args.dense)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     status = 0
@@ -212,7 +204,7 @@ def _info(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from . import bench, models
 
-    names = [n.strip() for n in args.networks.split(",") if n.strip()]
+    names = _names(args.networks)
     for n in names:
         models.spec(n)  # ValueError for unknown names
     if args.repeat < 1:
@@ -349,6 +341,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError, RuntimeError) as e:
+    except (ValueError, OSError, ImportError, RuntimeError) as e:  # a user's mistake: a message, not a traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
