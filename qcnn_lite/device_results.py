@@ -16,13 +16,9 @@ K=128; fc C's=4, K=32; fc8 C's=1, K=16) with random codebooks and codes: weights
 not change the time, and these settings land on Table 2's storage column (12.6 and
 20.1 MiB). "MB" in Table 2 and here means 2**20 bytes.
 
-Command line (``python -m qcnn_lite device ...``, also ``device/run-benchmark.sh``; the measuring is
-:mod:`qcnn_lite.measure`'s)::
-
-    run [--quick] [--name NAME] [--kind phone|x86-ci-reference|other] [--out-dir DIR]
-    validate FILE...      table FILE|DIR...      plot FILE|DIR... --out PNG
-
-Only numpy is needed to run and validate; :func:`plot_table2` imports matplotlib lazily.
+``python -m qcnn_lite device run|validate|table|plot`` (:mod:`qcnn_lite.cli`, also
+``device/run-benchmark.sh``) calls these; the measuring is :mod:`qcnn_lite.measure`'s, the
+rows :mod:`qcnn_lite.tables`'. Only numpy is needed to run and validate; :func:`plot_table2` imports matplotlib lazily.
 """
 from __future__ import annotations
 

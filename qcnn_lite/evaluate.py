@@ -32,8 +32,6 @@ __all__ = ["MINI_SETTINGS", "MINI_OF", "topk_errors", "network_errors", "evaluat
 # Bump when the quantizer changes in a way that changes results: it is part of every cache key.
 ALGORITHM_VERSION = 1
 
-METHODS = ("ec", "plain", "dense")
-
 
 def _topk_hits(scores: np.ndarray, labels: np.ndarray, ks: Iterable[int]) -> dict[int, int]:
     scores = np.asarray(scores)
