@@ -58,7 +58,7 @@ def _table1(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     from . import reproduce
 
-    return reproduce.main(out_dir=Path(args.out) if args.out else None, fast=args.fast)
+    return reproduce.reproduce(out_dir=Path(args.out) if args.out else None, fast=args.fast)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
