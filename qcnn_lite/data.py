@@ -31,7 +31,7 @@ from .paths import project_root
 __all__ = [
     "DataError", "CLASSES", "FILES", "MEAN", "STD", "find_fashion_mnist", "load_fashion_mnist",
     "read_idx", "to_input", "normalisation", "search_dirs",
-    "CAFFE", "TORCHVISION", "imagenet_val", "imagenet_preprocess", "fetch", "main",
+    "CAFFE", "TORCHVISION", "imagenet_val", "imagenet_preprocess", "fetch", "verify",
 ]
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -85,12 +85,7 @@ def search_dirs() -> list[Path]:
     if env:
         dirs += [Path(env), Path(env) / "fashion-mnist"]
     dirs += [project_root() / "data" / "fashion-mnist", Path.cwd() / "data" / "fashion-mnist", SYSTEM_DIR]
-    seen, out = set(), []
-    for d in dirs:
-        if d not in seen:
-            seen.add(d)
-            out.append(d)
-    return out
+    return list(dict.fromkeys(dirs))  # in order, each once
 
 
 def _file_in(d: Path, name: str) -> Path | None:
