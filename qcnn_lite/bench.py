@@ -16,15 +16,10 @@ and codes of the right shapes: weights do not change the time.
 from __future__ import annotations
 
 import contextlib
-import math
-import os
-import platform
-import subprocess
 import tempfile
-import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
