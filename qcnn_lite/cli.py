@@ -108,12 +108,12 @@ def _device_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _device(args: argparse.Namespace) -> int:
     from .device_results import ResultFormatError, load_result, load_results, plot_table2, run_benchmark
-    from .tables import render_device_rows as render_rows, table2_device_rows as table2_rows
+    from .tables import render_device_rows, table2_device_rows
 
     if args.action == "run":
         path = run_benchmark(args.out_dir, _names(args.networks), args.quick, args.repeat, args.warmup, args.name,
                              args.kind, args.cooldown, _names(args.backends), notes=args.notes)
-        print(render_rows(table2_rows([load_result(path)])), end="")
+        print(render_device_rows(table2_device_rows([load_result(path)])), end="")
         print(path)
         return 0
     if args.action == "validate":
@@ -128,8 +128,8 @@ def _device(args: argparse.Namespace) -> int:
         return 1 if bad else 0
     results = load_results(args.paths)
     if args.action == "table":
-        rows = table2_rows(results)
-        print(json.dumps(rows, indent=2) if args.format == "json" else render_rows(rows), end="\n" if args.format == "json" else "")
+        rows = table2_device_rows(results)
+        print(json.dumps(rows, indent=2) if args.format == "json" else render_device_rows(rows), end="\n" if args.format == "json" else "")
         return 0
     out = Path(args.out)
     if out.exists() and not args.force:
