@@ -27,7 +27,7 @@ from .layers import Conv2d, Linear, QConv2d, QLinear, _bias, _f32, _positive_int
 from .pq import ProductQuantizer, code_dtype
 from .spec import n_vectors, split_dim
 
-__all__ = ["quantize_network", "layer_settings", "quantize_linear", "quantize_conv2d"]
+__all__ = ["quantize_network", "layer_settings", "quantize_layer", "quantize_linear", "quantize_conv2d"]
 
 
 def _pair(v: Any, where: str) -> tuple[int, int]:
@@ -145,12 +145,7 @@ def quantize_network(
                 if L["type"] == "fc":
                     inputs = inputs.reshape(len(inputs), -1)
                 kw.update(calib=inputs, targets=target)
-            if L["type"] == "conv":
-                q = quantize_conv2d(dense.weight, dense.bias, dense.stride, dense.padding, dense.groups,
-                                    max_samples=max_samples, **kw)
-            else:
-                q = quantize_linear(dense.weight, dense.bias, **kw)
-            qnet.params[name] = q
+            qnet.params[name] = quantize_layer(dense, max_samples=max_samples, **kw)
             if orig is not None:
                 quant = _run(qnet, i, quant, batch_size) if compensate else target
                 orig = target
@@ -174,6 +169,15 @@ def _one_blas_thread():
 
 
 # --------------------------------------------------------------------------- one layer
+def quantize_layer(dense: Conv2d | Linear, max_samples: int | None = None, **kw: Any) -> QConv2d | QLinear:
+    """:func:`quantize_conv2d` or :func:`quantize_linear` of a dense layer, as its type says;
+    ``kw`` are their settings (sub_dim, n_codewords, calib, ...); ``max_samples`` is for convolutions."""
+    if isinstance(dense, Conv2d):
+        return quantize_conv2d(dense.weight, dense.bias, dense.stride, dense.padding, dense.groups,
+                               max_samples=max_samples, **kw)
+    return quantize_linear(dense.weight, dense.bias, **kw)
+
+
 def quantize_linear(
     weight,
     bias,
