@@ -11,7 +11,7 @@ A number in the prose is either a *constant of the lesson* or *quoted from an ou
 
 * **Quoted from an output** -- a measured accuracy, error, ratio or time. Such a number
   is never typed: write the sentence with :func:`report`, a hidden code cell
-  ``display(Markdown(f"""..."""))`` whose numbers are formatted from the variables that
+  ``display(Markdown(rf"..."))`` whose numbers are formatted from the variables that
   hold them (``{top1_ec:.2f} %``). The reader sees rendered Markdown; re-executing the
   notebook updates the prose with the outputs.
 * **A constant of the lesson** -- a setting or a fact the lesson fixes: the numeric
