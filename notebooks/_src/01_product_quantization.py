@@ -268,8 +268,9 @@ cells = [
     show(fig, "codeword_usage")
     """),
     report(r"""
-    The codewords are blurred strokes and edges at several brightnesses: the typical content of two rows of
-    clothing images. Their use is very uneven. With $K = 128$ the most used tenth of the codewords codes
+    The most used codewords are flat strips at a few brightness levels (background, plain cloth), then strips
+    with a vertical edge at some position, and a few with a horizontal edge between the two rows: the typical
+    content of two rows of clothing images. Their use is very uneven. With $K = 128$ the most used tenth of the codewords codes
     {100 * usage[128]['top10']:.0f} % of the sub-vectors, {usage[128]['unused']:.1f} codewords per sub-space
     are never chosen for the held-out patches, and the codes carry {usage[128]['H']:.2f} bits of the 7 allotted
     ({usage[16]['H']:.2f} of 4 for $K = 16$). Q-CNN stores fixed-length codes anyway: fixed length is what lets
