@@ -1,4 +1,4 @@
-from nbbuild import build, code, md, setup
+from nbbuild import build, code, exercise, md, report, setup
 
 NB = "00_tour"
 cells = [
@@ -103,9 +103,9 @@ cells = [
     print(f"FLOPs   : {q['cnn_flops'] / 1e6:.0f} M -> {q['qcnn_flops'] / 1e6:.0f} M   speed-up {q['speedup']:.2f}x  (paper: 4.16x, 724M -> 174M)")
     print(f"storage : {q['cnn_mib']:.2f} MiB -> {q['qcnn_mib']:.2f} MiB   compression {q['compression']:.1f}x  (paper: 232.56 -> 12.60 MiB)")
     """),
-    md(r"""
-    The 0.02 MiB gap to the paper's 12.60 MiB is rounding in their storage accounting (the released file
-    packs indices into 4096-byte blocks). Layer by layer, on a log scale:
+    report(r"""
+    The cost model gives {q['qcnn_mib']:.2f} MiB, {abs(q['qcnn_mib'] - 12.60):.2f} MiB from the paper's 12.60 MiB:
+    rounding in their storage accounting. Layer by layer, on a log scale:
     """),
     code(r"""
     qlayers = cost.layer_costs(spec=spec, input_shape=input_shape, settings=paper.RELEASED_ALEXNET)
@@ -120,8 +120,8 @@ cells = [
         ax.set_yscale("log")
         ax.set_ylabel(unit)
         ax.legend()
-    axes[0].set_title("Arithmetic: 4.2x fewer multiply-adds in all")
-    axes[1].set_title("Storage: 18.5x smaller in all")
+    axes[0].set_title(f"Arithmetic: {q['speedup']:.1f}x fewer multiply-adds in all")
+    axes[1].set_title(f"Storage: {q['compression']:.1f}x smaller in all")
     fig.tight_layout()
     show(fig, "alexnet_cnn_vs_qcnn")
     """),
@@ -133,6 +133,13 @@ cells = [
     (01–04), check that the look-up-table kernels compute exactly what the reconstructed weights would
     (02, 03), and measure the accuracy that quantization costs on small networks trained on
     Fashion-MNIST (02, 04).
+
+    **FLOPs are not time.** The cost model counts one table addition like one multiply-add. On a real CPU
+    they cost different amounts: a table addition is a memory read (slower still when the table outgrows the
+    cache), a multiply-add in an optimised BLAS comes from registers, several per instruction. So a 4x
+    reduction in operations is not a 4x reduction in time. Notebook 02 times an fc layer, notebook 03 measures
+    the add/multiply-add cost ratio on your machine, and notebook 06 compares times with named baselines
+    (with and without BLAS, as the paper did).
 
     ## 3. A map of the suite
 
@@ -146,6 +153,7 @@ cells = [
     | [05_table1](05_table1.ipynb) | the paper's Table 1 rebuilt beside the original: speed-up, compression, accuracy |
     | [06_table2](06_table2.ipynb) | the paper's Table 2: time, storage and memory, measured here and on phones |
     | [07_webcam_demo](07_webcam_demo.ipynb) | classify photos from your webcam or a file with a quantized network |
+    | [08_explorer](08_explorer.ipynb) | sliders for $C'_s$ and $K$ per layer group: storage, speed-up, time and top-1, live |
 
     The cell below lists the notebooks actually present next to this one, with their titles:
     """),
@@ -183,25 +191,75 @@ cells = [
     folder = figures.figures_root() / NOTEBOOK
     print("figures go to    :", folder.relative_to(folder.parents[1]) if len(folder.parents) > 1 else folder)
     """),
-    md(r"""
+    report(r"""
     ## Summary
 
-    - In AlexNet the five conv layers do ~92% of the arithmetic while the three fc layers hold ~96% of the weights.
+    - In AlexNet the five conv layers do {100 * conv_flops:.1f} % of the arithmetic while the three fc layers hold
+      {100 * fc_bytes:.1f} % of the weights.
     - Q-CNN quantizes both kinds of layer with product quantization and evaluates them through look-up tables:
-      the cost model gives 4.16x fewer FLOPs and 18.5x less storage for the authors' released AlexNet,
-      matching the paper.
-    - Everything here came from formulas on the architecture; the next notebooks learn real codebooks.
+      the cost model gives {q['speedup']:.2f}x fewer FLOPs and {q['compression']:.1f}x less storage for the
+      authors' released AlexNet, matching the paper's 4.16x and 232.56 → 12.60 MiB.
+    - These are operation counts, not times; the next notebooks learn real codebooks and measure.
 
     ## Exercises
-
-    1. Compute the same per-layer bar plots for VGG-16 (`models.spec("vgg16")`). Which layer dominates its FLOPs,
-       and which its storage?
-    2. Using `cost.network_cost`, find the fc setting $(C'_s, K)$ for AlexNet's fc6/fc7 that reaches 30x compression
-       with the conv setting unchanged. What happens to the speed-up?
-    3. From the formula $C_s K + C_t M$, derive the largest $K$ for which a quantized fc layer with $C'_s=4$ still
-       needs fewer FLOPs than the dense one. Check your answer against `cost.layer_costs`.
+    """),
+    exercise(1, r"""
+    Compute the same per-layer bar plots for VGG-16 (`models.spec("vgg16")`). Which layer dominates its FLOPs,
+    and which its storage?
+    """, r"""
+    Replace `models.spec("alexnet")` by `models.spec("vgg16")` in the first code cell and sort `df` by `cnn_flops`.
+    """, r"""
+    ```python
+    shape16, spec16 = models.spec("vgg16")
+    d16 = pd.DataFrame([c.as_dict() for c in cost.layer_costs(spec=spec16, input_shape=shape16)]).set_index("name")
+    print(d16["cnn_flops"].idxmax(), d16["cnn_bytes"].idxmax())
+    ```
+    The FLOPs spread over the 3x3 conv layers (the middle ones, at 112-56 pixels, are the largest); the
+    storage is dominated by fc6 (a 25088 → 4096 matrix).
+    """),
+    exercise(2, r"""
+    Using `cost.network_cost`, find the fc setting $(C'_s, K)$ for AlexNet's fc6/fc7 that reaches 30x compression
+    with the conv setting unchanged. What happens to the speed-up?
+    """, r"""
+    Start from `dict(paper.RELEASED_ALEXNET)` and loop over `fc6`/`fc7` settings with larger $C'_s$ or smaller $K$.
+    """, r"""
+    ```python
+    for d in (4, 8, 16):
+        for K in (8, 16, 32):
+            st = dict(paper.RELEASED_ALEXNET); st["fc6"] = st["fc7"] = (d, K)
+            c = cost.network_cost(spec=spec, input_shape=input_shape, settings=st)
+            print(d, K, round(c["compression"], 1), round(c["speedup"], 2))
+    ```
+    Larger $C'_s$ in fc6/fc7 raises the compression quickly; the speed-up barely moves, because the conv layers
+    do almost all the arithmetic.
+    """),
+    exercise(3, r"""
+    From the formula $C_s K + C_t M$, derive the largest $K$ for which a quantized fc layer with $C'_s = 4$ still
+    needs fewer FLOPs than the dense one. Check your answer against `cost.layer_costs`.
+    """, r"""
+    Write $M = C_s / 4$ and solve $C_s K + C_t C_s / 4 < C_s C_t$ for $K$.
+    """, r"""
+    $K < C_t (1 - 1/4) = 3 C_t / 4$: for fc7 ($C_t = 4096$) any practical $K$ qualifies; for fc8 ($C_t = 1000$),
+    $K < 750$. The check: `cost.layer_costs(..., settings={**paper.RELEASED_ALEXNET, "fc8": (4, 749)})`.
     """),
 ]
 
 if __name__ == "__main__":
-    build(NB, cells)
+    build(NB, cells, constants={
+        "2016": "the paper: Wu et al., CVPR 2016",
+        "16": "released AlexNet fc8 K; the 16 of VGG-16",
+        "32": "released AlexNet fc6/fc7 K",
+        "30": "exercise 2: the compression target",
+        "18": "the paper's abstract: about 18x less storage",
+        "4.16": "paper Table 1: AlexNet theoretical speed-up of the released model",
+        "232.56": "paper Table 2: AlexNet storage, MiB",
+        "12.60": "paper Table 2: Q-CNN AlexNet storage, MiB",
+        "128": "paper: released AlexNet conv setting K",
+        "4096": "AlexNet fc6/fc7 width",
+        "1000": "ImageNet classes (AlexNet fc8 outputs)",
+        "25088": "VGG-16 fc6 inputs (512 x 7 x 7)",
+        "112": "VGG-16 map side after the first pooling",
+        "56": "VGG-16 map side after the second pooling",
+        "749": "exercise 3: the largest K below 750",
+        "750": "exercise 3: 3/4 of fc8's 1000 outputs",
+    })

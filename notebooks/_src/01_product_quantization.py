@@ -1,4 +1,4 @@
-from nbbuild import build, code, md, setup
+from nbbuild import build, code, exercise, md, report, setup
 
 NB = "01_product_quantization"
 cells = [
@@ -6,19 +6,89 @@ cells = [
     # 01 · Product quantization and the look-up-table trick
 
     **What you will learn**
-    - vector quantization: how k-means turns a cloud of vectors into $K$ codewords, and what it costs;
-    - product quantization (PQ): split each vector into $M$ sub-vectors and quantize each sub-space separately,
+    - product quantization (PQ) and the look-up-table (LUT) inner product, first **by hand** on an $8 \times 4$ matrix;
+    - vector quantization: how Lloyd's k-means turns a cloud of vectors into $K$ codewords;
+    - product quantization: split each vector into $M$ sub-vectors and quantize each sub-space separately,
       getting $K^M$ reproduction values from only $M K$ stored codewords;
     - how the distortion depends on the codebook size $K$ and on the sub-space dimension $C'_s$, at equal bit budget;
-    - the look-up-table trick that makes inner products with quantized vectors cheap: the heart of Q-CNN.
+    - what the codewords look like and how evenly they are used.
 
     **What you need**
     - notebook 00 for the motivation (optional); the Fashion-MNIST data set (`make data`);
     - about a minute in full mode, a few seconds with `QCNN_FAST=1`.
 
-    Everything here calls `qcnn_lite.pq` (`kmeans`, `ProductQuantizer`); no cell re-implements it.
+    **From scratch, then the package.** Each algorithm is first written in a few lines of numpy in this
+    notebook, then `assert`ed equal to `qcnn_lite.pq` (`kmeans`, `ProductQuantizer`) on the same seed.
+
+    **Notation** (used in every notebook): sub-space $m$ has a codebook $D^{(m)} \in \mathbb{R}^{K \times C'_s}$
+    whose **rows** $D^{(m)}_k$ are the codewords, stored as `codebooks_[m]`, shape `(K, C's)`.
     """),
-    setup(NB, "import pandas as pd\nfrom tqdm.auto import tqdm\nfrom qcnn_lite import data\nfrom qcnn_lite.pq import ProductQuantizer, kmeans"),
+    setup(NB, "from IPython.display import Markdown, display\nimport pandas as pd\nfrom tqdm.auto import tqdm\nfrom qcnn_lite import data\nfrom qcnn_lite import pq as pq_module\nfrom qcnn_lite.pq import ProductQuantizer, kmeans"),
+    md(r"""
+    ## 0. A worked example by hand
+
+    Take a weight matrix $W$ with $8$ rows (weight vectors, e.g. the 8 outputs of a tiny fc layer) of
+    dimension $D = 4$. With $C'_s = 2$ we cut every row into $M = D / C'_s = 2$ sub-vectors: columns 1-2 form
+    sub-space 1, columns 3-4 sub-space 2. Each sub-space gets $K = 2$ codewords. The numbers are chosen so that
+    each sub-space has two clear groups of four points; k-means puts a codeword at the mean of each group
+    (the code below prints each codeword beside its group and asserts that it is the mean).
+    """),
+    code(r"""
+    W = np.array([  # sub-space 1 | sub-space 2
+        [ 1.5,  2.5,   0.5,  1.5],
+        [ 1.5,  3.5,  -2.5, -0.5],
+        [ 2.5,  2.5,   1.5,  1.5],
+        [ 2.5,  3.5,  -2.5, -1.5],
+        [-1.5, -1.5,   0.5,  2.5],
+        [-1.5, -2.5,  -1.5, -0.5],
+        [-0.5, -1.5,   1.5,  2.5],
+        [-0.5, -2.5,  -1.5, -1.5],
+    ], dtype=float)
+    pq_hand = ProductQuantizer(sub_dim=2, n_codewords=2, seed=0).fit(W)
+    D_hand = pq_hand.codebooks_  # (M=2, K=2, C's=2)
+    b_hand = pq_hand.encode(W)  # (8, M): one code per row and sub-space
+    for m in range(2):
+        sub = W[:, 2 * m:2 * m + 2]
+        for k in range(2):
+            members = sub[b_hand[:, m] == k]
+            print(f"sub-space {m + 1}, codeword {k}: D[{m + 1}]_{k} = {D_hand[m, k]}  "
+                  f"= mean of {members.tolist()}")
+            assert np.allclose(D_hand[m, k], members.mean(0))  # the codeword is the mean of its group
+    print("\ncodes b (row o -> [b_o1, b_o2]):", b_hand.tolist())
+    print("reconstruction W_hat = [D1[b_o1], D2[b_o2]]:\n", pq_hand.decode(b_hand))
+    """),
+    md(r"""
+    Storing $W$ now takes the $2 \times 2 \times 2 = 8$ codebook numbers and $8 \times 2$ one-bit codes,
+    instead of $32$ numbers. Now multiply by an input $q \in \mathbb{R}^4$. The **look-up table** holds the
+    inner product of each sub-vector of $q$ with each codeword, $\mathrm{LUT}[m, k] = \langle q^{(m)}, D^{(m)}_k\rangle$:
+    $M K = 4$ entries, computed once for the input. Each output is then a sum of $M = 2$ table entries,
+    $\hat y_o = \mathrm{LUT}[1, b_{o1}] + \mathrm{LUT}[2, b_{o2}]$, with no multiplication at all.
+    """),
+    code(r"""
+    q_hand = np.array([1.0, 0.0, -1.0, 2.0])
+    LUT = np.zeros((2, 2))
+    for m in range(2):
+        for k in range(2):
+            qm, d = q_hand[2 * m:2 * m + 2], D_hand[m, k]
+            LUT[m, k] = qm @ d
+            print(f"LUT[{m + 1}, {k}] = <({qm[0]:g}, {qm[1]:g}), ({d[0]:g}, {d[1]:g})> "
+                  f"= {qm[0]:g}*{d[0]:g} + {qm[1]:g}*{d[1]:g} = {LUT[m, k]:g}")
+    y_lut = LUT[0, b_hand[:, 0]] + LUT[1, b_hand[:, 1]]
+    y_hat = pq_hand.decode(b_hand) @ q_hand  # the same numbers, with the reconstructed matrix
+    y_exact = W @ q_hand
+    print()
+    print(pd.DataFrame({"b_o1": b_hand[:, 0], "b_o2": b_hand[:, 1], "LUT sum": y_lut,
+                        "W_hat q": y_hat, "exact W q": y_exact}, index=[f"o={o + 1}" for o in range(8)]))
+    assert np.allclose(y_lut, y_hat)  # the LUT trick is exact for the quantized matrix
+    assert np.allclose(LUT, pq_hand.lookup_table(q_hand))  # ... and it is what the package computes
+    """),
+    md(r"""
+    The table sums equal $\hat W q$ exactly; they differ from $W q$ only by the quantization error of $W$.
+    Dense: $8 \times 4 = 32$ multiply-adds. Quantized: $4$ table entries of $C'_s = 2$ multiply-adds each
+    ($8$) plus $8 \times 2$ additions. With real sizes ($C_t$ outputs in the thousands) the table is shared
+    by all outputs and the saving approaches $C'_s$ (notebook 00). The rest of this notebook builds the
+    pieces on real data: k-means, PQ, and the table.
+    """),
     md(r"""
     ## 1. Vector quantization with k-means
 
@@ -30,17 +100,47 @@ cells = [
     E = \frac{1}{n}\sum_{i=1}^{n} \min_{k} \lVert x_i - c_k \rVert^2 .
     $$
 
-    Lloyd's algorithm alternates two steps that each lower $E$: assign every point to its nearest codeword,
-    then move every codeword to the mean of its points. `qcnn_lite.pq.kmeans` seeds it with k-means++ and
-    re-seeds empty clusters. A 2-D toy example with correlated data:
+    **Lloyd's algorithm** alternates two steps that each lower $E$: assign every point to its nearest codeword,
+    then move every codeword to the mean of its points. It stops when $E$ no longer falls (relative change
+    below $10^{-7}$). An empty codeword restarts at the worst-served point. Here it is in numpy; the starting
+    codebook comes from the package's k-means++ seeding (spread-out points, chosen at random with a fixed seed),
+    so that our result and `qcnn_lite.pq.kmeans` can be compared exactly. A 2-D toy example with correlated data:
     """),
     code(r"""
+    def lloyd(X, init, n_iter=25, tol=1e-7):
+        # Lloyd's k-means from an initial codebook init (K, d): returns codebook (K, d), labels (n,), E per step
+        C = init.astype(np.float64).copy()
+        prev, history = np.inf, []
+        for _ in range(n_iter):
+            d = ((X[:, None, :] - C[None, :, :]) ** 2).sum(-1)  # (n, K) squared distances
+            labels = d.argmin(1)  # step 1: nearest codeword
+            inertia = d[np.arange(len(X)), labels].sum()
+            history.append(inertia / len(X))
+            counts = np.bincount(labels, minlength=len(C))
+            for k in np.flatnonzero(counts):  # step 2: codeword = mean of its points
+                C[k] = X[labels == k].mean(0)
+            empty = np.flatnonzero(counts == 0)
+            if empty.size:  # restart empty codewords at the worst-served points
+                C[empty] = X[np.argsort(d[np.arange(len(X)), labels])[::-1][:empty.size]]
+            if np.isfinite(prev) and prev - inertia <= tol * prev and not empty.size:
+                break
+            prev = inertia
+        return C, ((X[:, None, :] - C[None]) ** 2).sum(-1).argmin(1), history
+
+
     # correlated 2-D toy data: a tilted Gaussian plus a second, smaller blob
     toy = np.concatenate([
         rng.multivariate_normal([0, 0], [[1.0, 0.8], [0.8, 1.0]], 1500),
         rng.multivariate_normal([2.5, -1.5], [[0.15, 0], [0, 0.15]], 500),
     ])
+    init = pq_module._kmeans_pp(toy, 16, np.random.default_rng(0))  # the package's k-means++ seeding, seed 0
+    my_centers, my_labels, E_history = lloyd(toy, init)
     centers, labels = kmeans(toy, 16, seed=0)
+    assert np.allclose(my_centers, centers) and (my_labels == labels).all()  # from scratch == package
+    print(f"Lloyd's k-means, K=16: {len(E_history)} steps, distortion E per step:", np.round(E_history, 4))
+    print("numpy version == qcnn_lite.pq.kmeans (same codebook, same labels)")
+    """),
+    code(r"""
     vq_err = ((toy - centers[labels]) ** 2).sum(1).mean()
 
     # product quantization of the same data: M = 2 sub-spaces of dimension 1, K = 4 codewords each
@@ -76,7 +176,7 @@ cells = [
     ## 2. Product quantization
 
     Cut $x \in \mathbb{R}^D$ into $M = D / C'_s$ sub-vectors $x^{(1)}, \dots, x^{(M)}$ of dimension $C'_s$,
-    and give each sub-space its own codebook $D^{(m)} \in \mathbb{R}^{C'_s \times K}$, learned by k-means
+    and give each sub-space its own codebook $D^{(m)} \in \mathbb{R}^{K \times C'_s}$ (rows = codewords), learned by k-means
     on that sub-space only:
 
     $$
@@ -100,10 +200,25 @@ cells = [
     P_train, P_test = patches[:n_train], patches[n_train:]
     print("patches:", P_train.shape, "for training,", P_test.shape, "held out")
 
-    pq = ProductQuantizer(sub_dim=4, n_codewords=16, seed=0).fit(P_train)
+    # PQ from scratch: Lloyd's k-means in each sub-space (one generator through all sub-spaces, as the package)
+    d_, K_ = 4, 16
+    M_ = P_train.shape[1] // d_
+    gen = np.random.default_rng(0)
+    Xtr = P_train.astype(np.float64)
+    my_books = np.stack([lloyd(Xtr[:, m * d_:(m + 1) * d_],
+                               pq_module._kmeans_pp(Xtr[:, m * d_:(m + 1) * d_], K_, gen))[0] for m in range(M_)])
+    # ... and encoding: the nearest codeword in each sub-space
+    Xs = P_test.astype(np.float64).reshape(len(P_test), M_, d_)
+    my_codes = np.stack([((Xs[:, m, None, :] - my_books[m][None]) ** 2).sum(-1).argmin(1) for m in range(M_)], 1)
+
+    pq = ProductQuantizer(sub_dim=d_, n_codewords=K_, seed=0).fit(P_train)
     codes = pq.encode(P_test)
-    print("codebooks_:", pq.codebooks_.shape, " codes:", codes.shape, codes.dtype)
+    assert np.allclose(my_books, pq.codebooks_, atol=1e-5) and (my_codes == codes).all()
+    print("codebooks_:", pq.codebooks_.shape, " codes:", codes.shape, codes.dtype,
+          "| numpy PQ == ProductQuantizer (codebooks and codes)")
     recon = pq.decode(codes)
+    my_recon = my_books[np.arange(M_)[None, :], my_codes].reshape(len(P_test), -1)  # decoding = a gather
+    assert np.allclose(my_recon, recon, atol=1e-5)
 
     fig, axes = plt.subplots(2, 8, figsize=(10, 2.8))
     for j in range(8):
@@ -118,16 +233,60 @@ cells = [
     show(fig, "patch_reconstructions")
     """),
     md(r"""
+    ### What the codewords look like, and how often each is used
+
+    With $C'_s = 16$ a sub-space is two rows of a patch ($2 \times 8$ pixels), so its codewords can be drawn
+    as little images. Below: the $K = 16$ codewords of the first four sub-spaces (rows 1-2, 3-4, 5-6, 7-8 of
+    the patch), then how often each codeword is chosen for the held-out patches, for $K = 16$ and $K = 128$.
+    A code of $\log_2 K$ bits carries at most $\log_2 K$ bits of information; its **entropy**
+    $H = -\sum_k p_k \log_2 p_k$ (with $p_k$ the share of vectors coded $k$) says how much it actually carries.
+    """),
+    code(r"""
+    pq_img = ProductQuantizer(sub_dim=16, n_codewords=16, seed=0).fit(P_train)
+    fig, axes = plt.subplots(4, 16, figsize=(12, 2.6))
+    for m in range(4):
+        order = np.argsort(-np.bincount(pq_img.encode(P_test)[:, m], minlength=16))  # most used first
+        for j, k in enumerate(order):
+            axes[m, j].imshow(pq_img.codebooks_[m, k].reshape(2, 8), cmap="gray", vmin=P_train.min(), vmax=P_train.max())
+            axes[m, j].set_xticks([]); axes[m, j].set_yticks([]); axes[m, j].grid(False)
+        axes[m, 0].set_ylabel(f"rows {2 * m + 1}-{2 * m + 2}", rotation=0, ha="right", fontsize=8)
+    fig.suptitle("codewords of 4 sub-spaces (C's=16: 2x8 pixels, K=16), most used first")
+    show(fig, "codeword_images")
+
+    usage = {}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+    for ax, K in zip(axes, (16, 128)):
+        qk = ProductQuantizer(sub_dim=8, n_codewords=K, seed=0).fit(P_train)
+        ck = qk.encode(P_test)
+        p = np.stack([np.bincount(ck[:, m], minlength=K) for m in range(qk.n_subspaces)]) / len(ck)
+        H = -(np.where(p > 0, p * np.log2(np.where(p > 0, p, 1)), 0)).sum(1)  # entropy per sub-space
+        usage[K] = {"H": H.mean(), "unused": (p == 0).sum(1).mean(), "top10": np.sort(p, 1)[:, ::-1][:, :max(1, K // 10)].sum(1).mean()}
+        ax.bar(np.arange(K), np.sort(p, 1)[:, ::-1].mean(0), width=1.0)
+        ax.set(xlabel="codeword rank (most used first)", ylabel="share of held-out sub-vectors",
+               title=f"C's=8, K={K}: entropy {H.mean():.2f} of {np.log2(K):.0f} bits")
+    fig.tight_layout()
+    show(fig, "codeword_usage")
+    """),
+    report(r"""
+    The most used codewords are flat strips at a few brightness levels (background, plain cloth), then strips
+    with a vertical edge at some position, and a few with a horizontal edge between the two rows: the typical
+    content of two rows of clothing images. Their use is very uneven. With $K = 128$ the most used tenth of the codewords codes
+    {100 * usage[128]['top10']:.0f} % of the sub-vectors, {usage[128]['unused']:.1f} codewords per sub-space
+    are never chosen for the held-out patches, and the codes carry {usage[128]['H']:.2f} bits of the 7 allotted
+    ({usage[16]['H']:.2f} of 4 for $K = 16$). Q-CNN stores fixed-length codes anyway: fixed length is what lets
+    the table look-up run without decoding.
+    """),
+    md(r"""
     ### Distortion against $K$ and $C'_s$
 
     We fit a product quantizer for every pair of $C'_s \in \{1, 2, 4, 8, 16\}$ and
-    $K \in \{4, 16, 64, 256\}$ and measure the **relative distortion** on held-out patches,
+    $K \in \{4, 16, 32, 64, 128, 256\}$ (fast mode: without 64 and 256) and measure the **relative distortion** on held-out patches,
     $\;\overline{\lVert x - \hat x\rVert^2} \,/\, \overline{\lVert x - \bar x\rVert^2}$
     (0 is perfect, 1 is as bad as replacing every patch by the mean patch).
     """),
     code(r"""
     sub_dims = [1, 2, 4, 8, 16]
-    Ks = [4, 16, 64] if FAST else [4, 16, 64, 256]
+    Ks = [4, 16, 32, 128] if FAST else [4, 16, 32, 64, 128, 256]
     variance = ((P_test - P_train.mean(0)) ** 2).sum(1).mean()
     rows = []
     for d in tqdm(sub_dims, desc="C's"):
@@ -186,8 +345,11 @@ cells = [
     q8 = ProductQuantizer(sub_dim=8, n_codewords=16, seed=0).fit(P_train)
     Q = P_test[:50]
     db_codes = q8.encode(P_test[50:])
-    luts = q8.lookup_table(Q)  # (50, M, K)
     M = q8.n_subspaces
+    # the table from scratch: LUT[n, m, k] = <Q_n^(m), D^(m)_k>
+    my_luts = np.einsum("nmd,mkd->nmk", Q.reshape(len(Q), M, 8).astype(np.float64), q8.codebooks_.astype(np.float64))
+    luts = q8.lookup_table(Q)  # (50, M, K)
+    assert np.allclose(my_luts, luts, rtol=1e-5, atol=1e-5)  # numpy table == ProductQuantizer.lookup_table
     approx = luts[:, np.arange(M), db_codes].sum(-1)  # (50 queries, n database) by table look-ups
     via_decode = Q @ q8.decode(db_codes).T  # the same inner products with reconstructed vectors
     rel = np.abs(approx - via_decode).max() / np.abs(via_decode).max()
@@ -254,27 +416,73 @@ cells = [
     md(r"""
     Notice the tension: large $K$ lowers distortion but the table term $C_s K$ eats the speed-up (at $K=256$,
     $C'_s=1$ the "quantized" fc7 needs *more* work than the dense one). Q-CNN's fc setting $C'_s=4$, $K=32$ keeps
-    both terms small.
-
+    both terms small. The speed-up here is a count of multiply-adds, not a time: notebooks 02 and 03 measure
+    the time.
+    """),
+    code(r"""
+    def rel(d, K):
+        return float(grid_df[(grid_df["C's"] == d) & (grid_df["K"] == K)]["rel. distortion"].iloc[0])
+    """),
+    report(r"""
     ## Summary
 
-    - k-means (`qcnn_lite.pq.kmeans`) learns $K$ codewords minimising mean squared distortion; a vector is then one index.
-    - Product quantization (`ProductQuantizer`) quantizes $M$ sub-spaces independently: $K^M$ reproduction
-      values from $MK$ codewords, $\log_2 K / C'_s$ bits per dimension.
-    - At equal bits, longer sub-vectors distort less on correlated data; larger $K$ always helps distortion
-      but costs table work and codebook storage.
-    - Inner products with PQ vectors are sums of $M$ look-up-table entries: the table is built once per
-      input ($DK$ multiply-adds) and shared by every output. Notebooks 02 and 03 build layers on this.
+    - **By hand** ($8 \times 4$ matrix, $C'_s = 2$, $K = 2$): each codeword is the mean of its group, the table has
+      $M K = 4$ entries, and every output is a sum of $M = 2$ of them, exactly $\hat W q$.
+    - **Lloyd's k-means** in a dozen lines of numpy gives the same codebook and labels as `qcnn_lite.pq.kmeans`
+      from the same seeding ({len(E_history)} steps on the toy data); PQ training, encoding and the LUT inner
+      product likewise match `ProductQuantizer` exactly.
+    - Product quantization quantizes $M$ sub-spaces independently: $K^M$ reproduction values from $MK$ codewords,
+      $\log_2 K / C'_s$ bits per dimension. On the held-out patches, relative distortion falls from
+      {rel(8, 4):.3f} ($K = 4$) to {rel(8, 128):.3f} ($K = 128$) at $C'_s = 8$. At equal bits longer sub-vectors
+      win: at one bit per dimension $C'_s = 4, K = 16$ gives {rel(4, 16):.3f} against {rel(2, 4):.3f} for
+      $C'_s = 2, K = 4$; at half a bit, $C'_s = 8, K = 16$ gives {rel(8, 16):.3f} against {rel(4, 4):.3f}.
+    - Codeword use is uneven: with $K = 128$ the codes carry {usage[128]['H']:.2f} of 7 bits.
+    - Inner products with PQ vectors are sums of $M$ look-up-table entries; the table is built once per input
+      ($DK$ multiply-adds) and shared by every output. Notebooks 02 and 03 build layers on this.
 
     ## Exercises
-
-    1. Replace the Fashion-MNIST patches by i.i.d. Gaussian vectors of the same shape. Does the advantage of
-       long sub-vectors at equal bits survive? Why (or why not)?
-    2. Plain PQ minimises the distortion of the *vectors*, but a layer only needs accurate *inner products*
-       with its inputs. Using the LUT scatter above, compute the relative error of the inner products and
-       compare it with the relative distortion. Which one does notebook 02's error correction target?
-    3. Count the multiply-adds of `lookup_table` for one query and check the formula $DK$.
-       For which $K$ does building the table cost as much as a dense fc layer with $C_t$ outputs?
+    """),
+    exercise(1, r"""
+    Replace the Fashion-MNIST patches by i.i.d. Gaussian vectors of the same shape and redo the distortion grid.
+    Does the advantage of long sub-vectors at equal bits survive?
+    """, r"""
+    `P_train = rng.standard_normal(P_train.shape)` (and the same for `P_test`), then re-run the grid cell.
+    What correlation between neighbouring dimensions is there left for k-means to exploit?
+    """, r"""
+    With independent Gaussian coordinates the long sub-vectors keep only a small advantage (the "space-filling"
+    gain of vector quantization, a fraction of a dB), far less than on the patches: most of the patch advantage
+    came from the correlation between neighbouring pixels, which i.i.d. data does not have.
+    ```python
+    G_train, G_test = rng.standard_normal(P_train.shape), rng.standard_normal(P_test.shape)
+    for d, K in [(1, 2), (4, 16), (8, 256)]:  # all one bit per dimension
+        q = ProductQuantizer(sub_dim=d, n_codewords=K, seed=0).fit(G_train)
+        print(d, K, q.distortion(G_test) / G_test.var(0).sum())
+    ```
+    """),
+    exercise(2, r"""
+    Plain PQ minimises the distortion of the *vectors*, but a layer only needs accurate *inner products*.
+    Using the LUT scatter above, compute the relative error of the inner products and compare it with the
+    relative distortion. Which one does notebook 02's error correction target?
+    """, r"""
+    The relative inner-product error is $\sum (\langle q, x\rangle - \langle q, \hat x\rangle)^2 / \sum \langle q, x\rangle^2$,
+    with `exact` and `est` from the scatter cell.
+    """, r"""
+    ```python
+    qz = ProductQuantizer(sub_dim=8, n_codewords=16, seed=0).fit(P_train)
+    est = qz.lookup_table(Q)[:, np.arange(qz.n_subspaces), qz.encode(P_test[50:])].sum(-1)
+    print(((exact - est) ** 2).sum() / (exact ** 2).sum(), qz.distortion(P_test) / variance)
+    ```
+    The two differ because the inputs $q$ are not isotropic: errors along directions the inputs rarely take cost
+    nothing. Error correction (notebook 02) minimises the inner-product (response) error on real inputs.
+    """),
+    exercise(3, r"""
+    Count the multiply-adds of `lookup_table` for one query and check the formula $DK$.
+    For which $K$ does building the table cost as much as a dense fc layer with $C_t$ outputs?
+    """, r"""
+    The table has $M K$ entries and each is an inner product of length $C'_s$.
+    """, r"""
+    $M K C'_s = D K$ multiply-adds. The dense layer costs $D C_t$, so the table alone costs as much when
+    $K = C_t$: $K$ must stay well below the number of outputs (for fc7, $K = 32 \ll 4096$).
     """),
 ]
 

@@ -1,4 +1,4 @@
-from nbbuild import build, code, md, setup
+from nbbuild import build, code, exercise, md, report, setup
 
 NB = "04_whole_network"
 cells = [
@@ -11,13 +11,15 @@ cells = [
       (*accumulated-error compensation*);
     - how much that, and error correction itself, matter: three methods compared layer by layer and on accuracy;
     - the trade-off between accuracy and compression (and theoretical speed-up) over several settings;
-    - how a quantized network is stored: the model file, and its size against the cost model's formula.
+    - how a quantized network is stored: the model file, and its size against the cost model's formula;
+    - **the calibration recipe** used by every later notebook (05, 07, 08): how many images and how many sweeps,
+      read off an over-fitting curve.
 
     **What you need**
     - notebooks 02 (error correction on one fc layer) and 03 (conv layers);
     - the trained reference model `data/models/mini-alexnet.qcnn` (`make models`) and Fashion-MNIST (`make data`);
-    - a few minutes in full mode (10,000 test images), about 2 minutes with `QCNN_FAST=1`
-      (2,000 test images, fewer calibration images and settings).
+    - a few minutes in full mode (the 10,000 test images), about 2 minutes with `QCNN_FAST=1`
+      (2,000 test images, fewer settings).
     """),
     setup(NB, "import tempfile\nfrom pathlib import Path\nimport pandas as pd\nfrom tqdm.auto import tqdm\nimport qcnn_lite\nfrom qcnn_lite import cost, data, modelfile, paths, quantize_network\nfrom qcnn_lite.evaluate import MINI_SETTINGS", one_blas_thread=True),
     code(r"""
@@ -69,14 +71,12 @@ cells = [
     - `error_correction=True, compensate=False` — every layer corrected on its *original* inputs;
     - `error_correction=False` — plain product quantization (k-means) of every layer's weights, no data needed.
 
-    **How many calibration images?** A conv layer gets one sample per output *position*, so a few hundred images
-    give it tens of thousands of samples (the paper used 250–500). An fc layer gets one sample per *image*, and
-    its statistics $G$ are $C_s \times C_s$: with fewer images than input features the least-squares problems
-    are under-determined and the fit does not generalise, which compensation, fitting quantized inputs to
-    original targets, punishes hardest. The paper used 25,000 images for its 9216-input fc layers; the mini
-    network's fc layers have 576 and 768 inputs, so we use 2,500 images and only two sweeps of block coordinate
-    descent per layer. Exercise 3 shows what happens with fewer images or more sweeps: the fitted (calibration)
-    error keeps falling while the error on new images rises sharply in `fc7` and `fc8` — classic over-fitting.
+    **How many calibration images?** Section 1b measures it; in short: a conv layer gets one sample per output
+    *position*, so a few hundred images give it tens of thousands of samples (the paper used 250–500). An fc
+    layer gets one sample per *image*, and its statistics $G$ are $C_s \times C_s$: with too few images the
+    least-squares problems fit the calibration set's noise and do not generalise, which compensation, fitting
+    quantized inputs to original targets, punishes hardest. (The paper used 25,000 images for its 9216-input fc
+    layers.)
 
     We use the paper's Table 1 setting 2 for AlexNet, scaled to the mini network
     (`qcnn_lite.evaluate.MINI_SETTINGS`): conv $C'_s=4$ instead of 8, because the mini network has a quarter of
@@ -86,7 +86,7 @@ cells = [
     code(r"""
     setting = MINI_SETTINGS["mini-alexnet"][1]
     print("settings (C's, K):", setting)
-    n_iter = 2  # sweeps per layer; the same in fast and full mode (more can over-fit the fc layers, see Exercise 3)
+    n_iter = 2  # the recipe's sweeps per layer (section 1b), the same in fast and full mode
     variants = {
         "plain PQ": dict(error_correction=False),
         "EC, independent layers": dict(error_correction=True, compensate=False),
@@ -96,6 +96,66 @@ cells = [
     for label, kw in variants.items():
         qnets[label] = quantize_network(net, calib if kw["error_correction"] else None, setting,
                                         n_iter=n_iter, seed=0, **kw)
+    """),
+    md(r"""
+    ### 1b. The recipe: an over-fitting curve
+
+    Error correction fits $G$ and $P$ from the calibration images. To see how many are needed, quantize `fc7`
+    (768 inputs, the widest fc layer) at setting 2's fc setting with a growing number of calibration images,
+    and measure its relative response error on the images it was fitted to (**calibration**) and on 1,000
+    other training images (**held out**), for 2 and 4 sweeps. The inputs come from the dense network, which
+    isolates the layer; compensation makes the over-fitting worse, not better.
+    """),
+    code(r"""
+    from qcnn_lite.correction import ResponseStats, response_error
+    from qcnn_lite.layers import QLinear
+
+    i_fc7 = next(i for i, L in net.param_layers() if L["name"] == "fc7")
+    fc7 = net.params["fc7"]
+    sizes = [250, 2500] if FAST else [250, 500, 1000, 2500, 5000]
+    pool = rng.choice(len(train_x), max(sizes) + 1000, replace=False)
+    S7 = np.concatenate([net.forward(data.to_input(train_x[pool[j:j + 500]], mean, std), stop=i_fc7).reshape(-1, fc7.in_features)
+                         for j in range(0, len(pool), 500)])
+    S7_fit, S7_out = S7[:max(sizes)], S7[max(sizes):]
+    stats_out = ResponseStats(fc7.in_features, fc7.out_features).update(S7_out, fc7(S7_out))
+    d7, K7 = setting.get("fc7", setting["fc"])
+    over = []
+    for n in tqdm(sizes, desc="n_calib"):
+        for sweeps in (2, 4):
+            q7 = QLinear.from_dense(fc7.weight, fc7.bias, sub_dim=d7, n_codewords=K7, seed=0, calib=S7_fit[:n], n_iter=sweeps)
+            over.append({"n_calib": n, "sweeps": sweeps, "calibration": q7.history_[-1],
+                         "held out": response_error(q7.dense_weight(), stats_out)})
+    over = pd.DataFrame(over)
+    plain7 = response_error(QLinear.from_dense(fc7.weight, fc7.bias, sub_dim=d7, n_codewords=K7, seed=0).dense_weight(), stats_out)
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for sweeps, g in over.groupby("sweeps"):
+        ax.plot(g["n_calib"], g["calibration"], "o--", label=f"calibration, {sweeps} sweeps")
+        ax.plot(g["n_calib"], g["held out"], "o-", label=f"held out, {sweeps} sweeps")
+    ax.axhline(plain7, color="k", ls=":", label="plain PQ, held out")
+    ax.axvline(fc7.in_features, color="grey", lw=0.8)
+    ax.set(xscale="log", yscale="log", xlabel="calibration images", ylabel="relative response error of fc7",
+           title=f"fc7 (C's={d7}, K={K7}): over-fitting with few calibration images")
+    ax.legend(fontsize=8)
+    show(fig, "overfitting_n_calib")
+    gap = over.assign(gap=over["held out"] / over["calibration"]).pivot(index="n_calib", columns="sweeps", values="gap")
+    small, big = over[over["n_calib"] == min(sizes)], over[over["n_calib"] == 2500]
+    over.round(4)
+    """),
+    report(r"""
+    With {min(sizes)} images (fewer than fc7's {fc7.in_features} inputs) the fit is {gap.loc[min(sizes)].max():.1f}x better
+    on the calibration set than on new images ({small['calibration'].min():.4f} against {small['held out'].min():.4f});
+    at 2,500 images the ratio is {gap.loc[2500].max():.2f}x and the held-out error {big['held out'].min():.4f}
+    (plain PQ: {plain7:.4f}). Even the over-fitted layer beats plain PQ here, but the held-out error falls by
+    {100 * (1 - big['held out'].min() / small['held out'].min()):.0f} % from {min(sizes)} to 2,500 images. Four sweeps instead of
+    two lower the held-out error at 2,500 images by a further
+    {100 * (1 - big[big['sweeps'] == 4]['held out'].iloc[0] / big[big['sweeps'] == 2]['held out'].iloc[0]):.0f} %,
+    for twice the quantization time.
+
+    **The recipe** (used here; 05 and 07 use it when they quantize, and show what their stored result files recorded; 08 uses fewer images to stay interactive): `n_calib` = 2,500 training images, at least three times the widest
+    fc input of the mini networks, where the calibration/held-out ratio has closed, and `n_iter` = 2 sweeps per layer,
+    for speed (4 sweeps gain a little, as measured above). For ImageNet-size networks the same rule
+    asks for several times 4,096-9,216 images for the fc layers (the paper's 25,000), far above
+    `imagenet_accuracy`'s default of 500, which suits only the conv layers.
     """),
     md(r"""
     ### Where the error goes
@@ -244,36 +304,81 @@ cells = [
     md(r"""
     The remaining difference between file and formula is the manifest (a few KiB of JSON: the spec and the
     settings), 64-byte alignment of each array and the 32-byte checksum; for a full-size AlexNet these are
-    negligible against 12.6 MiB.
-
+    negligible against its 12.60 MiB.
+    """),
+    code(r"""
+    harsh = curve[curve["setting"] == curve["setting"].iloc[-1]].set_index("method")["top-1 %"]
+    """),
+    report(r"""
     ## Summary
 
     - `quantize_network` quantizes conv and fc layers in order. With `compensate=True` (the paper) each
       layer's calibration inputs come from the already-quantized prefix and its targets from the original
       network, so later layers correct the errors of earlier ones.
-    - Compared layer by layer, plain PQ lets the error grow through the network; error correction on original
-      inputs helps each layer locally; compensation keeps the output error smallest and the accuracy closest to
-      the dense network.
-    - Compression and speed-up follow from the settings through the cost model. With error correction and
-      compensation, accuracy falls gently as the sub-vectors get longer and the codebooks smaller; plain PQ
-      collapses once the conv sub-vectors reach the paper's $C'_s=8$ (48 % top-1, against 89 % with error
-      correction).
-    - A quantized network fits in one checksummed, bit-packed model file whose size matches the cost model up
-      to a small header.
+    - At setting 2, top-1 on {n_test} test images: plain PQ {acc['plain PQ']:.2f} %, independent error correction
+      {acc['EC, independent layers']:.2f} %, error correction with compensation {acc['EC + compensation (paper)']:.2f} %
+      (dense {dense_acc:.2f} %).
+    - At the harshest setting of the grid ({curve['setting'].iloc[-1]}), plain PQ keeps {harsh['plain PQ']:.2f} % and
+      error correction with compensation {harsh['EC + compensation (paper)']:.2f} %.
+    - The recipe: {n_calib} calibration images and {n_iter} sweeps; with {min(sizes)} images fc7's held-out response
+      error is {gap.loc[min(sizes)].max():.1f}x its calibration error.
+    - A quantized network fits in one checksummed, bit-packed model file of {q_size / 1024:.1f} KiB, against
+      {c['qcnn_mib'] * 1024:.1f} KiB by the cost model.
 
     ## Exercises
-
-    1. Repeat section 1 with the reference models `mini-cnns` and `mini-vgg16` (`MINI_SETTINGS` has their settings). Which
-       network suffers most from plain PQ, and does compensation close the gap?
-    2. Split the accuracy loss between the conv and the fc layers: take the quantized network, put the dense
-       fc layers back (`q2 = qnet.copy(); q2.params["fc6"] = net.params["fc6"]`, and so on) and evaluate. Then do
-       the opposite. (The paper quantizes the convs first and fine-tunes the fc layers before quantizing them.)
-    3. Over-fitting. For setting 2 with compensation, vary `n_iter` (1, 2, 4) and `n_calib` (1000, 2500, 5000), and
-       compare `activation_errors(q, calib[:500])` (images the quantizer saw) with `activation_errors(q, held_out)`.
-       Where does the gap open, and why does it concern the fc layers (one sample per image, 576–768 inputs) and not
-       the conv layers (one sample per output position)? How would a ridge term $\lambda I$ added to $G$ help?
+    """),
+    exercise(1, r"""
+    Repeat section 1 with the reference models `mini-cnns` and `mini-vgg16` (`MINI_SETTINGS` has their settings).
+    Which network suffers most from plain PQ, and does compensation close the gap?
+    """, r"""
+    Load them with `modelfile.load(paths.model_file("mini-vgg16"))` and reuse the `variants` loop and `top1`.
+    """, r"""
+    ```python
+    for arch in ("mini-cnns", "mini-vgg16"):
+        n2 = modelfile.load(paths.model_file(arch)); st = MINI_SETTINGS[arch][1]
+        for label, kw in variants.items():
+            q = quantize_network(n2, calib if kw["error_correction"] else None, st, n_iter=n_iter, seed=0, show_progress=False, **kw)
+            print(arch, label, top1(q))
+    ```
+    The deeper network (mini-vgg16, more conv layers) accumulates the most error under plain PQ; compensation
+    recovers most of it.
+    """),
+    exercise(2, r"""
+    Split the accuracy loss between the conv and the fc layers: put the dense fc layers back into the quantized
+    network and evaluate; then the opposite.
+    """, r"""
+    `q2 = qnet.copy(); q2.params["fc6"] = net.params["fc6"]` (and fc7, fc8), then `top1(q2)`.
+    """, r"""
+    ```python
+    q2 = qnet.copy()
+    for name in ("fc6", "fc7", "fc8"):
+        q2.params[name] = net.params[name]
+    print("convs quantized only:", top1(q2))
+    ```
+    and the same with the conv layers restored. The paper quantizes the convs first and fine-tunes the fc layers
+    before quantizing them.
+    """),
+    exercise(3, r"""
+    Over-fitting with compensation: for setting 2, vary `n_calib` (250, 1,000, 2,500) with `compensate=True` and
+    compare `activation_errors(q, calib[:500])` (images the quantizer saw) with `activation_errors(q, held_out)`.
+    Where does the gap open, and how would a ridge term $\lambda I$ added to $G$ help?
+    """, r"""
+    The fc layers get one sample per image; the conv layers one per output position.
+    """, r"""
+    The gap opens in fc7 and fc8: with fewer images than inputs $G$ is singular, and the least-squares codebooks
+    fit noise. A ridge $\lambda I$ shrinks the solution towards the previous codebook, trading a little
+    calibration error for much less held-out error (the package uses a tiny one, $10^{-6}$, only for stability).
     """),
 ]
 
 if __name__ == "__main__":
-    build(NB, cells)
+    build(NB, cells, constants={
+        "10,000": "Fashion-MNIST test set size",
+        "25,000": "the paper: calibration images for AlexNet's fc layers",
+        "9216": "AlexNet fc6 inputs (256 x 6 x 6)",
+        "9,216": "AlexNet fc6 inputs (256 x 6 x 6)",
+        "4,096": "AlexNet fc7 inputs",
+        "768": "mini-alexnet fc7 inputs",
+        "12.60": "paper Table 2: Q-CNN AlexNet storage, MiB",
+        "64": "array alignment in the model file, bytes",
+    })

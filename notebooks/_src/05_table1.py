@@ -1,4 +1,4 @@
-from nbbuild import build, code, md, setup
+from nbbuild import build, code, exercise, md, report, setup
 
 NB = "05_table1"
 cells = [
@@ -18,7 +18,7 @@ cells = [
     - the committed reference models in `data/models/` and, for the accuracy column, the results that
       `make reproduce` wrote to `results/` (this notebook computes them if they are missing: a few minutes).
     """),
-    setup(NB, "import pandas as pd\nfrom qcnn_lite import cost, evaluate, models, paper, reproduce, tables"),
+    setup(NB, "import inspect\nimport pandas as pd\nfrom qcnn_lite import cost, evaluate, models, paper, reproduce, tables"),
     md(r"""
     ## 1. Speed-up and compression follow from the architecture
 
@@ -61,11 +61,29 @@ cells = [
 
     t1[cols].style.map(highlight, subset=["speedup_diff_pct", "compression_diff_pct"]).format(precision=2)
     """),
-    md(r"""
-    Every row lands within 1.5% of the paper. The small compression shortfall for AlexNet (-1.2 to -1.5%) is the
-    last fc layer: a codebook a little smaller than $K=16$ at $C'_s=1$ would close it, but the authors' released
-    AlexNet uses exactly fc8 $C'_s=1, K=16$, so we keep that.
+    code(r"""
+    worst = t1[["speedup_diff_pct", "compression_diff_pct"]].abs().max().max()
+    alex = t1[t1["network"] == "alexnet"]["compression_diff_pct"]
+    p1, p2 = paper.table1_paper("alexnet", 2), paper.table2_paper("alexnet")
+    t2_ratio = p2["cnn"]["storage_mb"] / p2["qcnn"]["storage_mb"]
+    alex2 = float(t1[(t1["network"] == "alexnet") & (t1["setting"] == 2)]["compression"].iloc[0])
+    """),
+    report(r"""
+    Every row lands within {worst:.2f} % of the paper. The compression shortfall for AlexNet ({alex.min():.2f} to
+    {alex.max():.2f} %) is the last fc layer: a codebook a little smaller than $K=16$ at $C'_s=1$ would close it, but
+    the authors' released AlexNet uses exactly fc8 $C'_s=1, K=16$, so we keep that.
 
+    **The paper disagrees with itself here.** Its Table 2 gives AlexNet's storage as {p2['cnn']['storage_mb']:.2f} MB
+    dense and {p2['qcnn']['storage_mb']:.2f} MB quantized: {t2_ratio:.2f}x. Its Table 1 gives {p1['compression']:.2f}x for
+    setting 2, the released model's setting. Both cannot hold for one model: a {p1['compression']:.2f}x model of
+    {p2['cnn']['storage_mb']:.2f} MB would take {p2['cnn']['storage_mb'] / p1['compression']:.2f} MB; the gap is
+    {100 * (1 - t2_ratio / p1['compression']):.1f} %. The paper does not explain it. A plausible reading (ours, not the
+    paper's): Table 2 reports the size of a stored file, Table 1 a computed ratio, perhaps with slightly different
+    bookkeeping of biases or of the last layer. The cost model gives {alex2:.2f}x for setting 2, which is
+    {"between the two" if min(t2_ratio, p1['compression']) <= alex2 <= max(t2_ratio, p1['compression']) else "outside both"}.
+
+    """),
+    md(r"""
     Where does the speed-up come from? Per layer, for AlexNet at setting 2:
     """),
     code(r"""
@@ -102,17 +120,49 @@ cells = [
     Calibration uses training images without their labels. `make reproduce` wrote the results; we load the same file
     (`reproduce.load`), or compute it through the same function when it is missing.
 
-    **One setting is scaled, not copied.** The paper's conv layers use $C'_s=8$. The mini networks have 1/3 to 1/8 of
-    their originals' channels, so at $C'_s=8$ a filter splits into only $M$ = 2-12 sub-spaces (AlexNet's split into
-    6-48), each codeword stands for a larger share of the filter, and even with error correction the mini networks
-    lose 1.6-2.7 points of top-1 (top-5: at most 0.5). We therefore scale the conv sub-spaces to $C'_s=4$
-    ($M$ = 4-24). The fc layers keep the paper's $C'_s$: they have hundreds of sub-spaces either way. Exercise 4
-    measures the literal setting.
+    **Which error rate is compared with which.** The paper reports the **top-5** error increase on 1000 ImageNet
+    classes. With 10 classes, top-5 is almost always right (the dense mini networks' top-5 error is a fraction of a
+    percent), so it cannot show a loss. We therefore report the **top-1** error increase on Fashion-MNIST and put it
+    beside the paper's top-5 increase: the same kind of quantity (points of error added by quantization), not the
+    same number. The table below has both our top-1 and top-5 columns.
+
+    **One setting is scaled, not copied.** The paper's conv layers use $C'_s=8$. The mini networks have a fraction of
+    their originals' channels, so at $C'_s=8$ a filter splits into far fewer sub-spaces than AlexNet's (the cell below
+    counts them), each codeword stands for a larger share of the filter, and accuracy suffers (Exercise 4 measures the
+    literal setting). We therefore scale the conv sub-spaces to $C'_s=4$. The fc layers keep the paper's $C'_s$: they have
+    hundreds of sub-spaces either way. The fitted settings, per network:
+    """),
+    code(r"""
+    def m_range(name, conv_sub_dim):
+        shape, sp = models.spec(name)
+        ms = [c.n_subspaces for c in cost.layer_costs(shape, sp, {"conv": (conv_sub_dim, 2), "fc": (1, 2)})
+              if c.type == "conv" and c.cs // c.groups >= conv_sub_dim]
+        return min(ms), max(ms)
+
+
+    for mini, settings in evaluate.MINI_SETTINGS.items():
+        for i, st in enumerate(settings, start=1):
+            print(f"{mini:13s} setting {i}: " + ", ".join(f"{k} {d}x{K}" for k, (d, K) in st.items()))
+    print()
+    m_rows = {name: {"M at C's=8": "%d-%d" % m_range(name, 8), "M at C's=4": "%d-%d" % m_range(name, 4) if name.startswith("mini") else ""}
+              for name in ("alexnet", "mini-alexnet", "mini-cnns", "mini-vgg16")}
+    a8, m8, m4 = ("%d-%d" % m_range("alexnet", 8), "%d-%d" % m_range("mini-alexnet", 8), "%d-%d" % m_range("mini-alexnet", 4))
+    recipe = {k: v.default for k, v in inspect.signature(evaluate.table1_accuracy).parameters.items() if k in ("n_calib", "n_iter")}
+    print("conv sub-spaces per layer (the first conv layer, with fewer channels than C's, left out):")
+    pd.DataFrame(m_rows).T
+    """),
+    report(r"""
+    AlexNet's conv filters split into {a8} sub-spaces at $C'_s=8$; the mini networks' into
+    {m8} (mini-alexnet) at $C'_s=8$ and {m4} at
+    $C'_s=4$. Calibration: the results file was computed by `evaluate.table1_accuracy` with its defaults,
+    `n_calib` = {recipe['n_calib']}, `n_iter` = {recipe['n_iter']}; the suite's recipe (notebook 04) is 2,500 images and
+    2 sweeps, used below when the file is missing. (TODO(integrator): align `table1_accuracy`'s defaults with the recipe
+    and re-run `make reproduce`.)
     """),
     code(r"""
     acc = reproduce.load("table1_accuracy")
     if acc is None:  # not reproduced yet: compute (cached in results/cache, so make reproduce reuses it)
-        acc = evaluate.table1_accuracy(n_test=2000 if FAST else None)
+        acc = evaluate.table1_accuracy(n_test=2000 if FAST else None, n_calib=2500, n_iter=2)  # the recipe (04)
     acc = pd.DataFrame(acc)
     acc[["network", "setting", "method", "top1_err", "top5_err", "top1_change", "top5_change",
          "compression", "speedup", "quantize_s", "paper_top5_increase"]]
@@ -134,21 +184,27 @@ cells = [
     each layer's *response*, with the inputs taken from the already-quantized layers before it, recovers most of the loss.
     That is the paper's point, and it holds on this small problem too.
 
-    **Compression is lower than the paper's 15-20x** on the mini networks, and honestly so: a codebook costs
+    **Compression is lower than the paper's** on the mini networks, and honestly so: a codebook costs
     $4 M C'_s K$ bytes whatever the size of the layer, and a conv codebook of $K=128$ codewords is a large share of a
-    layer with 64 channels. The paper's networks have 10-100x more weights per codebook.
+    layer with 64 channels. The paper's networks have many more weights per codebook.
     """),
     code(r"""
     print(q.groupby("network")[["compression", "speedup"]].first().to_string())
     """),
     md(r"""
     ## 3. What is reproduced, and what is not
-
+    """),
+    code(r"""
+    paper_comp = t1["paper_compression"]
+    ec = q[q["method"] == "ec"]
+    plain = q[q["method"] == "plain"]
+    """),
+    report(r"""
     | Table 1 column | here | how |
     |---|---|---|
-    | speed-up | **reproduced** at full size | cost model on the exact architectures, within 1.5% |
-    | compression | **reproduced** at full size | cost model; the model file of a quantized AlexNet is within 0.1% of it (`make test`) |
-    | top-5 error increase | **stand-in** | Fashion-MNIST with mini networks trained here, not ILSVRC-12 |
+    | speed-up | **reproduced** at full size | cost model on the exact architectures, within {worst:.2f} % |
+    | compression | **reproduced** at full size | cost model (the paper's {paper_comp.min():.1f}-{paper_comp.max():.1f}x); a quantized AlexNet's model file matches it (`make test`) |
+    | top-5 error increase | **stand-in** | top-1 increase on Fashion-MNIST with mini networks trained here, not ILSVRC-12 top-5 |
 
     Not reproduced: the absolute ImageNet error rates, the authors' fine-tuning of the fc layers between quantizing the conv
     and fc layers, and their exact settings (derived, not published).
@@ -160,30 +216,93 @@ cells = [
     ```
 
     The val folder is read in class-folder layout (or flat, with `--ground-truth`), pre-processed as the paper does
-    (shorter side to 256, centre crop, mean subtraction), and the first 500 images calibrate the quantizer unless
-    `--calib-dir` points at training images. torchvision's AlexNet is the later 64/192/384/256/256 variant, not the
-    paper's BVLC model; its VGG-16 is the paper's.
+    (shorter side to 256, centre crop, mean subtraction). Calibration: by notebook 04's rule the fc layers need several
+    times their 4,096-9,216 inputs in images, so pass `--calib-dir` with training images and a large `n_calib`; the
+    default of 500 val images suits only the conv layers. torchvision's AlexNet is the later 64/192/384/256/256 variant,
+    not the paper's BVLC model; its VGG-16 is the paper's.
 
     ## Summary
 
-    - Speed-up and compression are properties of the architecture and the settings: the cost model reproduces all six
-      rows of Table 1 within 1.5%, with settings derived from the paper's notes.
-    - Error correction is what keeps the accuracy: on Fashion-MNIST, plain product quantization loses clearly more than
-      the paper's response-fitting method at the same settings.
+    - Speed-up and compression are properties of the architecture and the settings: the cost model reproduces all
+      {len(t1)} rows of Table 1 within {worst:.2f} %, with settings derived from the paper's notes. The paper's own
+      Tables 1 and 2 disagree on AlexNet's compression ({p1['compression']:.2f}x against {t2_ratio:.2f}x).
+    - Error correction is what keeps the accuracy: on Fashion-MNIST the top-1 error rises by
+      {ec['top1_change'].min():.2f} to {ec['top1_change'].max():.2f} points with error correction, and by
+      {plain['top1_change'].min():.2f} to {plain['top1_change'].max():.2f} with plain product quantization at the same
+      settings (the paper: {ec['paper_top5_increase'].min():.2f} to {ec['paper_top5_increase'].max():.2f} points of **top-5**
+      on ImageNet).
     - Small networks compress less: codebooks are a fixed cost that large layers amortise.
 
     ## Exercises
-
-    1. Change VGG-16's conv setting from $C'_s=6$ to $C'_s=8$ in a copy of `paper.TABLE1_SETTINGS["vgg16"]` and recompute
-       its row with `cost.network_cost`. Why does the paper's smaller $C'_s$ cost speed but not much storage?
-    2. Which single layer of CNN-S limits its speed-up at setting 2? Use `cost.layer_costs` and compare the Q-CNN FLOPs.
-    3. Run `evaluate.table1_accuracy(["mini-cnns"], n_iter=1)` and compare with the default 4 sweeps: how many sweeps of
-       error correction does the accuracy need?
-    4. Quantize `mini-cnns` at the paper's literal conv setting, `dict(evaluate.MINI_SETTINGS["mini-cnns"][0],
-       conv=(8, 128))`, with `quantize_network` (2,000 calibration images are enough) and measure it with
-       `evaluate.evaluate_network`. Which conv layer loses most? Quantize one layer at a time to find out.
+    """),
+    exercise(1, r"""
+    Change VGG-16's conv setting from $C'_s=6$ to $C'_s=8$ in a copy of `paper.TABLE1_SETTINGS["vgg16"]` and
+    recompute its row with `cost.network_cost`. Why does the paper's smaller $C'_s$ cost speed but not much storage?
+    """, r"""
+    Smaller $C'_s$ means more sub-spaces $M$: more table additions $d_t^2 d_k^2 M C_t$ and more codes, but the conv
+    layers hold little of VGG-16's storage.
+    """, r"""
+    ```python
+    shape, sp = models.spec("vgg16")
+    for d in (6, 8):
+        st = dict(paper.TABLE1_SETTINGS["vgg16"][1], conv=(d, 128))
+        c = cost.network_cost(shape, sp, st); print(d, c["speedup"], c["compression"])
+    ```
+    The speed-up grows with $C'_s$ (fewer additions); the compression barely moves because the fc layers hold most bytes.
+    """),
+    exercise(2, r"""
+    Which single layer of CNN-S limits its speed-up at setting 2? Use `cost.layer_costs` and compare the Q-CNN FLOPs.
+    """, r"""
+    Sort the layers by `qcnn_flops`; also look at the per-layer ratio `cnn_flops / qcnn_flops`.
+    """, r"""
+    ```python
+    shape, sp = models.spec("cnns")
+    lc = cost.layer_costs(shape, sp, paper.TABLE1_SETTINGS["cnns"][1])
+    print(sorted(((c.qcnn_flops, c.name, c.cnn_flops / c.qcnn_flops) for c in lc), reverse=True)[:3])
+    ```
+    The first conv layer (few input channels, so $M$ = 1 and almost no saving, on the largest map) keeps most of
+    its FLOPs and dominates the quantized total.
+    """),
+    exercise(3, r"""
+    Run `evaluate.table1_accuracy(["mini-cnns"], n_iter=1)` and compare with 2 and 4 sweeps: how many sweeps of
+    error correction does the accuracy need?
+    """, r"""
+    Each call is cached in `results/cache`; compare the `top1_change` of the `ec` rows.
+    """, r"""
+    ```python
+    for it in (1, 2, 4):
+        rows = evaluate.table1_accuracy(["mini-cnns"], n_iter=it, n_calib=2500)
+        print(it, [r["top1_change"] for r in rows if r["method"] == "ec"])
+    ```
+    Most of the gain comes in the first one or two sweeps (notebook 02's `history_` shows the same); more sweeps
+    fit the calibration set better than the test set (notebook 04's curve).
+    """),
+    exercise(4, r"""
+    Quantize `mini-cnns` at the paper's literal conv setting, `dict(evaluate.MINI_SETTINGS["mini-cnns"][0], conv=(8, 128))`,
+    with `quantize_network` and measure it with `evaluate.evaluate_network`. Which conv layer loses most?
+    """, r"""
+    Quantize one conv layer at a time (settings for the others: keep them dense by building the network by hand as in
+    notebook 03, section 8).
+    """, r"""
+    The layers with the fewest channels per group lose most at $C'_s = 8$: they have the fewest sub-spaces, so each
+    codeword carries the largest share of a filter. That is why the conv setting is scaled to $C'_s = 4$.
     """),
 ]
 
 if __name__ == "__main__":
-    build(NB, cells)
+    build(NB, cells, constants={
+        "1000": "ImageNet classes",
+        "16": "the 16 of VGG-16; the released fc8 K",
+        "32": "the paper's fc K",
+        "60": "Fashion-MNIST: 60k training images",
+        "12": "(as in ILSVRC-12)",
+        "128": "the paper's conv K",
+        "64": "a mini-network layer width / torchvision AlexNet conv1",
+        "192": "torchvision AlexNet conv2 width",
+        "384": "torchvision AlexNet conv3 width",
+        "256": "torchvision AlexNet conv4/conv5 width; the paper's resize side",
+        "4,096": "AlexNet fc7 inputs",
+        "9,216": "AlexNet fc6 inputs",
+        "2,500": "the calibration recipe of notebook 04",
+        "500": "imagenet_accuracy's default n_calib",
+    })

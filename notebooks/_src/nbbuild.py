@@ -4,6 +4,31 @@ Each ``notebooks/_src/NN_name.py`` calls :func:`build` with its cells; running i
 writes ``notebooks/NN_name.ipynb`` without outputs. Execute it afterwards:
 
     jupyter nbconvert --to notebook --execute --inplace notebooks/NN_name.ipynb
+
+Numbers in the prose (checked by ``tests/test_notebook_numbers.py``)
+--------------------------------------------------------------------
+A number in the prose is either a *constant of the lesson* or *quoted from an output*:
+
+* **Quoted from an output** -- a measured accuracy, error, ratio or time. Such a number
+  is never typed: write the sentence with :func:`report`, a hidden code cell
+  ``display(Markdown(rf"..."))`` whose numbers are formatted from the variables that
+  hold them (``{top1_ec:.2f} %``). The reader sees rendered Markdown; re-executing the
+  notebook updates the prose with the outputs.
+* **A constant of the lesson** -- a setting or a fact the lesson fixes: the numeric
+  literals of the notebook's own code cells (``K = 32``, ``n_test = 2000``), integers
+  0-10 (counting, headings, notebook numbers), and the values declared with
+  ``build(..., constants={"232.56": "paper Table 2, AlexNet CPU time (ms)"})`` --
+  paper figures, data set sizes, hardware facts -- each with its source.
+
+The test extracts every number from every static Markdown cell (outside code spans,
+fenced code and link targets) and from the literal text of every ``report`` f-string
+(outside its ``{...}`` fields), and fails on any that is not a constant of the lesson.
+So a measured number can only reach the prose through a variable, and it is the
+output's number by construction. It also checks that every ``report`` cell was executed
+and shows its Markdown.
+
+Exercises: :func:`exercise` gives each one a hint and a solution, both collapsed
+(``<details>``), so the page reads as a problem first.
 """
 from __future__ import annotations
 
@@ -26,10 +51,46 @@ def code(text: str):
     return new_code_cell(textwrap.dedent(text).strip("\n"))
 
 
-def build(name: str, cells: list) -> Path:
+def report(template: str):
+    """A hidden code cell rendering ``template`` as Markdown, its ``{...}`` fields formatted from variables.
+
+    Use it for every sentence that quotes a measured number (see the module docstring).
+    The template becomes a raw f-string: LaTeX backslashes stay as typed, but literal braces
+    must be doubled (``\\frac{{a}}{{b}}``); it must not contain triple double quotes.
+    """
+    body = textwrap.dedent(template).strip("\n")
+    if '"""' in body:
+        raise ValueError("report(): the template must not contain triple double quotes")
+    cell = new_code_cell(
+        "# report: every number below is formatted from a variable (tests/test_notebook_numbers.py)\n"
+        "from IPython.display import Markdown, display\n"
+        f'display(Markdown(rf"""\n{body}\n"""))'
+    )
+    cell.metadata["tags"] = ["report"]
+    cell.metadata["jupyter"] = {"source_hidden": True}
+    return cell
+
+
+def exercise(number: int, task: str, hint: str, solution: str):
+    """One exercise as Markdown: the task, then a collapsed hint and a collapsed solution."""
+    task, hint, solution = (textwrap.dedent(t).strip("\n") for t in (task, hint, solution))
+    return md(
+        f"**Exercise {number}.** {task}\n\n"
+        f"<details><summary>Hint</summary>\n\n{hint}\n\n</details>\n\n"
+        f"<details><summary>Solution</summary>\n\n{solution}\n\n</details>"
+    )
+
+
+def build(name: str, cells: list, constants: dict[str, str] | None = None) -> Path:
+    """Write ``notebooks/<name>.ipynb``; ``constants`` maps each declared lesson constant to its source."""
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
+    for value, source in (constants or {}).items():
+        float(value.replace(",", ""))  # a ValueError here names a constant that is not a number
+        if not source.strip():
+            raise ValueError(f"constant {value} needs its source")
+    nb.metadata["qcnn"] = {"constants": dict(constants or {})}
     nbformat.validate(nb)
     path = NOTEBOOKS / f"{name}.ipynb"
     nbformat.write(nb, path)
