@@ -45,17 +45,20 @@ reproduce: setup data
 test: setup system-deps data
 	$(PYTEST) tests
 	QCNN_LITE_BACKEND=numpy $(PYTEST) -q tests/test_layers.py tests/test_engine.py tests/test_quantize.py tests/test_kernels.py
+	QCNN_LITE_TARGET=baseline $(PYTEST) -q tests/test_kernels.py tests/test_dispatch.py tests/test_shuffle.py
 	$(MAKE) test-asan
 	$(MAKE) test-notebooks
 
 # The compiled kernels under AddressSanitizer (about a minute): every kernel test, clean (Pythran and byte-shuffle).
+# Built with g++ (the CI's g++ build; setup uses clang++ when found), baseline target only: one _pythran_*.so.
 test-asan: setup
 	rm -rf build/asan
-	$(BIN)/meson setup build/asan -Db_sanitize=address -Dbuildtype=debugoptimized -Dpythran=enabled >/dev/null
+	CXX=g++ $(BIN)/meson setup build/asan -Db_sanitize=address -Dbuildtype=debugoptimized -Dpythran=enabled \
+	  -Dkernel_targets=baseline >/dev/null
 	$(BIN)/ninja -C build/asan >/dev/null
-	QCNN_LITE_KERNELS_SO=$$(ls build/asan/qcnn_lite/kernels/_pythran*.so) \
+	QCNN_LITE_KERNELS_SO=$$(ls build/asan/qcnn_lite/kernels/_pythran_baseline*.so) \
 	LD_PRELOAD=$$(g++ -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
-	$(PYTEST) -q tests/test_kernels.py
+	$(PYTEST) -q tests/test_kernels.py tests/test_dispatch.py
 	QCNN_LITE_SIMD_SO=$$(ls build/asan/qcnn_lite/kernels/simd/_lut_simd*.so) \
 	LD_PRELOAD=$$(g++ -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
 	$(PYTEST) -q tests/test_shuffle.py

@@ -93,6 +93,9 @@ def machine() -> dict[str, Any]:
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "numpy": np.__version__, "torch": getattr(torch, "__version__", None),
         "kernel_backends": kernels.available_backends(),
+        # the CPU target of the compiled kernels (None: not built) and why it was picked
+        "kernel_target": kernels.target(), "kernel_target_reason": kernels.describe()["reason"],
+        "kernel_targets_built": kernels.built_targets(),
         "time_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
 

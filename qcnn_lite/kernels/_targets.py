@@ -65,7 +65,7 @@ def _built_paths() -> dict[str, str]:
         if so:
             if not Path(so).is_file():
                 raise ImportError(f"{ENV_SO}={so}: no such file")
-            _paths = {_override_target(so): so}
+            _paths = {_override_target(so): os.path.abspath(so)}
         else:
             _paths = {}
             for t in _cpu.TARGETS:
