@@ -88,14 +88,15 @@ def machine() -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     torch = sys.modules.get("torch")
+    target = kernels.describe()
     return {
         "cpu": cpu, "cores": os.cpu_count(),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "numpy": np.__version__, "torch": getattr(torch, "__version__", None),
         "kernel_backends": kernels.available_backends(),
         # the CPU target of the compiled kernels (None: not built) and why it was picked
-        "kernel_target": kernels.target(), "kernel_target_reason": kernels.describe()["reason"],
-        "kernel_targets_built": kernels.built_targets(),
+        "kernel_target": target["target"], "kernel_target_reason": target["reason"],
+        "kernel_targets_built": kernels.built_targets(), "cpu_features": target["cpu"]["features"],
         "time_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
 

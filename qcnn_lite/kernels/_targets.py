@@ -120,10 +120,9 @@ def _choose(want: str | None) -> tuple[str, str]:
         return best, why
     t = _cpu.canonical(want)  # ValueError for an unknown name
     if t not in have:
+        how = "-Dnative=true" if t == "native" else f"-Dkernel_targets including {t} (or the default, auto)"
         raise ValueError(f"{ENV_TARGET}={want!r}: the {t} kernels are not built (built: {', '.join(have) or 'none'}); "
-                         f"rebuild with -Dkernel_targets including {t}" if t != "native" else
-                         f"{ENV_TARGET}={want!r}: the native kernels are not built (built: {', '.join(have) or 'none'}); "
-                         "rebuild with -Dnative=true")
+                         f"rebuild with {how}")
     lack = _cpu.missing(t, info)
     if lack:
         raise ValueError(f"{ENV_TARGET}={want!r}: this {feats} cannot run the {t} kernels "
