@@ -128,7 +128,8 @@ def test_best_target(name, built, want):
 
 
 @pytest.mark.parametrize("spelling,want", [("baseline", "baseline"), ("V3", "v3"), ("x86-64-v4", "v4"),
-                                           ("v1", "baseline"), ("generic", "baseline"), (" dotprod ", "dotprod")])
+                                           ("v1", "baseline"), ("generic", "baseline"), (" dotprod ", "dotprod"),
+                                           ("avx2", "v3"), ("scalar", "baseline")])  # _shuffle's ISA names
 def test_target_names(spelling, want):
     assert _cpu.canonical(spelling) == want
 

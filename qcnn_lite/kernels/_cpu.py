@@ -43,10 +43,12 @@ REQUIRES: dict[str, tuple[str, ...]] = {"baseline": (), "v3": _X86_V3, "v4": _X8
                                         "native": ()}
 MARCH: dict[str, str | None] = {"baseline": None, "v3": "x86-64-v3", "v4": "x86-64-v4",
                                 "dotprod": "armv8.2-a+dotprod", "native": "native"}
-# Other spellings accepted in QCNN_LITE_TARGET (the psABI names, and the levels below v3, which are baseline).
+# Other spellings accepted in QCNN_LITE_TARGET: the psABI names, the levels below v3 (baseline), and the
+# byte-shuffle ISA names of _shuffle (which runs exactly that ISA; the Pythran kernels the target that has it).
 ALIASES: dict[str, str] = {
     "generic": "baseline", "portable": "baseline", "v1": "baseline", "v2": "baseline", "x86-64": "baseline",
     "x86-64-v2": "baseline", "x86-64-v3": "v3", "x86-64-v4": "v4", "armv8.2-a+dotprod": "dotprod",
+    "scalar": "baseline", "neon": "baseline", "avx2": "v3", "avx512vbmi": "v4",
 }
 _ARCH_TARGETS = {"x86_64": ("baseline", "v3", "v4"), "aarch64": ("baseline", "dotprod")}
 _MACHINE = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "armv8l": "aarch64"}
