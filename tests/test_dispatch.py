@@ -174,6 +174,13 @@ def test_forced_target_not_runnable(fake):
         _targets._choose("dotprod")
 
 
+def test_forced_target_of_another_architecture(fake):
+    fake("zen4", ["baseline", "v3", "v4"])
+    with pytest.raises(ValueError, match=r"'dotprod': the dotprod kernels are for an aarch64 CPU \(this is x86_64\); "
+                                         "built here: baseline, v3, v4"):
+        _targets._choose("dotprod")
+
+
 def test_forced_unknown_target(fake):
     fake("intel-avx512", ["baseline"])
     with pytest.raises(ValueError, match="unknown target 'fastest'"):
@@ -239,3 +246,24 @@ def test_every_runnable_target_matches_numpy(target, rng):
     finally:
         kernels.set_target(old)
         kernels.set_backend(old_backend)
+
+
+def test_info_and_bench_report_the_target():
+    """`python -m qcnn_lite info` names the target and every built one; bench results carry it and the CPU model."""
+    from qcnn_lite import buildinfo, measure
+
+    info = buildinfo.collect()
+    text = buildinfo.render(info)
+    assert info["target"]["target"] == kernels.target()
+    assert f"kernel target       : {kernels.target() or '-'}" in text
+    for t in kernels.built_targets():
+        assert f"built {t:<12}:" in text
+    m = measure.machine()
+    assert m["kernel_target"] == kernels.target() and m["cpu"] and m["kernel_targets_built"] == kernels.built_targets()
+
+
+def test_set_target_without_kernels_is_an_import_error(monkeypatch):
+    monkeypatch.setattr(kernels, "_load_pythran", lambda: None)
+    with pytest.raises(ImportError, match="not built"):
+        kernels.set_target("baseline")
+    assert kernels.target() is None

@@ -120,6 +120,8 @@ def describe() -> dict:
 
 
 set_backend(os.environ.get("QCNN_LITE_BACKEND", "auto").strip().lower() or "auto")
+if os.environ.get(_targets.ENV_TARGET, "").strip():
+    _load_pythran()  # a forced target is checked now, whatever the backend: ValueError if it cannot be used
 
 
 # -- validation ------------------------------------------------------------

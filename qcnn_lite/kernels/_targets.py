@@ -119,6 +119,9 @@ def _choose(want: str | None) -> tuple[str, str]:
             why += "; not runnable: " + "; ".join(f"{t} (lacks {', '.join(_cpu.missing(t, info))})" for t in skipped)
         return best, why
     t = _cpu.canonical(want)  # ValueError for an unknown name
+    if t not in have and t not in ("native", *_cpu.arch_targets(info.arch)):
+        raise ValueError(f"{ENV_TARGET}={want!r}: the {t} kernels are for {_cpu.missing(t, info)[0]}; "
+                         f"built here: {', '.join(have) or 'none'}")
     if t not in have:
         how = "-Dnative=true" if t == "native" else f"-Dkernel_targets including {t} (or the default, auto)"
         raise ValueError(f"{ENV_TARGET}={want!r}: the {t} kernels are not built (built: {', '.join(have) or 'none'}); "
