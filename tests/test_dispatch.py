@@ -267,3 +267,9 @@ def test_set_target_without_kernels_is_an_import_error(monkeypatch):
     with pytest.raises(ImportError, match="not built"):
         kernels.set_target("baseline")
     assert kernels.target() is None
+
+
+def test_set_target_errors_name_the_call(fake):
+    fake("avx2-only", ["baseline", "v3", "v4"])
+    with pytest.raises(ValueError, match=r"^set_target\('v4'\): this x86_64 CPU .* cannot run the v4 kernels"):
+        _targets.select("v4")

@@ -23,7 +23,7 @@ from typing import Any
 
 from . import _cpu
 
-__all__ = ["built", "runnable", "select", "current", "describe", "cpu", "ENV_TARGET", "ENV_SO"]
+__all__ = ["built", "runnable", "select", "current", "target", "describe", "cpu", "ENV_TARGET", "ENV_SO"]
 
 ENV_TARGET = "QCNN_LITE_TARGET"
 ENV_SO = "QCNN_LITE_KERNELS_SO"
@@ -102,8 +102,11 @@ def _load(target: str) -> ModuleType:
     return _loaded[target]
 
 
-def _choose(want: str | None) -> tuple[str, str]:
-    """(target, why) for a requested name (None: the best); ValueError/ImportError with the reason otherwise."""
+def _choose(want: str | None, via: str = ENV_TARGET) -> tuple[str, str]:
+    """(target, why) for a requested name (None: the best); ValueError/ImportError with the reason otherwise.
+
+    ``via`` names where the request came from, for the messages (the variable, or ``set_target``).
+    """
     have, info = built(), cpu()
     feats = f"{info.arch} CPU {info.model!r}"
     if want is None or want.strip().lower() in ("", "auto"):
@@ -119,26 +122,28 @@ def _choose(want: str | None) -> tuple[str, str]:
             why += "; not runnable: " + "; ".join(f"{t} (lacks {', '.join(_cpu.missing(t, info))})" for t in skipped)
         return best, why
     t = _cpu.canonical(want)  # ValueError for an unknown name
+    asked = f"{via}({want!r})" if via == "set_target" else f"{via}={want!r}"
     if t not in have and t not in ("native", *_cpu.arch_targets(info.arch)):
-        raise ValueError(f"{ENV_TARGET}={want!r}: the {t} kernels are for {_cpu.missing(t, info)[0]}; "
+        raise ValueError(f"{asked}: the {t} kernels are for {_cpu.missing(t, info)[0]}; "
                          f"built here: {', '.join(have) or 'none'}")
     if t not in have:
         how = "-Dnative=true" if t == "native" else f"-Dkernel_targets including {t} (or the default, auto)"
-        raise ValueError(f"{ENV_TARGET}={want!r}: the {t} kernels are not built (built: {', '.join(have) or 'none'}); "
+        raise ValueError(f"{asked}: the {t} kernels are not built (built: {', '.join(have) or 'none'}); "
                          f"rebuild with {how}")
     lack = _cpu.missing(t, info)
     if lack:
-        raise ValueError(f"{ENV_TARGET}={want!r}: this {feats} cannot run the {t} kernels "
+        raise ValueError(f"{asked}: this {feats} cannot run the {t} kernels "
                          f"(lacks {', '.join(lack)}); runnable here: {', '.join(runnable()) or 'none'}")
-    return t, f"forced ({ENV_TARGET}={want})" if want is not None else "forced"
+    return t, f"forced ({via}={want})" if via != "set_target" else f"forced (set_target({want!r}))"
 
 
-def select(want: str | None = None) -> ModuleType:
+def select(want: str | None = None, via: str = "set_target") -> ModuleType:
     """Load and use the kernels of ``want`` (a target name; None or "auto": the best built target this CPU runs).
 
-    Raises ValueError (unknown, unbuilt or unrunnable target) or ImportError (nothing built).
+    Raises ValueError (unknown, unbuilt or unrunnable target) or ImportError (nothing built);
+    ``via`` names the request in those messages.
     """
-    t, why = _choose(want)
+    t, why = _choose(want, via)
     mod = _load(t)
     _state.update(target=t, reason=why)
     sys.modules[_ALIAS] = mod
@@ -149,7 +154,7 @@ def current() -> ModuleType:
     """The extension in use, selecting one from ``QCNN_LITE_TARGET`` first if none is yet."""
     if _state["target"] is None:
         env = os.environ.get(ENV_TARGET)
-        return select(env.strip() if env and env.strip() else None)
+        return select(env.strip() if env and env.strip() else None, ENV_TARGET)
     return _loaded[_state["target"]]
 
 
