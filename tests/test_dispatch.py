@@ -105,6 +105,13 @@ def test_missing_features_are_named():
     assert _cpu.missing("dotprod", _cpu.parse_cpuinfo(A53, "aarch64")) == ["asimddp", "asimdrdm", "atomics"]
 
 
+def test_another_architectures_cpuinfo_means_baseline():
+    """qemu-user: an aarch64 process reads the x86 host's /proc/cpuinfo; its flags say nothing about aarch64."""
+    cpu = _cpu.parse_cpuinfo(INTEL_SPR, "aarch64")
+    assert cpu.flags == frozenset() and "qemu" in cpu.source
+    assert _cpu.best(["baseline", "dotprod"], cpu) == "baseline"
+
+
 def test_unreadable_cpuinfo_means_baseline(tmp_path):
     cpu = _cpu.detect(tmp_path / "no-such-file", "x86_64")
     assert cpu.flags == frozenset() and "unreadable" in cpu.source

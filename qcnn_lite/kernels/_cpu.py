@@ -84,12 +84,17 @@ def parse_cpuinfo(text: str, machine: str | None = None, source: str = "canned")
         if ":" in line:
             k, v = (s.strip() for s in line.split(":", 1))
             fields.setdefault(k.lower(), v)
-    flags = fields.get("flags") or fields.get("features") or ""
+    arch = _arch(machine)
+    # x86 names its features "flags", aarch64 "Features". The other one is another CPU's: under
+    # qemu-user an aarch64 process reads the x86 host's /proc/cpuinfo. Then nothing is assumed.
+    key = {"x86_64": "flags", "aarch64": "features"}.get(arch)
+    flags = fields.get(key, "") if key else fields.get("flags") or fields.get("features") or ""
+    if key and not flags and ("flags" in fields or "features" in fields):
+        source += f" (no {key!r} line: another architecture's, e.g. under qemu-user; no features assumed)"
     model = fields.get("model name") or fields.get("hardware") or fields.get("model") or ""
     if not model and "cpu part" in fields:
         model = f"implementer {fields.get('cpu implementer', '?')} part {fields['cpu part']}"
-    return CpuInfo(_arch(machine), model or platform.processor() or "unknown", frozenset(flags.lower().split()),
-                   source)
+    return CpuInfo(arch, model or platform.processor() or "unknown", frozenset(flags.lower().split()), source)
 
 
 def detect(path: str | Path = "/proc/cpuinfo", machine: str | None = None) -> CpuInfo:
