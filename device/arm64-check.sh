@@ -12,8 +12,9 @@
 #   2. debootstrap an arm64 Debian root (once; re-used later) with python3,
 #      python3-numpy, clang and ninja; pip installs meson, meson-python, pythran;
 #   3. copy the committed sources (git archive HEAD) into the root and build the
-#      kernels there with CXX=clang++ -Dpythran=enabled (no BLAS, like the phone);
-#   4. run the compiled kernels against the numpy kernels on small conv/fc layers.
+#      kernels there with CXX=clang++ -Dpythran=enabled (no BLAS, like the phone):
+#      the default -Dkernel_targets, i.e. baseline and dotprod (armv8.2-a+dotprod);
+#   4. run each target's compiled kernels against the numpy kernels on small conv/fc layers.
 # The outcome (pass/fail/error, with the reason and timings) goes to
 # device/results/arm64-check.json (or $OUT). Slow under emulation: a manual
 # target, not part of `make test`.
@@ -30,7 +31,7 @@ force=0
 for arg in "$@"; do
     case "$arg" in
         --force) force=1 ;;
-        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "arm64-check: unknown option '$arg'" >&2; exit 2 ;;
     esac
 done
@@ -162,13 +163,17 @@ t_build=$(date +%s)
 in_root sh -c 'cd /src/qcnn-lite && CXX=clang++ meson setup /build/arm64 -Dpythran=enabled' >>"$LOG" 2>&1
 in_root sh -c 'cd /src/qcnn-lite && meson compile -C /build/arm64' >>"$LOG" 2>&1
 build_s=$(( $(date +%s) - t_build ))
-so=$(cd "$ROOT_DIR" && ls build/arm64/qcnn_lite/kernels/_pythran*.so)
-echo "built /$so in $build_s s" | tee -a "$LOG"
+# one extension per CPU target: _pythran_baseline, _pythran_dotprod
+sos=""
+for f in "$ROOT_DIR"/build/arm64/qcnn_lite/kernels/_pythran_*.so; do
+    [ -e "$f" ] && sos="$sos ${f#"$ROOT_DIR"}"
+done
+echo "built $sos in $build_s s" | tee -a "$LOG"
 
 step "4/4 compiled kernels vs numpy kernels on small layers (aarch64)"
 cp "$here/arm64_compare.py" "$ROOT_DIR/src/arm64_compare.py"
 t_check=$(date +%s)
-result=$(in_root sh -c "cd /src/qcnn-lite && PYTHONPATH=/src/qcnn-lite python3 /src/arm64_compare.py /$so /build/arm64/qcnn_lite/kernels/_buildinfo.json" 2>>"$LOG" | tail -n 1)
+result=$(in_root sh -c "cd /src/qcnn-lite && PYTHONPATH=/src/qcnn-lite python3 /src/arm64_compare.py /build/arm64/qcnn_lite/kernels/_buildinfo.json $sos" 2>>"$LOG" | tail -n 1)
 check_s=$(( $(date +%s) - t_check ))
 echo "$result" | tee -a "$LOG"
 boot_s=$(cat "$ROOT_DIR/.qcnn-bootstrap-done")
@@ -178,10 +183,10 @@ d = json.loads(sys.argv[1])
 boot = sys.argv[4].strip()
 d["timings_s"] = {"debootstrap_once": int(boot) if boot.isdigit() else None, "build": int(sys.argv[2]), "compare": int(sys.argv[3])}
 print(json.dumps(d))' "$result" "$build_s" "$check_s" "$boot_s")
-if python3 -c 'import json, sys; d = json.loads(sys.argv[1]); sys.exit(0 if d["max_rel_error"] < 1e-5 and d["machine"] == "aarch64" and d["elf_machine"] == "AArch64" else 1)' "$result"; then
-    record pass "the clang-built aarch64 kernels match the numpy kernels" "$extra"
+if python3 -c 'import json, sys; d = json.loads(sys.argv[1]); sys.exit(0 if d["max_rel_error"] < 1e-5 and d["machine"] == "aarch64" and d["elf_machine"] == "AArch64" and sorted(d["targets"]) == ["baseline", "dotprod"] else 1)' "$result"; then
+    record pass "the clang-built aarch64 kernels (baseline and dotprod) match the numpy kernels" "$extra"
 else
-    record fail "the aarch64 kernels disagree with numpy (or did not build for aarch64)" "$extra"
+    record fail "the aarch64 kernels disagree with numpy (or did not build for aarch64, or a target is missing)" "$extra"
 fi
 touch "$OUT.done"
 echo "arm64-check: wrote $OUT (log: $LOG)"

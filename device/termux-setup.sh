@@ -4,6 +4,7 @@
 #   bash device/termux-setup.sh            # from the repository checkout
 #   bash device/termux-setup.sh --no-pkg   # skip `pkg install` (packages already there)
 #   bash device/termux-setup.sh --force    # run outside Termux anyway (you know what you do)
+#   KERNEL_TARGETS=baseline bash device/termux-setup.sh   # only the portable kernels (default: + dotprod)
 #
 # Safe to re-run: pkg and pip skip what is already installed; qcnn-lite is
 # rebuilt and reinstalled from this checkout.
@@ -15,7 +16,7 @@
 set -eu
 
 usage() {
-    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 force=0
@@ -84,7 +85,12 @@ step "2/4 build tools from PyPI: $PIP_PACKAGES"
 step "3/4 qcnn-lite from $repo (kernels compiled with clang++, no BLAS)"
 # No build isolation: build with Termux's numpy and the tools above instead of
 # letting pip fetch (and try to compile) its own numpy.
-CXX=${CXX:-clang++} "$PYTHON" -m pip install --no-build-isolation "$repo"
+# KERNEL_TARGETS=baseline builds only the portable kernels (default: baseline and dotprod).
+setup_args=()
+if [ -n "${KERNEL_TARGETS:-}" ]; then
+    setup_args=("-Csetup-args=-Dkernel_targets=$KERNEL_TARGETS")
+fi
+CXX=${CXX:-clang++} "$PYTHON" -m pip install --no-build-isolation "${setup_args[@]+"${setup_args[@]}"}" "$repo"
 
 step "4/4 which kernels were built"
 # Run outside the checkout, so Python imports the installed package, not the sources.

@@ -210,7 +210,8 @@ def _time_table(rows: list[tuple[str, dict, dict]], cpu: bool = False) -> str:
 def _header(m: dict, cpu: bool = False) -> str:
     load = ", ".join(f"{v:.2f}" for v in m["load_average"]) if m.get("load_average") else "?"
     what = "median thread CPU time" if cpu else "median [min-max] wall time"
-    return (f"{m['cpu']} ({m['cores']} cores), load average {load}; numpy {m['numpy']}, torch {m['torch']}; "
+    target = f"; kernels built for {m['kernel_target']}" if m.get("kernel_target") else ""
+    return (f"{m['cpu']} ({m['cores']} cores), load average {load}; numpy {m['numpy']}, torch {m['torch']}{target}; "
             f"one thread, batch 1, {what} of the runs")
 
 

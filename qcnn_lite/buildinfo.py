@@ -55,10 +55,9 @@ def collect() -> dict[str, Any]:
         "blas": _blas(),
     }
     info["kernels_path"] = None
-    if "pythran" in info["available_backends"]:
-        from .kernels import _pythran
-
-        info["kernels_path"] = _pythran.__file__
+    info["target"] = kernels.describe()  # the CPU target of the Pythran kernels, why, and every built one
+    if info["target"]["target"]:
+        info["kernels_path"] = info["target"]["built"][info["target"]["target"]]["path"]
     from .kernels import _shuffle
 
     isas = _shuffle.available_isas()
@@ -79,6 +78,18 @@ def render(info: dict[str, Any]) -> str:
         f"pythran kernels     : {b.get('pythran_kernels')}",
         f"kernels loaded from : {info['kernels_path'] or '-'}",
     ]
+    t = info.get("target") or {}
+    if t:
+        c = t["cpu"]
+        lines += [
+            f"kernel target       : {t['target'] or '-'}   (set QCNN_LITE_TARGET=baseline|v3|v4|dotprod|native)",
+            f"  why               : {t['reason'] if t['target'] else 'no compiled kernels'}",
+            f"  CPU               : {c['model']} ({c['arch']}); features seen: {' '.join(c['features']) or 'none'}"
+            f" (from {c['source']})",
+        ]
+        for name, bt in t["built"].items():
+            runs = "runs here" if bt["runnable"] else f"cannot run here (lacks {', '.join(bt['missing'])})"
+            lines.append(f"  built {name:<12}: {bt['flags'] or 'no -march'}; {runs}")
     for kernel, isa in info.get("kernels", {}).items():
         lines.append(f"{kernel:<20}: {isa}")
     lines.append(f"fc shuffle ISAs     : {', '.join(info.get('shuffle_isas') or ['not built'])}"
@@ -87,7 +98,8 @@ def render(info: dict[str, Any]) -> str:
         lines += [
             f"build options       : -Dpythran={b.get('pythran_option')} -Dnative={b.get('native')} "
             f"-Dopenmp={b.get('openmp')}  buildtype={b.get('buildtype')} -O{b.get('optimization')}",
-            f"compiler            : {b.get('cxx')} ({b.get('cxx_version') or '-'})",
+            f"compiler            : {b.get('cxx')} ({b.get('cxx_version') or '-'}); targets built: "
+            f"{', '.join(b.get('kernel_targets') or []) or '-'} (-Dkernel_targets={b.get('kernel_targets_option', '-')})",
             f"compiler flags      : {b.get('cpp_args') or '-'}",
             f"pythran / meson     : {b.get('pythran_version')} / {b.get('meson_version')}",
         ]

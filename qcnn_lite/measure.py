@@ -88,11 +88,22 @@ def machine() -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     torch = sys.modules.get("torch")
+    target = kernels.describe()
+    try:
+        from .kernels import _shuffle
+
+        fc_isa = _shuffle.default_isa()  # the byte-shuffle ISA the 8-bit fc layers pack for
+    except ImportError:
+        fc_isa = None
     return {
         "cpu": cpu, "cores": os.cpu_count(),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "numpy": np.__version__, "torch": getattr(torch, "__version__", None),
         "kernel_backends": kernels.available_backends(),
+        # the CPU target of the compiled kernels (None: not built) and why it was picked
+        "kernel_target": target["target"], "kernel_target_reason": target["reason"],
+        "kernel_targets_built": kernels.built_targets(), "cpu_features": target["cpu"]["features"],
+        "fc_shuffle_isa": fc_isa,
         "time_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
 

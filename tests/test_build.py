@@ -17,15 +17,13 @@ MESON = shutil.which("meson", path=str(BIN)) or shutil.which("meson")
 needs_meson = pytest.mark.skipif(MESON is None or shutil.which("pythran", path=str(BIN)) is None,
                                  reason="meson and pythran are needed to build the kernels")
 
-# Loads a kernels .so as qcnn_lite.kernels._pythran, then checks it against numpy on small layers.
+# Runs one kernels .so (QCNN_LITE_KERNELS_SO: kernels._targets loads it) against numpy on small layers.
 CHECK = r"""
-import importlib.util, sys
+import os, sys
+os.environ["QCNN_LITE_KERNELS_SO"] = sys.argv[1]
 import numpy as np
-spec = importlib.util.spec_from_file_location("_pythran", sys.argv[1])
-mod = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(mod)
-sys.modules["qcnn_lite.kernels._pythran"] = mod
-from qcnn_lite.kernels import _compiled, _numpy
+from qcnn_lite.kernels import _compiled, _numpy, _targets
+assert os.path.samefile(_compiled._pythran.__file__, sys.argv[1]), _compiled._pythran.__file__
 rng = np.random.default_rng(0)
 worst = 0.0
 for C, H, Ct, k, s, p, g, d, K in [(96, 13, 8, 5, 1, 2, 2, 8, 128), (3, 23, 4, 11, 4, 0, 1, 3, 16), (8, 9, 3, 3, 2, 1, 1, 4, 512)]:
@@ -76,8 +74,29 @@ def test_kernels_build_with_compiler(cxx, tmp_path):
     assert info["pythran_kernels"] == "built"
     assert ("clang" if cxx == "clang++" else "gcc") in info["cxx_version"]
     assert "-DPYTHRAN_BLAS_NONE" in info["cpp_args"] and "-march=native" not in info["cpp_args"]
-    (so,) = out.glob("_pythran*.so")
-    assert _agreement(so) < 1e-5
+    want = {"x86_64": ["baseline", "v3", "v4"], "aarch64": ["baseline", "dotprod"]}.get(os.uname().machine, ["baseline"])
+    assert info["kernel_targets"] == want  # every target of the host architecture by default
+    sos = {so.name.split(".")[0]: so for so in out.glob("_pythran_*.so")}
+    assert sorted(sos) == sorted(f"_pythran_{t}" for t in want)
+    from qcnn_lite.kernels import _cpu
+
+    here = _cpu.detect()
+    for t in want:  # each target this CPU runs, against numpy
+        if _cpu.runnable(t, here):
+            assert _agreement(sos[f"_pythran_{t}"]) < 1e-5, t
+
+
+@needs_meson
+def test_kernel_targets_option(tmp_path):
+    """-Dkernel_targets=baseline (CI, ASan, device builds) configures one target; a foreign target is an error."""
+    out = _meson(tmp_path / "build", "-Dpythran=enabled", "-Dkernel_targets=baseline", compile=False)
+    info = json.loads((out / "_buildinfo.json").read_text())
+    assert info["kernel_targets"] == ["baseline"] and info["kernel_target_flags"] == {"baseline": ""}
+    foreign = "dotprod" if os.uname().machine == "x86_64" else "v4"
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    r = subprocess.run([MESON, "setup", str(tmp_path / "b2"), "-Dpythran=enabled", f"-Dkernel_targets={foreign}"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and f"-Dkernel_targets={foreign}" in r.stdout + r.stderr
 
 
 @needs_meson
@@ -87,7 +106,9 @@ def test_native_openmp_build(tmp_path):
     out = _meson(tmp_path / "build", "-Dpythran=enabled", "-Dnative=true", "-Dopenmp=true")
     info = json.loads((out / "_buildinfo.json").read_text())
     assert info["native"] == "true" and info["openmp"] == "true" and "-march=native" in info["cpp_args"]
+    assert info["kernel_targets"] == ["native"]  # one build, for this machine
     (so,) = out.glob("_pythran*.so")
+    assert so.name.startswith("_pythran_native.")
     assert _agreement(so, {"OMP_NUM_THREADS": "2"}) < 1e-5
 
 

@@ -1,20 +1,12 @@
 """The look-up-table kernels: compiled (Pythran) against the numpy reference and torch, and input validation.
 
-``QCNN_LITE_KERNELS_SO=path/to/_pythran*.so`` runs these tests on another build
-of the kernels (``make test-asan`` uses it for an AddressSanitizer build).
+``QCNN_LITE_KERNELS_SO=path/to/_pythran_<target>*.so`` runs these tests on another build
+of the kernels (``make test-asan`` uses it for an AddressSanitizer build; ``kernels._targets``
+loads that file instead of the installed ones). ``QCNN_LITE_TARGET=baseline`` runs them on
+the portable build (``make test`` does once).
 """
-import importlib.util
-import os
-import sys
-
 import numpy as np
 import pytest
-
-if os.environ.get("QCNN_LITE_KERNELS_SO"):  # before qcnn_lite.kernels is imported
-    _spec = importlib.util.spec_from_file_location("_pythran", os.environ["QCNN_LITE_KERNELS_SO"])
-    _mod = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(_mod)
-    sys.modules["qcnn_lite.kernels._pythran"] = _mod
 
 from conftest import rel_err
 from qcnn_lite import kernels

@@ -5,6 +5,12 @@ implementation when this module is imported; :func:`set_backend` changes it at
 run time. ``auto`` uses the compiled Pythran kernels when they were built and
 the pure-numpy path otherwise.
 
+The Pythran kernels are built for several CPU targets (``baseline``, ``v3``,
+``v4`` on x86-64; ``baseline``, ``dotprod`` on aarch64; see ``_cpu``). The best
+built target this CPU runs is used, or the one ``QCNN_LITE_TARGET`` names (an
+error when it is not built or cannot run here); :func:`set_target` changes it,
+:func:`describe` says which one runs and why.
+
 Every array is checked here, before any kernel sees it: a compiled kernel
 indexes tables with the codes, so a code out of range would read out of bounds.
 """
@@ -15,17 +21,21 @@ from types import ModuleType
 
 import numpy as np
 
-from . import _numpy, _shuffle
+from . import _numpy, _shuffle, _targets
 
-__all__ = ["linear_lut", "linear_lut_u8", "pack_linear_codes", "conv2d_lut", "lrn", "backend", "set_backend", "available_backends"]
+__all__ = ["linear_lut", "linear_lut_u8", "pack_linear_codes", "conv2d_lut", "lrn", "backend", "set_backend",
+           "available_backends", "target", "set_target", "built_targets", "runnable_targets", "describe"]
 
 _BACKENDS = ("numpy", "pythran", "auto")
 
 
 def _load_pythran() -> ModuleType | None:
-    """The compiled backend, or None when the extension ``_pythran`` was not built."""
+    """The compiled backend, or None when no ``_pythran_<target>`` extension was built.
+
+    A ValueError (``QCNN_LITE_TARGET`` names a target not built or not runnable here) propagates.
+    """
     try:
-        from . import _compiled  # numpy tables + the compiled extension _pythran
+        from . import _compiled  # numpy tables + the compiled extension of the selected target
     except ImportError:
         return None
     return _compiled
@@ -65,7 +75,53 @@ def backend() -> str:
     return _name
 
 
+def built_targets() -> list[str]:
+    """CPU targets the Pythran kernels were built for (empty when they were not built)."""
+    return _targets.built()
+
+
+def runnable_targets() -> list[str]:
+    """Built targets this CPU can run."""
+    return _targets.runnable()
+
+
+def target() -> str | None:
+    """The CPU target of the Pythran kernels in use (None when they are not built)."""
+    if _load_pythran() is None:
+        return None
+    return _targets.target()
+
+
+def set_target(name: str) -> str:
+    """Run the Pythran kernels built for ``name`` (baseline|v3|v4|dotprod|native, or ``auto``: the best).
+
+    Returns the target now in use. ValueError when that target is not built or this
+    CPU cannot run it; ImportError when no Pythran kernels are built.
+    """
+    mod = _load_pythran()
+    if mod is None:
+        raise ImportError("the Pythran kernels are not built: no CPU target to choose")
+    mod.use(_targets.select(name))
+    return _targets.target()
+
+
+def describe() -> dict:
+    """The backend and CPU target in use and why: CPU model and features seen, every built target.
+
+    Keys: backend, target, reason, requested (QCNN_LITE_TARGET), cpu {arch, model, source,
+    features}, built {target: {flags, runnable, missing, path}}, summary (one line).
+    """
+    target()  # select one if none is yet
+    d = {"backend": _name, **_targets.describe()}
+    c = d["cpu"]
+    d["summary"] = (f"{d['target']}: {d['reason']}" if d["target"] else f"no compiled kernels built ({c['model']})") + \
+        f"; features seen: {' '.join(c['features']) or 'none'} ({c['source']})"
+    return d
+
+
 set_backend(os.environ.get("QCNN_LITE_BACKEND", "auto").strip().lower() or "auto")
+if os.environ.get(_targets.ENV_TARGET, "").strip():
+    _load_pythran()  # a forced target is checked now, whatever the backend: ValueError if it cannot be used
 
 
 # -- validation ------------------------------------------------------------

@@ -3,22 +3,28 @@
 Building a table is a small dense product (inputs x codewords), which BLAS does
 best; summing table entries picked by the codes is what the compiled kernels in
 ``_pythran`` do. Arguments are validated by :mod:`qcnn_lite.kernels`.
-Importing this module raises ImportError when the extension was not built.
+``_pythran`` is the extension of the CPU target in use (``_targets`` picks it;
+:func:`use` swaps it). Importing this module raises ImportError when no target
+was built, ValueError when ``QCNN_LITE_TARGET`` names one that cannot be used.
 """
 from __future__ import annotations
 
-import importlib.machinery
+from types import ModuleType
 
 import numpy as np
 
-from . import _pythran
+from . import _targets
 from ._numpy import conv_output_size, linear_tables
 
-if not str(getattr(_pythran, "__file__", "")).endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
-    # The Pythran *source* was found instead of the compiled extension.
-    raise ImportError("qcnn_lite.kernels._pythran is not compiled")
+_pythran: ModuleType = _targets.current()
 
-__all__ = ["linear_lut", "conv2d_lut", "conv_tables", "conv_geometry"]
+__all__ = ["linear_lut", "conv2d_lut", "conv_tables", "conv_geometry", "use"]
+
+
+def use(module: ModuleType) -> None:
+    """Run the kernels of ``module`` (an extension from ``_targets.select``) from now on."""
+    global _pythran
+    _pythran = module
 
 
 def linear_lut(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bias: np.ndarray) -> np.ndarray:

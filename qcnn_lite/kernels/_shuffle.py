@@ -20,9 +20,14 @@ AVX-512, 16 NEON; the scalar path runs any): two 4-bit codes a byte for
 K <= 16, one byte for K <= 256. It validates the codes (< K); the kernels are
 memory safe whatever the bytes, but only valid codes give the right sums.
 
-``QCNN_LITE_TARGET`` forces an instruction set: ``v3`` (x86-64-v3) -> avx2,
-``v4`` -> avx512vbmi when the CPU has VBMI (else avx2), ``v1``/``v2``/``generic``
--> scalar; ``native`` or unset -> the best this CPU runs. ISA names work too.
+``QCNN_LITE_TARGET`` (the target names of :mod:`._cpu`, shared with the Pythran
+kernels) forces an instruction set: ``baseline`` (and its aliases ``v1``, ``v2``,
+``generic``) -> scalar on x86-64, neon on aarch64 (NEON is part of armv8-a);
+``v3`` -> avx2; ``v4`` -> avx512vbmi when the CPU has VBMI (x86-64-v4 does not
+include it), else avx2; ``dotprod`` -> neon; ``native``, ``auto`` or unset -> the
+best this CPU runs. ISA names work too. The extension checks the CPU itself
+(``__builtin_cpu_supports``, which also asks the OS), so it never runs an ISA
+the CPU lacks.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _cpu
 from ._numpy import linear_tables
 
 try:
@@ -46,10 +52,8 @@ __all__ = [
 ISAS = ("scalar", "avx2", "avx512vbmi", "neon")
 BLOCK = {"scalar": 32, "avx2": 32, "avx512vbmi": 64, "neon": 16}
 _PREFERENCE = ("avx512vbmi", "avx2", "neon", "scalar")
-_TARGETS = {
-    "v1": "scalar", "v2": "scalar", "x86-64": "scalar", "x86-64-v2": "scalar", "generic": "scalar",
-    "baseline": "scalar", "v3": "avx2", "x86-64-v3": "avx2", "v4": "avx512vbmi", "x86-64-v4": "avx512vbmi",
-}
+# _cpu's targets -> the ISA each may use here (native: the best available, below)
+_TARGET_ISA = {"baseline": "scalar", "v3": "avx2", "v4": "avx512vbmi", "dotprod": "neon"}
 
 
 def available_isas() -> list[str]:
@@ -63,13 +67,23 @@ def default_isa() -> str:
     if not have:
         raise ImportError("qcnn_lite.kernels.simd._lut_simd is not built (no C++ compiler at install time)")
     want = os.environ.get("QCNN_LITE_TARGET", "").strip().lower()
-    if want in ("", "native", "auto"):
+    if want in ("", "auto"):
         return next(i for i in _PREFERENCE if i in have)
-    isa = _TARGETS.get(want, want)
-    if isa == "avx512vbmi" and isa not in have and want in ("v4", "x86-64-v4"):
-        isa = "avx2"  # x86-64-v4 does not include VBMI (Skylake-X has AVX-512 without it)
-    if isa not in ISAS:
-        raise ValueError(f"QCNN_LITE_TARGET={want!r}: not a target (v1..v4, native) or an ISA ({', '.join(ISAS)})")
+    if want in ISAS:
+        isa = want
+    else:
+        try:
+            target = _cpu.canonical(want)
+        except ValueError:
+            raise ValueError(f"QCNN_LITE_TARGET={want!r}: not a target ({', '.join(_cpu.TARGETS)}) "
+                             f"or an ISA ({', '.join(ISAS)})") from None
+        if target == "native":
+            return next(i for i in _PREFERENCE if i in have)
+        isa = _TARGET_ISA[target]
+        if target == "baseline" and "neon" in have:
+            isa = "neon"  # NEON is part of the aarch64 baseline
+        if target == "v4" and isa not in have:
+            isa = "avx2"  # x86-64-v4 does not include VBMI (Skylake-X has AVX-512 without it)
     if isa not in have:
         raise ValueError(f"QCNN_LITE_TARGET={want!r} needs {isa}, which this CPU/build lacks (has {', '.join(have)})")
     return isa
