@@ -1,0 +1,400 @@
+// Integer look-up-table convolution (issue 13): 8-bit tables summed in 16-bit
+// accumulators (or 16-bit tables in 32-bit accumulators).
+//
+// Included by _lut_simd.cpp; no Python here. qcnn_lite.kernels._convq holds the
+// numpy emulation of every step below: same float32 operations in the same
+// order (the extension is built with -ffp-contract=off: no FMA contraction),
+// the same round-half-even, so its integer tables are bit-identical.
+//
+// Layout (as the float kernel, qcnn_lite/kernels/_pythran.py): per image and
+// group, the zero-padded input map is split into its stride*stride phases,
+// each a flat Hq x Wq plane; SP = stride*stride*Hq*Wq pixels in all. The table
+// is tab[m*K + k][p] (p < SP, row pitch PP = SP rounded up to 64, plus 64 bytes
+// of slack at the end): the quantized inner product of sub-space m of pixel p
+// with codeword k. Tap (i, j) of sub-space m with codeword c adds the ONE
+// contiguous run tab[m*K + c][start(i, j) .. start + L), L = OH*Wq, to the
+// output plane kept at the table's row pitch Wq (columns >= OW are scratch).
+//
+// Scale: one per image and group, s = bound / qmax, qmax = min(127, 32767 /
+// (kh*kw*M)) for 8 bits (min(32767, (2^31-1) / (kh*kw*M)) for 16): |q| <= qmax,
+// so a sum of kh*kw*M entries cannot overflow the accumulator. bound is
+//   "bound": max_m (max_k ||codeword_mk||) * (max_p ||x_m(p)||)  (Cauchy-Schwarz,
+//            known before the table is built: build and quantize are one pass,
+//            no float table is ever written);
+//   "exact": max |entry|, from a first pass over the products that stores
+//            nothing (the products are computed twice: cheaper than writing a
+//            4-byte table of 3 MB and reading it back).
+// q = clamp(rint(t * (1/s)), -qmax, qmax); y = s * sum + bias (float32).
+//
+// Loop order and why (AlexNet conv2, group of 48 channels, 27x27, K=128, M=6):
+//   * table build: sub-space m, codeword k, then pixels in blocks of 64 with
+//     the d products in registers; one int8 store per entry. The input planes
+//     of sub-space m (d * SP floats, 32 KB) stay in L1 across the K codewords.
+//   * accumulation: output channel outer; its kh*kw*M runs added EIGHT per pass
+//     over the int16 accumulator (L = 837 values, 1.7 KB: L1), so each pass
+//     loads and stores the accumulator once for eight runs. The int8 table
+//     (M*K*PP = 0.76 MB) is read from L2; the float table (3 MB) did not fit
+//     and streamed from L3: the float kernel's limit.
+//   * the run-add is int8 -> int16 sign extension (vpmovsxbw) + vpaddw: 32
+//     (AVX-512) or 16 (AVX2) sums per instruction pair; intrinsics, because the
+//     compilers widened the plain loop's C++ int promotion to 32 bits.
+//   * output: s * acc + bias (and an optional ReLU) while the accumulator is in L1.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define QC_X86 1
+#define QC_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define QC_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx2,fma")))
+#endif
+
+namespace qlconv {
+
+enum ConvIsa { C_GENERIC = 0, C_AVX2 = 1, C_AVX512 = 2 };
+
+constexpr int BLK = 64;  // pixels per block of the table build; the table row pitch is a multiple
+
+inline bool conv_isa_supported(ConvIsa isa) {
+    switch (isa) {
+        case C_GENERIC: return true;
+#ifdef QC_X86
+        case C_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        case C_AVX512: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+#endif
+        default: return false;
+    }
+}
+
+struct Geometry {
+    int C, H, W;       // one group's input
+    int M, K, d;       // C = M*d
+    int Ct, kh, kw;    // Ct: this group's output channels
+    int stride, padding;
+    int OH, OW, Hq, Wq;
+    size_t SP, PP, L;  // pixels of all phases, row pitch of the table, run length
+};
+
+inline int qmax_of(int bits, int n_items) {
+    if (bits == 8) return std::min(127, 32767 / n_items);
+    return (int)std::min<long long>(32767, 2147483647LL / n_items);
+}
+
+// Zero-padded, phase-split input of one group: xp[c][a*s + b][y*Wq + x] = x[c][y*s + a - pad][x*s + b - pad].
+inline void phase_split(const float* x, const Geometry& g, float* xp) {
+    const int s = g.stride;
+    const size_t P = (size_t)g.Hq * g.Wq;
+    std::memset(xp, 0, sizeof(float) * (size_t)g.C * g.PP);
+    for (int c = 0; c < g.C; c++)
+        for (int r = 0; r < g.H; r++) {
+            const int rp = r + g.padding, a = rp % s, y = rp / s;
+            const float* src = x + ((size_t)c * g.H + r) * g.W;
+            for (int col = 0; col < g.W; col++) {
+                const int cp = col + g.padding, b = cp % s, xx = cp / s;
+                xp[(size_t)c * g.PP + (size_t)(a * s + b) * P + (size_t)y * g.Wq + xx] = src[col];
+            }
+        }
+}
+
+// The Cauchy-Schwarz bound: max_m max_k ||cb[m,k]|| * max_p ||xp[m, :, p]||.
+// Squares summed left to right over d, sqrt in float32 (the emulation does the same).
+inline float cs_bound(const float* xp, const float* cb, const Geometry& g, float* norms) {
+    float bound = 0;
+    for (int m = 0; m < g.M; m++) {
+        float cmax = 0;
+        for (int k = 0; k < g.K; k++) {
+            const float* c = cb + ((size_t)m * g.K + k) * g.d;
+            float ss = c[0] * c[0];
+            for (int j = 1; j < g.d; j++) ss = ss + c[j] * c[j];
+            cmax = std::max(cmax, std::sqrt(ss));
+        }
+        const float* xm = xp + (size_t)m * g.d * g.PP;
+        for (size_t p = 0; p < g.SP; p++) norms[p] = xm[p] * xm[p];
+        for (int j = 1; j < g.d; j++) {
+            const float* xj = xm + (size_t)j * g.PP;
+            for (size_t p = 0; p < g.SP; p++) norms[p] = norms[p] + xj[p] * xj[p];
+        }
+        float xmax = 0;
+        for (size_t p = 0; p < g.SP; p++) xmax = std::max(xmax, norms[p]);
+        bound = std::max(bound, cmax * std::sqrt(xmax));
+    }
+    return bound;
+}
+
+// Scale from a bound; s = 1 for an all-zero (or denormal) table.
+inline float scale_of(float bound, int qmax) {
+    float s = bound / (float)qmax;
+    return s >= 1.17549435e-38f ? s : 1.0f;
+}
+
+// Table build body, compiled once per ISA (the caller carries the target attribute and inlines it).
+// mode 0: write q (int8 or int16); mode 1: return max |t| only (exact scale's first pass).
+template <typename Q, int MODE>
+static inline __attribute__((always_inline)) float build_body(const float* xp, const float* cb, const Geometry& g,
+                                                              float inv, float qmax, Q* tab) {
+    float amax = 0;
+    const int d = g.d;
+    for (int m = 0; m < g.M; m++) {
+        const float* xm = xp + (size_t)m * d * g.PP;
+        for (int k = 0; k < g.K; k++) {
+            const float* c = cb + ((size_t)m * g.K + k) * d;
+            Q* row = tab + ((size_t)m * g.K + k) * g.PP;
+            for (size_t p0 = 0; p0 < g.PP; p0 += BLK) {
+                float t[BLK];
+                const float c0 = c[0];
+                for (int i = 0; i < BLK; i++) t[i] = c0 * xm[p0 + i];
+                for (int j = 1; j < d; j++) {
+                    const float cj = c[j];
+                    const float* xj = xm + (size_t)j * g.PP + p0;
+                    for (int i = 0; i < BLK; i++) t[i] = t[i] + cj * xj[i];
+                }
+                if (MODE == 1) {
+                    for (int i = 0; i < BLK; i++) amax = std::max(amax, std::fabs(t[i]));
+                } else {
+                    for (int i = 0; i < BLK; i++) {
+                        float v = __builtin_rintf(t[i] * inv);  // round half to even (default rounding mode)
+                        v = std::min(std::max(v, -qmax), qmax);
+                        row[p0 + i] = (Q)(int)v;
+                    }
+                }
+            }
+        }
+    }
+    return amax;
+}
+
+// Accumulation body: acc[t] = sum over the runs of one output channel, eight runs a pass.
+// Generic loop version (the vector ISAs use the intrinsic versions below).
+template <typename Q, typename A>
+static inline __attribute__((always_inline)) void accumulate_generic(const Q* tab, const int64_t* offs, int n_items, size_t L, A* acc) {
+    for (size_t t = 0; t < L; t++) acc[t] = 0;
+    int q = 0;
+    for (; q + 8 <= n_items; q += 8) {
+        const Q *r0 = tab + offs[q], *r1 = tab + offs[q + 1], *r2 = tab + offs[q + 2], *r3 = tab + offs[q + 3];
+        const Q *r4 = tab + offs[q + 4], *r5 = tab + offs[q + 5], *r6 = tab + offs[q + 6], *r7 = tab + offs[q + 7];
+        for (size_t t = 0; t < L; t++)
+            acc[t] = (A)(acc[t] + (A)((A)(r0[t] + r1[t]) + (A)(r2[t] + r3[t])) + (A)((A)(r4[t] + r5[t]) + (A)(r6[t] + r7[t])));
+    }
+    for (; q < n_items; q++) {
+        const Q* r = tab + offs[q];
+        for (size_t t = 0; t < L; t++) acc[t] = (A)(acc[t] + r[t]);
+    }
+}
+
+#ifdef QC_X86
+// int8 runs -> int16 accumulator, 32 lanes. Runs may be read up to 31 values past L
+// (the table has slack); those lanes land in acc's own padding and are dropped.
+QC_TARGET_AVX512 static inline void accumulate_avx512_i8(const int8_t* tab, const int64_t* offs, int n_items,
+                                                         size_t L, int16_t* acc) {
+    const size_t Lv = (L + 31) / 32 * 32;
+    std::memset(acc, 0, Lv * 2);
+    int q = 0;
+#define LD(r) _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)((r) + t)))
+    for (; q + 8 <= n_items; q += 8) {
+        const int8_t *r0 = tab + offs[q], *r1 = tab + offs[q + 1], *r2 = tab + offs[q + 2], *r3 = tab + offs[q + 3];
+        const int8_t *r4 = tab + offs[q + 4], *r5 = tab + offs[q + 5], *r6 = tab + offs[q + 6], *r7 = tab + offs[q + 7];
+        for (size_t t = 0; t < Lv; t += 32) {
+            __m512i a = _mm512_add_epi16(_mm512_add_epi16(LD(r0), LD(r1)), _mm512_add_epi16(LD(r2), LD(r3)));
+            __m512i b = _mm512_add_epi16(_mm512_add_epi16(LD(r4), LD(r5)), _mm512_add_epi16(LD(r6), LD(r7)));
+            __m512i* p = (__m512i*)(acc + t);
+            _mm512_storeu_si512(p, _mm512_add_epi16(_mm512_loadu_si512(p), _mm512_add_epi16(a, b)));
+        }
+    }
+    for (; q < n_items; q++) {
+        const int8_t* r0 = tab + offs[q];
+        for (size_t t = 0; t < Lv; t += 32) {
+            __m512i* p = (__m512i*)(acc + t);
+            _mm512_storeu_si512(p, _mm512_add_epi16(_mm512_loadu_si512(p), LD(r0)));
+        }
+    }
+#undef LD
+}
+
+QC_TARGET_AVX2 static inline void accumulate_avx2_i8(const int8_t* tab, const int64_t* offs, int n_items, size_t L,
+                                                     int16_t* acc) {
+    const size_t Lv = (L + 31) / 32 * 32;
+    std::memset(acc, 0, Lv * 2);
+    int q = 0;
+#define LD(r) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)((r) + t)))
+    for (; q + 8 <= n_items; q += 8) {
+        const int8_t *r0 = tab + offs[q], *r1 = tab + offs[q + 1], *r2 = tab + offs[q + 2], *r3 = tab + offs[q + 3];
+        const int8_t *r4 = tab + offs[q + 4], *r5 = tab + offs[q + 5], *r6 = tab + offs[q + 6], *r7 = tab + offs[q + 7];
+        for (size_t t = 0; t < Lv; t += 16) {
+            __m256i a = _mm256_add_epi16(_mm256_add_epi16(LD(r0), LD(r1)), _mm256_add_epi16(LD(r2), LD(r3)));
+            __m256i b = _mm256_add_epi16(_mm256_add_epi16(LD(r4), LD(r5)), _mm256_add_epi16(LD(r6), LD(r7)));
+            __m256i* p = (__m256i*)(acc + t);
+            _mm256_storeu_si256(p, _mm256_add_epi16(_mm256_loadu_si256(p), _mm256_add_epi16(a, b)));
+        }
+    }
+    for (; q < n_items; q++) {
+        const int8_t* r0 = tab + offs[q];
+        for (size_t t = 0; t < Lv; t += 16) {
+            __m256i* p = (__m256i*)(acc + t);
+            _mm256_storeu_si256(p, _mm256_add_epi16(_mm256_loadu_si256(p), LD(r0)));
+        }
+    }
+#undef LD
+}
+#endif
+
+// ------------------------------------------------------------- per-ISA pieces ----
+template <typename Q, int MODE>
+float build_generic(const float* xp, const float* cb, const Geometry& g, float inv, float qmax, Q* tab) {
+    return build_body<Q, MODE>(xp, cb, g, inv, qmax, tab);
+}
+template <typename Q, typename A>
+void acc_generic(const Q* tab, const int64_t* offs, int n, size_t L, A* acc) {
+    accumulate_generic<Q, A>(tab, offs, n, L, acc);
+}
+#ifdef QC_X86
+template <typename Q, int MODE>
+QC_TARGET_AVX2 float build_avx2(const float* xp, const float* cb, const Geometry& g, float inv, float qmax, Q* tab) {
+    return build_body<Q, MODE>(xp, cb, g, inv, qmax, tab);
+}
+template <typename Q, int MODE>
+QC_TARGET_AVX512 float build_avx512(const float* xp, const float* cb, const Geometry& g, float inv, float qmax, Q* tab) {
+    return build_body<Q, MODE>(xp, cb, g, inv, qmax, tab);
+}
+QC_TARGET_AVX2 inline void acc16_avx2(const int16_t* tab, const int64_t* offs, int n, size_t L, int32_t* acc) {
+    accumulate_generic<int16_t, int32_t>(tab, offs, n, L, acc);
+}
+QC_TARGET_AVX512 inline void acc16_avx512(const int16_t* tab, const int64_t* offs, int n, size_t L, int32_t* acc) {
+    accumulate_generic<int16_t, int32_t>(tab, offs, n, L, acc);
+}
+#endif
+
+template <typename Q, int MODE>
+float build(ConvIsa isa, const float* xp, const float* cb, const Geometry& g, float inv, float qmax, Q* tab) {
+#ifdef QC_X86
+    if (isa == C_AVX512) return build_avx512<Q, MODE>(xp, cb, g, inv, qmax, tab);
+    if (isa == C_AVX2) return build_avx2<Q, MODE>(xp, cb, g, inv, qmax, tab);
+#endif
+    return build_generic<Q, MODE>(xp, cb, g, inv, qmax, tab);
+}
+
+inline void accumulate(ConvIsa isa, const int8_t* tab, const int64_t* offs, int n, size_t L, int16_t* acc) {
+#ifdef QC_X86
+    if (isa == C_AVX512) return accumulate_avx512_i8(tab, offs, n, L, acc);
+    if (isa == C_AVX2) return accumulate_avx2_i8(tab, offs, n, L, acc);
+#endif
+    acc_generic<int8_t, int16_t>(tab, offs, n, L, acc);
+}
+inline void accumulate(ConvIsa isa, const int16_t* tab, const int64_t* offs, int n, size_t L, int32_t* acc) {
+#ifdef QC_X86
+    if (isa == C_AVX512) return acc16_avx512(tab, offs, n, L, acc);
+    if (isa == C_AVX2) return acc16_avx2(tab, offs, n, L, acc);
+#endif
+    acc_generic<int16_t, int32_t>(tab, offs, n, L, acc);
+}
+
+// ------------------------------------------------------------------- driver ----
+// Per-thread scratch, kept between calls (fresh allocations of this size are
+// fresh mmaps with their page faults on every call).
+struct ConvScratch {
+    std::vector<float> xp, norms;
+    std::vector<int8_t> tab8;
+    std::vector<int16_t> tab16, acc16;
+    std::vector<int32_t> acc32;
+    std::vector<int64_t> start, offs;
+};
+inline ConvScratch& conv_scratch() {
+    thread_local ConvScratch s;
+    return s;
+}
+template <class T>
+T* grow(std::vector<T>& v, size_t n) {
+    if (v.size() < n) v.resize(n);
+    return v.data();
+}
+template <typename Q>
+Q* table_buffer(ConvScratch& s, size_t n);
+template <>
+inline int8_t* table_buffer<int8_t>(ConvScratch& s, size_t n) { return grow(s.tab8, n); }
+template <>
+inline int16_t* table_buffer<int16_t>(ConvScratch& s, size_t n) { return grow(s.tab16, n); }
+template <typename A>
+A* acc_buffer(ConvScratch& s, size_t n);
+template <>
+inline int16_t* acc_buffer<int16_t>(ConvScratch& s, size_t n) { return grow(s.acc16, n); }
+template <>
+inline int32_t* acc_buffer<int32_t>(ConvScratch& s, size_t n) { return grow(s.acc32, n); }
+
+inline size_t table_size(const Geometry& g) { return (size_t)g.M * g.K * g.PP + 2 * BLK; }
+
+// Where item q = (i, j, m) starts inside its codeword's row: phase of tap (i, j) and its shift.
+inline void item_starts(const Geometry& g, int64_t* start) {
+    const int s = g.stride;
+    const int64_t P = (int64_t)g.Hq * g.Wq;
+    for (int i = 0; i < g.kh; i++)
+        for (int j = 0; j < g.kw; j++)
+            for (int m = 0; m < g.M; m++)
+                start[(i * g.kw + j) * g.M + m] =
+                    (int64_t)m * g.K * g.PP + ((i % s) * s + j % s) * P + (i / s) * g.Wq + j / s;
+}
+
+// The quantized table of one image and group into tab (M*K rows of pitch PP); returns the scale.
+template <typename Q>
+float quantized_table(ConvIsa isa, const float* x, const float* cb, const Geometry& g, int bits, bool exact,
+                      ConvScratch& sc, Q* tab) {
+    float* xp = grow(sc.xp, (size_t)g.C * g.PP);
+    phase_split(x, g, xp);
+    const int qmax = qmax_of(bits, g.kh * g.kw * g.M);
+    const float bound = exact ? build<Q, 1>(isa, xp, cb, g, 1.0f, 0.0f, tab)
+                              : cs_bound(xp, cb, g, grow(sc.norms, g.PP));
+    const float s = scale_of(bound, qmax);
+    build<Q, 0>(isa, xp, cb, g, 1.0f / s, (float)qmax, tab);
+    std::memset(tab + (size_t)g.M * g.K * g.PP, 0, 2 * BLK * sizeof(Q));
+    return s;
+}
+
+// Integer sums of one group's output channels from its table: acc (L padded to 32) per channel
+// handed to emit(oc, acc).
+template <typename Q, typename A, typename C, typename Emit>
+void group_sums(ConvIsa isa, const Q* tab, const C* codes, const Geometry& g, ConvScratch& sc, Emit emit) {
+    const int n_items = g.kh * g.kw * g.M;
+    int64_t* start = grow(sc.start, (size_t)n_items);
+    int64_t* offs = grow(sc.offs, (size_t)n_items);
+    item_starts(g, start);
+    A* acc = acc_buffer<A>(sc, (g.L + 31) / 32 * 32);
+    for (int oc = 0; oc < g.Ct; oc++) {
+        const C* c = codes + (size_t)oc * n_items;
+        for (int q = 0; q < n_items; q++) offs[q] = start[q] + (int64_t)c[q] * g.PP;
+        accumulate(isa, tab, offs, n_items, g.L, acc);
+        emit(oc, acc);
+    }
+}
+
+// The whole layer: x (n, groups*C, H, W), codes (groups*Ct, kh, kw, M), bias (groups*Ct,)
+// -> out (n, groups*Ct, OH, OW); scales (n, groups) receives each table's scale.
+template <typename Q, typename A, typename C>
+void conv2d(ConvIsa isa, const float* x, int n, int groups, const float* cb, const C* codes, const float* bias,
+            const Geometry& g, int bits, bool exact, bool relu, float* out, float* scales) {
+    ConvScratch& sc = conv_scratch();
+    Q* tab = table_buffer<Q>(sc, table_size(g));
+    const size_t in_group = (size_t)g.C * g.H * g.W, out_plane = (size_t)g.OH * g.OW;
+    const size_t codes_group = (size_t)g.Ct * g.kh * g.kw * g.M;
+    for (int i = 0; i < n; i++)
+        for (int gi = 0; gi < groups; gi++) {
+            const float s = quantized_table<Q>(isa, x + ((size_t)i * groups + gi) * in_group, cb, g, bits, exact, sc, tab);
+            scales[(size_t)i * groups + gi] = s;
+            float* o = out + ((size_t)i * groups + gi) * g.Ct * out_plane;
+            const float* b = bias + (size_t)gi * g.Ct;
+            group_sums<Q, A, C>(isa, tab, codes + gi * codes_group, g, sc, [&](int oc, const A* acc) {
+                float* y = o + (size_t)oc * out_plane;
+                const float bo = b[oc];
+                for (int r = 0; r < g.OH; r++)
+                    for (int col = 0; col < g.OW; col++) {
+                        float v = s * (float)acc[(size_t)r * g.Wq + col] + bo;
+                        y[(size_t)r * g.OW + col] = relu ? std::max(v, 0.0f) : v;
+                    }
+            });
+        }
+}
+
+}  // namespace qlconv
