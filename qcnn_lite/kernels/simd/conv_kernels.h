@@ -138,7 +138,7 @@ inline float scale_of(float bound, int qmax) {
 template <typename Q, int MODE>
 static inline __attribute__((always_inline)) float build_body(const float* xp, const float* cb, const Geometry& g,
                                                               float inv, float qmax, Q* tab) {
-    float amax = 0;
+    float amax_l[BLK] = {0};  // per-lane maxima: max is exact in any order, so the loop vectorizes
     const int d = g.d;
     for (int m = 0; m < g.M; m++) {
         const float* xm = xp + (size_t)m * d * g.PP;
@@ -155,7 +155,7 @@ static inline __attribute__((always_inline)) float build_body(const float* xp, c
                     for (int i = 0; i < BLK; i++) t[i] = t[i] + cj * xj[i];
                 }
                 if (MODE == 1) {
-                    for (int i = 0; i < BLK; i++) amax = std::max(amax, std::fabs(t[i]));
+                    for (int i = 0; i < BLK; i++) amax_l[i] = std::max(amax_l[i], std::fabs(t[i]));
                 } else {
                     for (int i = 0; i < BLK; i++) {
                         float v = __builtin_rintf(t[i] * inv);  // round half to even (default rounding mode)
@@ -166,8 +166,52 @@ static inline __attribute__((always_inline)) float build_body(const float* xp, c
             }
         }
     }
+    float amax = 0;
+    for (int i = 0; i < BLK; i++) amax = std::max(amax, amax_l[i]);
     return amax;
 }
+
+#ifdef QC_X86
+// The AVX-512 table build: pixels in blocks of 16 (one register), the block's D input
+// values held in D registers while all K codewords of the sub-space pass over them
+// (codewords broadcast from memory); the generic body reloads x per codeword and
+// spilled its 64 products to the stack (0.9 ms -> see the module docstring for conv2).
+// Same float operations in the same order as build_body: t = c0*x0, t = t + cj*xj.
+template <typename Q, int MODE, int D>
+QC_TARGET_AVX512 float build_avx512_d(const float* xp, const float* cb, const Geometry& g, float inv, float qmax,
+                                      Q* tab) {
+    const __m512 vinv = _mm512_set1_ps(inv), hi = _mm512_set1_ps(qmax), lo = _mm512_set1_ps(-qmax);
+    __m512 amax = _mm512_setzero_ps();
+    for (int m = 0; m < g.M; m++) {
+        const float* xm = xp + (size_t)m * D * g.PP;
+        const float* cm = cb + (size_t)m * g.K * D;
+        Q* tm = tab + (size_t)m * g.K * g.PP;
+        for (size_t p = 0; p < g.PP; p += 16) {
+            __m512 xv[D];
+            for (int j = 0; j < D; j++) xv[j] = _mm512_loadu_ps(xm + (size_t)j * g.PP + p);
+            for (int k = 0; k < g.K; k++) {
+                const float* c = cm + (size_t)k * D;
+                __m512 t = _mm512_mul_ps(_mm512_set1_ps(c[0]), xv[0]);
+                for (int j = 1; j < D; j++) t = _mm512_add_ps(t, _mm512_mul_ps(_mm512_set1_ps(c[j]), xv[j]));
+                if (MODE == 1) {
+                    amax = _mm512_max_ps(amax, _mm512_abs_ps(t));
+                } else {
+                    // clamp, then round half to even (cvtps2dq, default MXCSR): the same as
+                    // clamp(rint(v)) since the bounds are integers
+                    const __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(t, vinv), lo), hi);
+                    const __m512i i = _mm512_cvtps_epi32(v);
+                    Q* dst = tm + (size_t)k * g.PP + p;
+                    if (sizeof(Q) == 1)
+                        _mm_storeu_si128((__m128i*)dst, _mm512_cvtepi32_epi8(i));
+                    else
+                        _mm256_storeu_si256((__m256i*)dst, _mm512_cvtepi32_epi16(i));
+                }
+            }
+        }
+    }
+    return _mm512_reduce_max_ps(amax);
+}
+#endif
 
 // Accumulation body: acc[t] = sum over the runs of one output channel, eight runs a pass.
 // Generic loop version (the vector ISAs use the intrinsic versions below).
@@ -259,7 +303,16 @@ QC_TARGET_AVX2 float build_avx2(const float* xp, const float* cb, const Geometry
 }
 template <typename Q, int MODE>
 QC_TARGET_AVX512 float build_avx512(const float* xp, const float* cb, const Geometry& g, float inv, float qmax, Q* tab) {
-    return build_body<Q, MODE>(xp, cb, g, inv, qmax, tab);
+    switch (g.d) {  // the sub-vector lengths of the networks here; others take the generic loop
+        case 1: return build_avx512_d<Q, MODE, 1>(xp, cb, g, inv, qmax, tab);
+        case 2: return build_avx512_d<Q, MODE, 2>(xp, cb, g, inv, qmax, tab);
+        case 3: return build_avx512_d<Q, MODE, 3>(xp, cb, g, inv, qmax, tab);
+        case 4: return build_avx512_d<Q, MODE, 4>(xp, cb, g, inv, qmax, tab);
+        case 6: return build_avx512_d<Q, MODE, 6>(xp, cb, g, inv, qmax, tab);
+        case 8: return build_avx512_d<Q, MODE, 8>(xp, cb, g, inv, qmax, tab);
+        case 16: return build_avx512_d<Q, MODE, 16>(xp, cb, g, inv, qmax, tab);
+        default: return build_body<Q, MODE>(xp, cb, g, inv, qmax, tab);
+    }
 }
 QC_TARGET_AVX2 inline void acc16_avx2(const int16_t* tab, const int64_t* offs, int n, size_t L, int32_t* acc) {
     accumulate_generic<int16_t, int32_t>(tab, offs, n, L, acc);
