@@ -44,17 +44,17 @@ test: setup system-deps data
 	$(MAKE) test-asan
 	$(MAKE) test-notebooks
 
-# The compiled kernels under AddressSanitizer (about a minute): every kernel test, clean (Pythran and byte-shuffle).
+# The compiled kernels under AddressSanitizer (about a minute): every kernel test, clean (Pythran, byte-shuffle, integer conv).
 test-asan: setup
 	rm -rf build/asan
 	$(BIN)/meson setup build/asan -Db_sanitize=address -Dbuildtype=debugoptimized -Dpythran=enabled >/dev/null
 	$(BIN)/ninja -C build/asan >/dev/null
 	QCNN_LITE_KERNELS_SO=$$(ls build/asan/qcnn_lite/kernels/_pythran*.so) \
 	LD_PRELOAD=$$(g++ -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
-	$(PYTEST) -q tests/test_kernels.py
+	$(PYTEST) -q tests/test_kernels.py tests/test_conv8.py
 	QCNN_LITE_SIMD_SO=$$(ls build/asan/qcnn_lite/kernels/simd/_lut_simd*.so) \
 	LD_PRELOAD=$$(g++ -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
-	$(PYTEST) -q tests/test_shuffle.py
+	$(PYTEST) -q tests/test_shuffle.py tests/test_conv8.py
 
 bench-layers: setup
 	$(PY) -m qcnn_lite bench-layers --clock cpu

@@ -208,6 +208,7 @@ class QLinear(_QuantizedLayer):
     """
 
     kind = "fc"
+    TABLE_DTYPES = ("uint8", "float32")  # table precisions, fastest first
 
     def __init__(self, codebooks, codes, bias, table_dtype: str | None = None):
         self.codebooks = _f32("codebooks", codebooks, 3)
@@ -236,7 +237,7 @@ class QLinear(_QuantizedLayer):
 
     @table_dtype.setter
     def table_dtype(self, value: str) -> None:
-        if value not in ("float32", "uint8"):
+        if value not in self.TABLE_DTYPES:
             raise ValueError(f"QLinear table_dtype must be 'float32' or 'uint8', got {value!r}")
         if value == "uint8" and self.n_codewords > 256:
             raise ValueError(f"8-bit tables take K <= 256, this layer has K={self.n_codewords}")
@@ -273,6 +274,11 @@ class QLinear(_QuantizedLayer):
         return kernels.linear_lut_u8(x, self.codebooks, self.codes, self.bias, self._packed[1])
 
 
+# int8 conv tables need at least this resolution (qmax = min(127, 32767 // (kh*kw*M))); else int16 tables.
+INT8_MIN_QMAX = 31
+# How conv layers scale their integer tables (kernels.conv2d_lut's scale_mode); see QConv2d.default_table_dtype.
+CONV_SCALE_MODE = "bound"
+
 # Below this theoretical speed-up a conv layer's tables lose to its decoded weight: see QConv2d.uses_tables.
 LUT_MIN_SPEEDUP = 3.0
 
@@ -286,8 +292,10 @@ class QConv2d(_QuantizedLayer):
     """
 
     kind = "conv"
+    TABLE_DTYPES = kernels.CONV_TABLE_DTYPES  # ("int8", "int16", "float32"): table precisions, fastest first
 
-    def __init__(self, codebooks, codes, bias, stride: int = 1, padding: int = 0, groups: int = 1):
+    def __init__(self, codebooks, codes, bias, stride: int = 1, padding: int = 0, groups: int = 1,
+                 table_dtype: str | None = None):
         self.codebooks = _f32("codebooks", codebooks, 3)
         self.codes = _codes(codes, self.codebooks.shape[1])
         if self.codes.ndim != 4:
@@ -300,6 +308,37 @@ class QConv2d(_QuantizedLayer):
         self.bias = _bias(bias, self.codes.shape[0])
         self.history_ = []
         self._validate()
+        self.table_dtype = self.default_table_dtype(*self.kernel_size, self.n_subspaces) if table_dtype is None else table_dtype
+
+    @staticmethod
+    def default_table_dtype(kh: int, kw: int, M: int) -> str:
+        """The fastest table precision whose overflow bound holds with a useful resolution.
+
+        An output sums n = kh*kw*M table entries; int8 tables keep |q| <= qmax =
+        min(127, 32767 // n) so the int16 sum cannot overflow. int8 where qmax >=
+        :data:`INT8_MIN_QMAX` (n <= 1057), else int16 tables (int32 sums, qmax 32767
+        up to n = 65537), else float. On the mini networks int8 tables (qmax 127)
+        moved top-1 by at most 0.1 pt (see ``kernels._convq``).
+        """
+        n = kh * kw * M
+        if 32767 // n >= INT8_MIN_QMAX:
+            return "int8"
+        return "int16" if n <= 32767 else "float32"
+
+    @property
+    def table_dtype(self) -> str:
+        """Precision of the look-up tables: ``"int8"`` (int16 sums), ``"int16"`` (int32 sums) or ``"float32"``."""
+        return self._table_dtype
+
+    @table_dtype.setter
+    def table_dtype(self, value: str) -> None:
+        if value not in self.TABLE_DTYPES:
+            raise ValueError(f"QConv2d table_dtype must be one of {', '.join(map(repr, self.TABLE_DTYPES))}, got {value!r}")
+        kh, kw = self.kernel_size
+        n = kh * kw * self.n_subspaces
+        if value != "float32" and n > 32767:
+            raise ValueError(f"integer tables take kh*kw*M <= 32767 (an int16 sum could overflow); this layer has {n}")
+        self._table_dtype = value
 
     @property
     def in_channels(self) -> int:
@@ -356,7 +395,8 @@ class QConv2d(_QuantizedLayer):
         cannot pay off (:meth:`uses_tables`), by the decoded weight."""
         x = _check_input(x, 4, self.in_channels, "QConv2d")
         if self.uses_tables(x.shape[2], x.shape[3]):
-            return kernels.conv2d_lut(x, self.codebooks, self.codes, self.bias, self.stride, self.padding, self.groups)
+            return kernels.conv2d_lut(x, self.codebooks, self.codes, self.bias, self.stride, self.padding, self.groups,
+                                      self.table_dtype, CONV_SCALE_MODE)
         Ct, kh, kw, M = self.codes.shape
         key = (id(self.codebooks), id(self.codes))
         if getattr(self, "_decoded", (None,))[0] != key:
