@@ -34,7 +34,7 @@ import numpy as np
 from . import kernels, models
 from .measure import baseline_rss, machine, quantized_layer, quantized_network, run_model, single_thread, time_call
 from .paper import RELEASED_ALEXNET
-from .layers import QLinear
+from .layers import QConv2d, QLinear
 
 __all__ = ["bench_layers", "bench_networks", "render_layers", "render_networks", "add_parsers"]
 
@@ -132,6 +132,8 @@ def bench_layers(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[int,
                 qf = None
                 if L["type"] == "fc" and q.table_dtype != "float32":
                     qf = QLinear(q.codebooks, q.codes, q.bias, table_dtype="float32")
+                elif L["type"] == "conv" and q.table_dtype != "float32" and q.uses_tables(*in_shape[1:]):
+                    qf = QConv2d(q.codebooks, q.codes, q.bias, q.stride, q.padding, q.groups, table_dtype="float32")
                 with (torch.inference_mode() if torch else contextlib.nullcontext()):
                     times = _engines(lambda: layer(x), lambda: q(x), torch_fn, int8_fn, repeat,
                                      None if qf is None else (lambda: qf(x)))
@@ -225,12 +227,14 @@ def _header(m: dict, cpu: bool = False) -> str:
 def render_layers(res: dict, cpu: bool = False) -> str:
     sp = "speedup_cpu" if cpu else "speedup"
     rows = [(f"{r['network']}/{r['layer']} {'x'.join(map(str, r['input']))} C's={r['sub_dim']} K={r['codewords']}"
-             + ("" if r.get("path", "tables") == "tables" else " *"), r["times"], r[sp]) for r in res["layers"]]
+             + (f" {r.get('table_dtype', 'float32')}" if r.get("path", "tables") == "tables" else " *"), r["times"], r[sp])
+            for r in res["layers"]]
     note = ("\n* runs from its decoded weight: its tables cannot pay off (QConv2d.uses_tables)"
             if any(r.get("path", "tables") != "tables" for r in res["layers"]) else "")
     return (_header(res["machine"], cpu) + "\n" + _time_table(rows, cpu)
             + "\n(x vs B: speed-up of the Q-CNN layers, compiled LUT kernels at their default table precision"
-            " -- 8-bit for fc -- over baseline B; float-tables: the same layer with float tables)" + note + "\n")
+            " -- shown after K: uint8 fc tables, int8 conv tables (int16 sums) -- over baseline B;"
+            " float-tables: the same layer with float tables)" + note + "\n")
 
 
 def render_networks(res: dict, cpu: bool = False) -> str:
