@@ -87,19 +87,30 @@ inline int qmax_of(int bits, int n_items) {
 }
 
 // Zero-padded, phase-split input of one group: xp[c][a*s + b][y*Wq + x] = x[c][y*s + a - pad][x*s + b - pad].
-inline void phase_split(const float* x, const Geometry& g, float* xp) {
+// The column map is tabulated once (a division per pixel cost as much as the whole
+// accumulation of a small layer); stride 1 is one contiguous copy per row.
+inline void phase_split(const float* x, const Geometry& g, float* xp, std::vector<int64_t>& colmap) {
     const int s = g.stride;
     const size_t P = (size_t)g.Hq * g.Wq;
     std::memset(xp, 0, sizeof(float) * (size_t)g.C * g.PP);
-    for (int c = 0; c < g.C; c++)
-        for (int r = 0; r < g.H; r++) {
-            const int rp = r + g.padding, a = rp % s, y = rp / s;
+    if (colmap.size() < (size_t)g.W) colmap.resize(g.W);
+    for (int col = 0; col < g.W; col++) {
+        const int cp = col + g.padding;
+        colmap[col] = (int64_t)((size_t)(cp % s) * P + cp / s);
+    }
+    for (int r = 0; r < g.H; r++) {
+        const int rp = r + g.padding;
+        const size_t row_off = (size_t)((rp % s) * s) * P + (size_t)(rp / s) * g.Wq;
+        for (int c = 0; c < g.C; c++) {
             const float* src = x + ((size_t)c * g.H + r) * g.W;
-            for (int col = 0; col < g.W; col++) {
-                const int cp = col + g.padding, b = cp % s, xx = cp / s;
-                xp[(size_t)c * g.PP + (size_t)(a * s + b) * P + (size_t)y * g.Wq + xx] = src[col];
+            float* dst = xp + (size_t)c * g.PP + row_off;
+            if (s == 1) {
+                std::memcpy(dst + g.padding, src, sizeof(float) * g.W);
+            } else {
+                for (int col = 0; col < g.W; col++) dst[colmap[col]] = src[col];
             }
         }
+    }
 }
 
 // The Cauchy-Schwarz bound: max_m max_k ||cb[m,k]|| * max_p ||xp[m, :, p]||.
@@ -355,6 +366,7 @@ struct ConvScratch {
     std::vector<int16_t> tab16, acc16;
     std::vector<int32_t> acc32;
     std::vector<int64_t> start, offs;
+    std::vector<int64_t> colmap;
 };
 inline ConvScratch& conv_scratch() {
     thread_local ConvScratch s;
@@ -396,7 +408,7 @@ template <typename Q>
 float quantized_table(ConvIsa isa, const float* x, const float* cb, const Geometry& g, int bits, bool exact,
                       ConvScratch& sc, Q* tab) {
     float* xp = grow(sc.xp, (size_t)g.C * g.PP);
-    phase_split(x, g, xp);
+    phase_split(x, g, xp, sc.colmap);
     const int qmax = qmax_of(bits, g.kh * g.kw * g.M);
     const float bound = exact ? build<Q, 1>(isa, xp, cb, g, 1.0f, 0.0f, tab)
                               : cs_bound(xp, cb, g, grow(sc.norms, g.PP));
