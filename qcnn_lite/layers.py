@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels
-from .kernels._numpy import conv_output_size
+from .kernels._numpy import conv_geometry, conv_output_size
 from .pq import code_dtype
 
 __all__ = ["Linear", "Conv2d", "QLinear", "QConv2d", "im2col"]
@@ -279,8 +279,17 @@ INT8_MIN_QMAX = 31
 # How conv layers scale their integer tables (kernels.conv2d_lut's scale_mode); see QConv2d.default_table_dtype.
 CONV_SCALE_MODE = "bound"
 
-# Below this theoretical speed-up a conv layer's tables lose to its decoded weight: see QConv2d.uses_tables.
+# Below this theoretical speed-up a conv layer's float tables lose to its decoded weight: see QConv2d.uses_tables.
 LUT_MIN_SPEEDUP = 3.0
+# The integer-table cost model of QConv2d.uses_tables, in decoded-weight multiply-adds: per table
+# multiply-add (build + quantize), per table addition, and per call (tables minus decoded weight).
+# Fitted on every conv layer of AlexNet and the three mini networks (scripts/conv8_costs.py: one
+# thread, AVX-512 Xeon): a decoded multiply-add took 34 ps + 48 us a call, an int8 table
+# multiply-add 41 ps, an int8 addition 25 ps, 19 us a call. int16 sums run at half the int8 rate.
+INT_TABLE_COSTS = {"int8": (1.2, 0.75, -0.85e6), "int16": (1.2, 1.5, -0.85e6)}
+# Past this size an integer table leaves L2 and streams from L3: AlexNet's conv1 (6.8 MB of int8
+# table) ran only 1.0-1.4x faster than its decoded weight, for 50x its memory.
+INT_TABLE_MAX_BYTES = 4 << 20
 
 
 class QConv2d(_QuantizedLayer):
@@ -375,16 +384,40 @@ class QConv2d(_QuantizedLayer):
         dense = Ct * kh * kw * M * d * OH * OW
         return dense / (self.groups * M * K * d * height * width + Ct * kh * kw * M * OH * OW)
 
+    def table_work(self, height: int, width: int) -> tuple[int, int]:
+        """(table multiply-adds, table additions) the kernels really do on an H x W input:
+        the table covers the zero-padded phase planes (rows of SP pixels rounded up to 64),
+        and every run is OH*Wq values long (Wq - OW scratch columns per row)."""
+        Ct, kh, kw, M = self.codes.shape
+        OH, _, Hq, Wq = conv_geometry(height, width, kh, kw, self.stride, self.padding)
+        pp = -(-self.stride * self.stride * Hq * Wq // 64) * 64
+        return self.groups * M * self.n_codewords * self.sub_dim * pp, Ct * kh * kw * M * (-(-OH * Wq // 32) * 32)
+
     def uses_tables(self, height: int, width: int) -> bool:
         """Whether :meth:`__call__` runs look-up tables (True) or the decoded weight (False) on an H x W input.
 
-        A table addition is a memory read; a BLAS multiply-add comes from registers and
-        costs about 3.5x less (measured on x86, issue 3). So a layer whose
+        Float tables: a table addition is a memory read; a BLAS multiply-add comes from
+        registers and costs about 3.5x less (measured on x86, issue 3). So a layer whose
         theoretical speed-up is below :data:`LUT_MIN_SPEEDUP`, and whose decoded weight is
         smaller than its tables, runs faster and in less memory from the decoded weight.
         AlexNet's conv1 (one 3-D sub-space) is the case: 1.9x in theory, 139 KB of weights
-        against 26 MB of tables per image. The model file stores codes either way.
+        against 26 MB of tables per image.
+
+        Integer tables (int8/int16): the measured cost model :data:`INT_TABLE_COSTS`
+        against the decoded weight's multiply-adds, for tables of at most
+        :data:`INT_TABLE_MAX_BYTES`. An int8 addition costs less than a BLAS multiply-add
+        (0.75x: 32 a vector instruction, from L2), so most layers of the mini networks now
+        pay off on tables (see ``bench-layers`` and issue 13). The model file stores codes either way.
         """
+        if self.table_dtype != "float32":
+            per_build, per_add, per_call = INT_TABLE_COSTS[self.table_dtype]
+            build, adds = self.table_work(height, width)
+            Ct, kh, kw, M = self.codes.shape
+            OH = conv_output_size(height, kh, self.stride, self.padding)
+            OW = conv_output_size(width, kw, self.stride, self.padding)
+            dense = Ct * kh * kw * M * self.sub_dim * OH * OW
+            table_bytes = (1 if self.table_dtype == "int8" else 2) * build // self.sub_dim
+            return per_build * build + per_add * adds + per_call < dense and table_bytes <= INT_TABLE_MAX_BYTES
         if self.lut_speedup(height, width) >= LUT_MIN_SPEEDUP:
             return True
         table_bytes = 4 * self.groups * self.n_subspaces * self.n_codewords * height * width

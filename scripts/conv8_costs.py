@@ -46,8 +46,7 @@ with threadpool_limits(1):
             OH = (H + 2 * q.padding - kh) // q.stride + 1
             OW = (W + 2 * q.padding - kw) // q.stride + 1
             dense = Ct * kh * kw * M * d * OH * OW
-            build = q.groups * M * K * d * H * W
-            adds = Ct * kh * kw * M * OH * OW
+            build, adds = q.table_work(H, W)  # what the kernels really compute: padded phase planes
             times = {}
             for dt in ("int8", "float32"):
                 q.table_dtype = dt
@@ -59,11 +58,17 @@ with threadpool_limits(1):
             print(f"{name:13s} {L['name']:8s} {'x'.join(map(str, shp)):10s} dense {dense / 1e6:7.2f}M build {build / 1e6:6.2f}M "
                   f"adds {adds / 1e6:6.2f}M | int8 {times['int8']:.3f} ms  float {times['float32']:.3f}  decoded "
                   f"{times['decoded']:.3f}  -> int8/decoded {times['decoded'] / times['int8']:.2f}x", flush=True)
-# least squares: t_int8 = a*build + b*adds + c (per call), in units of the decoded multiply-add time
+# least squares on relative errors (rows weighted by 1/t: small and large layers count alike):
+# t = a*build + b*adds + c per table precision, t = e*dense + f for the decoded weight
+def fit(X, y):
+    return np.linalg.lstsq(X / y[:, None], np.ones_like(y), rcond=None)[0]
+
+
+D = np.array([[r[2], 1.0] for r in rows])
+e, f = fit(D, np.array([r[5]["decoded"] for r in rows]))
+print(f"decoded weight: {e * 1e9:.1f} ps per multiply-add + {f * 1e3:.1f} us per call")
 A = np.array([[r[3], r[4], 1.0] for r in rows])
-y = np.array([r[5]["int8"] for r in rows])
-dense_ns = np.median([r[5]["decoded"] / r[2] for r in rows if r[2] > 5e6]) * 1e6
-coef, *_ = np.linalg.lstsq(A, y, rcond=None)
-print(f"decoded weight: {dense_ns * 1e3:.1f} ps per multiply-add (median over layers > 5M); int8 tables: "
-      f"{coef[0] * 1e9:.1f} ps per build multiply-add ({coef[0] * 1e6 / dense_ns:.2f}x), {coef[1] * 1e9:.1f} ps per "
-      f"addition ({coef[1] * 1e6 / dense_ns:.2f}x), {coef[2] * 1e3:.1f} us per call")
+for dt in ("int8", "float32"):
+    a, b, c = fit(A, np.array([r[5][dt] for r in rows]))
+    print(f"{dt} tables: {a * 1e9:.1f} ps per build multiply-add ({a / e:.2f} decoded multiply-adds), {b * 1e9:.1f} ps "
+          f"per addition ({b / e:.2f}), {c * 1e3:.1f} us per call ({(c - f) / e / 1e6:+.2f} M decoded multiply-adds)")

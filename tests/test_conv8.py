@@ -271,10 +271,12 @@ def test_qconv_table_dtype_default_and_setter(rng):
 
 
 def test_qconv_runs_its_table_dtype(rng):
+    from qcnn_lite import layers
+
     x, books, codes, bias, s, p, g = _case(rng, *SHAPES["mini-conv"])
     layer = QConv2d(books, codes, bias, s, p, g)
-    assert layer.uses_tables(*x.shape[2:]) or True
-    if layer.uses_tables(*x.shape[2:]):
-        np.testing.assert_array_equal(layer(x), kernels.conv2d_lut(x, books, codes, bias, s, p, g, table_dtype="int8"))
-        layer.table_dtype = "float32"
-        np.testing.assert_array_equal(layer(x), kernels.conv2d_lut(x, books, codes, bias, s, p, g))
+    for dt in ("int8", "int16"):
+        layer.table_dtype = dt
+        assert layer.uses_tables(*x.shape[2:])
+        want = kernels.conv2d_lut(x, books, codes, bias, s, p, g, table_dtype=dt, scale_mode=layers.CONV_SCALE_MODE)
+        np.testing.assert_array_equal(layer(x), want)
