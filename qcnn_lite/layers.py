@@ -386,11 +386,11 @@ class QConv2d(_QuantizedLayer):
 
     def table_work(self, height: int, width: int) -> tuple[int, int]:
         """(table multiply-adds, table additions) the kernels really do on an H x W input:
-        the table covers the zero-padded phase planes (rows of SP pixels rounded up to 64),
+        the table covers the zero-padded phase planes (rows of SP pixels rounded up to 16),
         and every run is OH*Wq values long (Wq - OW scratch columns per row)."""
         Ct, kh, kw, M = self.codes.shape
         OH, _, Hq, Wq = conv_geometry(height, width, kh, kw, self.stride, self.padding)
-        pp = -(-self.stride * self.stride * Hq * Wq // 64) * 64
+        pp = -(-self.stride * self.stride * Hq * Wq // 16) * 16
         return self.groups * M * self.n_codewords * self.sub_dim * pp, Ct * kh * kw * M * (-(-OH * Wq // 32) * 32)
 
     def uses_tables(self, height: int, width: int) -> bool:

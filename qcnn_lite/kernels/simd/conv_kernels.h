@@ -9,7 +9,7 @@
 // Layout (as the float kernel, qcnn_lite/kernels/_pythran.py): per image and
 // group, the zero-padded input map is split into its stride*stride phases,
 // each a flat Hq x Wq plane; SP = stride*stride*Hq*Wq pixels in all. The table
-// is tab[m*K + k][p] (p < SP, row pitch PP = SP rounded up to 64, plus 64 bytes
+// is tab[m*K + k][p] (p < SP, row pitch PP = SP rounded up to 16, plus 64 entries
 // of slack at the end): the quantized inner product of sub-space m of pixel p
 // with codeword k. Tap (i, j) of sub-space m with codeword c adds the ONE
 // contiguous run tab[m*K + c][start(i, j) .. start + L), L = OH*Wq, to the
@@ -27,9 +27,12 @@
 // q = clamp(rint(t * (1/s)), -qmax, qmax); y = s * sum + bias (float32).
 //
 // Loop order and why (AlexNet conv2, group of 48 channels, 27x27, K=128, M=6):
-//   * table build: sub-space m, codeword k, then pixels in blocks of 64 with
-//     the d products in registers; one int8 store per entry. The input planes
-//     of sub-space m (d * SP floats, 32 KB) stay in L1 across the K codewords.
+//   * table build (AVX-512): sub-space m, then pixels in blocks of 16, then all K
+//     codewords: the block's d input values stay in d registers while the
+//     codewords (broadcast from memory) pass over them; one 16-byte store of
+//     int8 entries per codeword and block. (The generic/AVX2 loop: m, k, then
+//     pixel blocks, the input planes of sub-space m -- d * SP floats, 32 KB --
+//     staying in L1 across the K codewords.)
 //   * accumulation: output channel outer; its kh*kw*M runs added EIGHT per pass
 //     over the int16 accumulator (L = 837 values, 1.7 KB: L1), so each pass
 //     loads and stores the accumulator once for eight runs. The int8 table
@@ -74,7 +77,8 @@ namespace qlconv {
 
 enum ConvIsa { C_GENERIC = 0, C_AVX2 = 1, C_AVX512 = 2 };
 
-constexpr int BLK = 64;  // pixels per block of the table build; the table row pitch is a multiple
+constexpr int BLK = 16;  // pixels per block of the table build (one AVX-512 register); the row pitch is a multiple
+// (64 cost small maps dearly: a 6x6 map with padding 1 has 72 pixels, 128 at a pitch of 64)
 
 inline bool conv_isa_supported(ConvIsa isa) {
     switch (isa) {
@@ -201,7 +205,7 @@ static inline __attribute__((always_inline)) float build_body(const float* xp, c
 // The AVX-512 table build: pixels in blocks of 16 (one register), the block's D input
 // values held in D registers while all K codewords of the sub-space pass over them
 // (codewords broadcast from memory); the generic body reloads x per codeword and
-// spilled its 64 products to the stack (0.9 ms -> see the module docstring for conv2).
+// spilled its products to the stack (AlexNet conv2 total: 1.53 -> 1.09 ms).
 // Same float operations in the same order as build_body: t = c0*x0, t = t + cj*xj.
 template <typename Q, int MODE, int D>
 QC_TARGET_AVX512 float build_avx512_d(const float* xp, const float* cb, const Geometry& g, float inv, float qmax,
@@ -405,7 +409,7 @@ inline int16_t* acc_buffer<int16_t>(ConvScratch& s, size_t n) { return grow(s.ac
 template <>
 inline int32_t* acc_buffer<int32_t>(ConvScratch& s, size_t n) { return grow(s.acc32, n); }
 
-inline size_t table_size(const Geometry& g) { return (size_t)g.M * g.K * g.PP + 2 * BLK; }
+inline size_t table_size(const Geometry& g) { return (size_t)g.M * g.K * g.PP + 64; }  // slack: runs read up to 31 values past their end
 
 // Where item q = (i, j, m) starts inside its codeword's row: phase of tap (i, j) and its shift.
 inline void item_starts(const Geometry& g, int64_t* start) {
@@ -429,7 +433,7 @@ float quantized_table(ConvIsa isa, const float* x, const float* cb, const Geomet
                               : cs_bound(xp, cb, g, grow(sc.norms, g.PP));
     const float s = scale_of(bound, qmax);
     build<Q, 0>(isa, xp, cb, g, 1.0f / s, (float)qmax, tab);
-    std::memset(tab + (size_t)g.M * g.K * g.PP, 0, 2 * BLK * sizeof(Q));
+    std::memset(tab + (size_t)g.M * g.K * g.PP, 0, 64 * sizeof(Q));
     return s;
 }
 
