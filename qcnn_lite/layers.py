@@ -277,7 +277,7 @@ class QLinear(_QuantizedLayer):
 # int8 conv tables need at least this resolution (qmax = min(127, 32767 // (kh*kw*M))); else int16 tables.
 INT8_MIN_QMAX = 31
 # How conv layers scale their integer tables (kernels.conv2d_lut's scale_mode); see QConv2d.default_table_dtype.
-CONV_SCALE_MODE = "bound"
+CONV_SCALE_MODE = "exact"
 
 # Below this theoretical speed-up a conv layer's float tables lose to its decoded weight: see QConv2d.uses_tables.
 LUT_MIN_SPEEDUP = 3.0

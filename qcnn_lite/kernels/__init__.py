@@ -158,7 +158,7 @@ def conv2d_lut(
     padding: int = 0,
     groups: int = 1,
     table_dtype: str = "float32",
-    scale_mode: str = "bound",
+    scale_mode: str = "exact",
     relu: bool = False,
 ) -> np.ndarray:
     """Quantized convolution, the sum of shifted look-up-table planes.
@@ -167,7 +167,7 @@ def conv2d_lut(
     codes (Ct, kh, kw, M) uint8/uint16; bias (Ct,) float32 -> (n, Ct, OH, OW) float32.
     ``table_dtype``: ``"float32"`` tables, or ``"int8"`` (16-bit sums) / ``"int16"``
     (32-bit sums) tables with one scale per image and group, chosen by ``scale_mode``
-    (``"bound"``: Cauchy-Schwarz, one pass; ``"exact"``: max |entry|) -- see
+    (``"exact"``: max |entry|, the default; ``"bound"``: Cauchy-Schwarz, one pass) -- see
     :mod:`qcnn_lite.kernels._convq`. ``relu`` applies max(y, 0) to the output.
     """
     if table_dtype not in CONV_TABLE_DTYPES:
