@@ -289,11 +289,12 @@ LUT_MIN_SPEEDUP = 3.0
 # The integer-table cost model of QConv2d.uses_tables, in decoded-weight multiply-adds: per table
 # multiply-add (build + quantize), per table addition, and per call (tables minus decoded weight).
 # Fitted on every conv layer of AlexNet and the three mini networks (scripts/conv8_costs.py: one
-# thread, AVX-512 Xeon): a decoded multiply-add took 34 ps + 48 us a call, an int8 table
-# multiply-add 41 ps, an int8 addition 25 ps, 19 us a call. int16 sums run at half the int8 rate.
-INT_TABLE_COSTS = {"int8": (1.2, 0.75, -0.85e6), "int16": (1.2, 1.5, -0.85e6)}
+# thread, AVX-512 Xeon, exact scales): a decoded multiply-add took 37 ps + 48 us a call, an int8
+# table multiply-add (two passes: max, then quantize) 53 ps, an int8 addition 35 ps, 17 us a call.
+# int16 sums run at about half the int8 rate.
+INT_TABLE_COSTS = {"int8": (1.4, 0.9, -0.8e6), "int16": (1.4, 1.8, -0.8e6)}
 # Past this size an integer table leaves L2 and streams from L3: AlexNet's conv1 (6.8 MB of int8
-# table) ran only 1.0-1.4x faster than its decoded weight, for 50x its memory.
+# table) ran 0.8-1.4x the speed of its decoded weight (three runs), for 50x its memory.
 INT_TABLE_MAX_BYTES = 4 << 20
 
 
