@@ -96,6 +96,13 @@ def _engines(dense_fn, q_fn, torch_fn, torch_int8_fn, repeat: int, float_tables_
     return t
 
 
+def _conv_isa() -> str | None:
+    """The instruction set of the integer conv kernels (None: Pythran's portable kernels run)."""
+    from .kernels import _convq
+
+    return _convq.default_conv_isa() if _convq.conv_isas() else None
+
+
 def _speedups(times: dict[str, dict[str, float]], key: str = "median_ms") -> dict[str, float]:
     """Speed-up of the compiled Q-CNN backend (numpy if not built) over every baseline: ratios of medians."""
     best = "qcnn-pythran" if "qcnn-pythran" in times else "qcnn-numpy"
@@ -144,6 +151,7 @@ def bench_layers(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[int,
                     "output": list(layer(x).shape[1:]), "sub_dim": d, "codewords": K,
                     "path": "tables" if tables else "decoded weight",
                     "table_dtype": getattr(q, "table_dtype", "float32"),
+                    "conv_isa": _conv_isa() if L["type"] == "conv" and tables and q.table_dtype != "float32" else None,
                     "times": times, "speedup": _speedups(times), "speedup_cpu": _speedups(times, "cpu_median_ms"),
                 })
     return {"machine": machine(), "settings": {k: list(v) for k, v in settings.items()}, "layers": rows}
