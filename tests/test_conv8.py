@@ -105,6 +105,19 @@ def test_compiled_conv_is_the_emulation(isa, table_dtype, name, rng):
     np.testing.assert_array_equal(scales, _scales(*args[:3], *args[4:], bits, "bound"))
 
 
+@needs_simd
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("tile_bytes", [1, 3000, 1 << 30])
+@pytest.mark.parametrize("name", ["alexnet-conv3", "odd-sizes", "K=512-uint16", "d=5-generic"])
+def test_tiled_sub_spaces_are_the_emulation(isa, tile_bytes, name, rng):
+    """Tables past tile_bytes run in tiles of sub-spaces (1: one sub-space a tile): same sums."""
+    args = _case(rng, *SHAPES[name])
+    for bits in (8, 16):
+        want = _convq.conv2d_int(*args, bits=bits, scale_mode="exact")
+        got = _convq.conv2d_compiled(*args, bits=bits, scale_mode="exact", isa=isa, tile_bytes=tile_bytes)
+        np.testing.assert_array_equal(got, want)
+
+
 @needs_pythran
 @pytest.mark.parametrize("table_dtype", ["int8", "int16"])
 @pytest.mark.parametrize("mode", _convq.SCALE_MODES)
@@ -207,8 +220,9 @@ def test_adversarial_tables_sum_exactly(bits, geom, rng):
     assert (want[0] == n_items * qmax).all() and (want[1] == -n_items * qmax).all()
     assert n_items * qmax <= (32767 if bits == 8 else 2**31 - 1)
     for isa in ISAS:
-        got = _convq.compiled_sums(q, codes, C, H, W, d, stride, padding, bits, isa)
-        np.testing.assert_array_equal(got, want, err_msg=isa)
+        for mb in (None, 1, 5):  # whole table, tiles of 1 and 5 sub-spaces
+            got = _convq.compiled_sums(q, codes, C, H, W, d, stride, padding, bits, isa, mb)
+            np.testing.assert_array_equal(got, want, err_msg=f"{isa} tiles of {mb}")
     if HAVE_PYTHRAN:
         from qcnn_lite.kernels import _pythran
 

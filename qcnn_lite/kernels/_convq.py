@@ -185,10 +185,12 @@ def default_conv_isa() -> str:
 
 def conv2d_compiled(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bias: np.ndarray, stride: int,
                     padding: int, groups: int, bits: int = 8, scale_mode: str = "bound", relu: bool = False,
-                    isa: str | None = None, scales: np.ndarray | None = None) -> np.ndarray:
+                    isa: str | None = None, scales: np.ndarray | None = None,
+                    tile_bytes: int | None = None) -> np.ndarray:
     """The extension's integer conv (arguments validated by :func:`qcnn_lite.kernels.conv2d_lut`).
 
     Same shapes as :func:`conv2d_int`; ``scales`` (n, groups) float32, if given, receives the table scales.
+    ``tile_bytes``: tables larger than this (default 1 MiB) run in tiles of sub-spaces (for tests).
     """
     isa = default_conv_isa() if isa is None else isa
     n, C, H, W = x.shape
@@ -198,7 +200,8 @@ def conv2d_compiled(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bia
     out = np.empty((n, Ct, OH, OW), np.float32)
     sc = np.empty((n, groups), np.float32) if scales is None else scales
     _lut_simd.conv2d(isa, x, n, groups, C // groups, H, W, codebooks, M, K, d, codes, codes.itemsize, Ct // groups,
-                     kh, kw, bias, stride, padding, bits, int(scale_mode == "exact"), int(relu), out, sc)
+                     kh, kw, bias, stride, padding, bits, int(scale_mode == "exact"), int(relu), out, sc,
+                     *(() if tile_bytes is None else (int(tile_bytes),)))
     return out
 
 
@@ -216,7 +219,7 @@ def compiled_table(x: np.ndarray, codebooks: np.ndarray, kh: int, kw: int, strid
 
 
 def compiled_sums(q: np.ndarray, codes: np.ndarray, C: int, H: int, W: int, d: int, stride: int, padding: int,
-                  bits: int = 8, isa: str | None = None) -> np.ndarray:
+                  bits: int = 8, isa: str | None = None, tile_subspaces: int | None = None) -> np.ndarray:
     """The extension's integer sums from a given table q (M*K, SP): as :func:`table_sums`, int32, for tests."""
     isa = default_conv_isa() if isa is None else isa
     Ct, kh, kw, M = codes.shape
@@ -224,5 +227,5 @@ def compiled_sums(q: np.ndarray, codes: np.ndarray, C: int, H: int, W: int, d: i
     OH, _, _, Wq = conv_geometry(H, W, kh, kw, stride, padding)
     out = np.empty((Ct, OH * Wq), np.int32)
     _lut_simd.conv_sums(isa, np.ascontiguousarray(q, _Q[bits]), C, H, W, M, K, d, codes, codes.itemsize, Ct, kh, kw,
-                        stride, padding, bits, out)
+                        stride, padding, bits, out, *(() if tile_subspaces is None else (int(tile_subspaces),)))
     return out

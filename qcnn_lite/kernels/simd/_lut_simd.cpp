@@ -307,20 +307,22 @@ bool conv_geometry(int C, int H, int W, int M, int K, int d, int Ct, int kh, int
 
 const char DOC_CONV2D[] =
     "conv2d(isa, x, n, groups, C, H, W, codebooks, M, K, d, codes, code_bytes, Ct, kh, kw, bias, stride,\n"
-    "       padding, bits, exact, relu, out, scales)\n\n"
+    "       padding, bits, exact, relu, out, scales[, tile_bytes])\n\n"
     "The whole integer-table conv layer (see conv_kernels.h). C, Ct: channels of ONE group;\n"
     "x float32 (n, groups*C, H, W); codebooks float32 (M, K, d); codes uint8/uint16\n"
     "(code_bytes 1/2) (groups*Ct, kh, kw, M), validated < K by the caller; bias float32\n"
     "(groups*Ct,); bits 8 (int16 sums) or 16 (int32 sums); exact 0 = Cauchy-Schwarz scale,\n"
-    "1 = max |entry|; relu 0/1. Writes out float32 (n, groups*Ct, OH, OW), scales float32 (n, groups).";
+    "1 = max |entry|; relu 0/1. Writes out float32 (n, groups*Ct, OH, OW), scales float32 (n, groups).\n"
+    "Tables over tile_bytes (default 1 MiB) are built and summed in tiles of sub-spaces.";
 
 PyObject* py_conv2d(PyObject*, PyObject* args) {
     const char* isa_name;
     Py_buffer x, cb, codes, bias, out, scales;
     int n, groups, C, H, W, M, K, d, code_bytes, Ct, kh, kw, stride, padding, bits, exact, relu;
-    if (!PyArg_ParseTuple(args, "sy*iiiiiy*iiiy*iiiiy*iiiiiw*w*", &isa_name, &x, &n, &groups, &C, &H, &W, &cb, &M, &K,
+    Py_ssize_t tile = (Py_ssize_t)qlconv::TILE_BYTES;
+    if (!PyArg_ParseTuple(args, "sy*iiiiiy*iiiy*iiiiy*iiiiiw*w*|n", &isa_name, &x, &n, &groups, &C, &H, &W, &cb, &M, &K,
                           &d, &codes, &code_bytes, &Ct, &kh, &kw, &bias, &stride, &padding, &bits, &exact, &relu, &out,
-                          &scales))
+                          &scales, &tile))
         return nullptr;
     Buffers hold;
     hold.held = {&x, &cb, &codes, &bias, &out, &scales};
@@ -333,6 +335,7 @@ PyObject* py_conv2d(PyObject*, PyObject* args) {
         PyErr_SetString(PyExc_ValueError, "conv2d: need n >= 0, groups >= 1, bits 8|16, code_bytes 1|2 (2 for K > 256)");
         return nullptr;
     }
+    const size_t tile_bytes = tile < 1 ? 1 : (size_t)tile;
     const size_t G = (size_t)groups;
     if (!check_len("x", x, n * G * C * H * W, 4) || !check_len("codebooks", cb, (size_t)M * K * d, 4) ||
         !check_len("codes", codes, G * Ct * kh * kw * M, code_bytes) || !check_len("bias", bias, G * Ct, 4) ||
@@ -346,14 +349,14 @@ PyObject* py_conv2d(PyObject*, PyObject* args) {
     Py_BEGIN_ALLOW_THREADS
     if (bits == 8) {
         if (code_bytes == 1)
-            qlconv::conv2d<int8_t, int16_t, uint8_t>(isa, xs, n, groups, cbs, (const uint8_t*)codes.buf, bs, g, 8, exact, relu, os, ss);
+            qlconv::conv2d<int8_t, int16_t, uint8_t>(isa, xs, n, groups, cbs, (const uint8_t*)codes.buf, bs, g, 8, exact, relu, os, ss, tile_bytes);
         else
-            qlconv::conv2d<int8_t, int16_t, uint16_t>(isa, xs, n, groups, cbs, (const uint16_t*)codes.buf, bs, g, 8, exact, relu, os, ss);
+            qlconv::conv2d<int8_t, int16_t, uint16_t>(isa, xs, n, groups, cbs, (const uint16_t*)codes.buf, bs, g, 8, exact, relu, os, ss, tile_bytes);
     } else {
         if (code_bytes == 1)
-            qlconv::conv2d<int16_t, int32_t, uint8_t>(isa, xs, n, groups, cbs, (const uint8_t*)codes.buf, bs, g, 16, exact, relu, os, ss);
+            qlconv::conv2d<int16_t, int32_t, uint8_t>(isa, xs, n, groups, cbs, (const uint8_t*)codes.buf, bs, g, 16, exact, relu, os, ss, tile_bytes);
         else
-            qlconv::conv2d<int16_t, int32_t, uint16_t>(isa, xs, n, groups, cbs, (const uint16_t*)codes.buf, bs, g, 16, exact, relu, os, ss);
+            qlconv::conv2d<int16_t, int32_t, uint16_t>(isa, xs, n, groups, cbs, (const uint16_t*)codes.buf, bs, g, 16, exact, relu, os, ss, tile_bytes);
     }
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
@@ -402,16 +405,16 @@ PyObject* py_conv_table(PyObject*, PyObject* args) {
 }
 
 const char DOC_CONV_SUMS[] =
-    "conv_sums(isa, tab, C, H, W, M, K, d, codes, code_bytes, Ct, kh, kw, stride, padding, bits, out)\n\n"
+    "conv_sums(isa, tab, C, H, W, M, K, d, codes, code_bytes, Ct, kh, kw, stride, padding, bits, out[, mb])\n\n"
     "Integer sums of one group from a given table tab int8/int16 (M*K, SP) (any entries with\n"
-    "|q| <= qmax): out int32 (Ct, OH*Wq), columns >= OW scratch. For the overflow tests.";
+    "|q| <= qmax): out int32 (Ct, OH*Wq), columns >= OW scratch; mb: sub-spaces per tile. For tests.";
 
 PyObject* py_conv_sums(PyObject*, PyObject* args) {
     const char* isa_name;
     Py_buffer tab, codes, out;
-    int C, H, W, M, K, d, code_bytes, Ct, kh, kw, stride, padding, bits;
-    if (!PyArg_ParseTuple(args, "sy*iiiiiiy*iiiiiiiw*", &isa_name, &tab, &C, &H, &W, &M, &K, &d, &codes, &code_bytes,
-                          &Ct, &kh, &kw, &stride, &padding, &bits, &out))
+    int C, H, W, M, K, d, code_bytes, Ct, kh, kw, stride, padding, bits, mb = 1 << 30;
+    if (!PyArg_ParseTuple(args, "sy*iiiiiiy*iiiiiiiw*|i", &isa_name, &tab, &C, &H, &W, &M, &K, &d, &codes, &code_bytes,
+                          &Ct, &kh, &kw, &stride, &padding, &bits, &out, &mb))
         return nullptr;
     Buffers hold;
     hold.held = {&tab, &codes, &out};
@@ -444,7 +447,8 @@ PyObject* py_conv_sums(PyObject*, PyObject* args) {
         using Cd = std::remove_const_t<std::remove_pointer_t<decltype(cds)>>;
         std::memset(t, 0, qlconv::table_size(g) * sizeof(Q));
         for (size_t r = 0; r < rows; r++) std::memcpy(t + r * g.PP, src + r * g.SP, g.SP * sizeof(Q));
-        qlconv::group_sums<Q, A, Cd>(isa, t, cds, g, sc, [&](int oc, const A* acc) {
+        auto rows = [&](int m0, int) -> const Q* { return t + (size_t)m0 * g.K * g.PP; };
+        qlconv::group_sums<Q, A, Cd>(isa, cds, g, std::max(1, mb), sc, rows, [&](int oc, const A* acc) {
             for (size_t i = 0; i < g.L; i++) o[(size_t)oc * g.L + i] = acc[i];
         });
     };
