@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "lut_kernels.h"
-#include "conv_kernels.h"
+#include "conv_driver.h"
 
 using namespace qlsimd;
 
