@@ -14,6 +14,11 @@ The split of the work follows the paper:
 
 No BLAS here (the extension is built with ``-DPYTHRAN_BLAS_NONE``): only loops.
 
+Integer tables (issue 13): ``conv_table_int`` builds and quantizes a conv table
+in one pass (int8 or int16 entries, one scale) and ``conv_int_accumulate``
+sums its runs in int16/int32: the portable path of
+:mod:`qcnn_lite.kernels._convq`, whose numpy emulation they match exactly.
+
 Convolution layout. The table of one image is ``lut[g, m*K + k, ph, y*Wq + x]``
 (``_compiled`` builds it one group at a time, so g = 0 there): group g, sub-space m, codeword k, then
 the zero-padded input map split into its ``stride*stride`` phases
