@@ -49,7 +49,7 @@ test: setup system-deps data
 	$(MAKE) test-asan
 	$(MAKE) test-notebooks
 
-# The compiled kernels under AddressSanitizer (about a minute): every kernel test, clean (Pythran and byte-shuffle).
+# The compiled kernels under AddressSanitizer (about a minute): every kernel test, clean (Pythran, byte-shuffle, integer conv).
 # Built with g++ (the CI's g++ build; setup uses clang++ when found), baseline target only: one _pythran_*.so.
 test-asan: setup
 	rm -rf build/asan
@@ -58,10 +58,10 @@ test-asan: setup
 	$(BIN)/ninja -C build/asan >/dev/null
 	QCNN_LITE_KERNELS_SO=$$(ls build/asan/qcnn_lite/kernels/_pythran_baseline*.so) \
 	LD_PRELOAD=$$(g++ -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
-	$(PYTEST) -q tests/test_kernels.py tests/test_dispatch.py
+	$(PYTEST) -q tests/test_kernels.py tests/test_dispatch.py tests/test_conv8.py
 	QCNN_LITE_SIMD_SO=$$(ls build/asan/qcnn_lite/kernels/simd/_lut_simd*.so) \
 	LD_PRELOAD=$$(g++ -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
-	$(PYTEST) -q tests/test_shuffle.py
+	$(PYTEST) -q tests/test_shuffle.py tests/test_conv8.py
 
 bench-layers: setup
 	$(PY) -m qcnn_lite bench-layers --clock cpu

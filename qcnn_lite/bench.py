@@ -26,7 +26,7 @@ import numpy as np
 from . import kernels, models
 from .measure import baseline_rss, machine, quantized_layer, quantized_network, run_model, single_thread, time_call
 from .paper import RELEASED_ALEXNET
-from .layers import QLinear
+from .layers import QConv2d, QLinear
 
 __all__ = ["bench_layers", "bench_networks", "render_layers", "render_networks"]
 
@@ -88,6 +88,13 @@ def _engines(dense_fn, q_fn, torch_fn, torch_int8_fn, repeat: int, float_tables_
     return t
 
 
+def _conv_isa() -> str | None:
+    """The instruction set of the integer conv kernels (None: Pythran's portable kernels run)."""
+    from .kernels import _convq
+
+    return _convq.default_conv_isa() if _convq.conv_isas() else None
+
+
 def _speedups(times: dict[str, dict[str, float]], key: str = "median_ms") -> dict[str, float]:
     """Speed-up of the compiled Q-CNN backend (numpy if not built) over every baseline: ratios of medians."""
     best = "qcnn-pythran" if "qcnn-pythran" in times else "qcnn-numpy"
@@ -124,6 +131,8 @@ def bench_layers(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[int,
                 qf = None
                 if L["type"] == "fc" and q.table_dtype != "float32":
                     qf = QLinear(q.codebooks, q.codes, q.bias, table_dtype="float32")
+                elif L["type"] == "conv" and q.table_dtype != "float32" and q.uses_tables(*in_shape[1:]):
+                    qf = QConv2d(q.codebooks, q.codes, q.bias, q.stride, q.padding, q.groups, table_dtype="float32")
                 with (torch.inference_mode() if torch else contextlib.nullcontext()):
                     times = _engines(lambda: layer(x), lambda: q(x), torch_fn, int8_fn, repeat,
                                      None if qf is None else (lambda: qf(x)))
@@ -134,6 +143,7 @@ def bench_layers(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[int,
                     "output": list(layer(x).shape[1:]), "sub_dim": d, "codewords": K,
                     "path": "tables" if tables else "decoded weight",
                     "table_dtype": getattr(q, "table_dtype", "float32"),
+                    "conv_isa": _conv_isa() if L["type"] == "conv" and tables and q.table_dtype != "float32" else None,
                     "times": times, "speedup": _speedups(times), "speedup_cpu": _speedups(times, "cpu_median_ms"),
                 })
     return {"machine": machine(), "settings": {k: list(v) for k, v in settings.items()}, "layers": rows}
@@ -218,12 +228,14 @@ def _header(m: dict, cpu: bool = False) -> str:
 def render_layers(res: dict, cpu: bool = False) -> str:
     sp = "speedup_cpu" if cpu else "speedup"
     rows = [(f"{r['network']}/{r['layer']} {'x'.join(map(str, r['input']))} C's={r['sub_dim']} K={r['codewords']}"
-             + ("" if r.get("path", "tables") == "tables" else " *"), r["times"], r[sp]) for r in res["layers"]]
+             + (f" {r.get('table_dtype', 'float32')}" if r.get("path", "tables") == "tables" else " *"), r["times"], r[sp])
+            for r in res["layers"]]
     note = ("\n* runs from its decoded weight: its tables cannot pay off (QConv2d.uses_tables)"
             if any(r.get("path", "tables") != "tables" for r in res["layers"]) else "")
     return (_header(res["machine"], cpu) + "\n" + _time_table(rows, cpu)
             + "\n(x vs B: speed-up of the Q-CNN layers, compiled LUT kernels at their default table precision"
-            " -- 8-bit for fc -- over baseline B; float-tables: the same layer with float tables)" + note + "\n")
+            " -- shown after K: uint8 fc tables, int8 conv tables (int16 sums) -- over baseline B;"
+            " float-tables: the same layer with float tables)" + note + "\n")
 
 
 def render_networks(res: dict, cpu: bool = False) -> str:

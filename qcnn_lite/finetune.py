@@ -153,7 +153,7 @@ def finetune(
         m = getattr(model, L["name"])
         if isinstance(p, QConv2d):
             out.params[L["name"]] = QConv2d(m.codebooks.detach().numpy().copy(), p.codes, m.bias.detach().numpy().copy(),
-                                            p.stride, p.padding, p.groups)
+                                            p.stride, p.padding, p.groups, p.table_dtype)
         elif isinstance(p, QLinear):
             out.params[L["name"]] = QLinear(m.codebooks.detach().numpy().copy(), p.codes, m.bias.detach().numpy().copy(), p.table_dtype)
     out.meta["finetune"] = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed, "n_images": len(images),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels
-from .kernels._numpy import conv_output_size
+from .kernels._numpy import conv_geometry, conv_output_size
 from .pq import code_dtype
 
 __all__ = ["Linear", "Conv2d", "QLinear", "QConv2d", "im2col"]
@@ -208,6 +208,7 @@ class QLinear(_QuantizedLayer):
     """
 
     kind = "fc"
+    TABLE_DTYPES = ("uint8", "float32")  # table precisions, fastest first
 
     def __init__(self, codebooks, codes, bias, table_dtype: str | None = None):
         self.codebooks = _f32("codebooks", codebooks, 3)
@@ -236,7 +237,7 @@ class QLinear(_QuantizedLayer):
 
     @table_dtype.setter
     def table_dtype(self, value: str) -> None:
-        if value not in ("float32", "uint8"):
+        if value not in self.TABLE_DTYPES:
             raise ValueError(f"QLinear table_dtype must be 'float32' or 'uint8', got {value!r}")
         if value == "uint8" and self.n_codewords > 256:
             raise ValueError(f"8-bit tables take K <= 256, this layer has K={self.n_codewords}")
@@ -273,8 +274,28 @@ class QLinear(_QuantizedLayer):
         return kernels.linear_lut_u8(x, self.codebooks, self.codes, self.bias, self._packed[1])
 
 
-# Below this theoretical speed-up a conv layer's tables lose to its decoded weight: see QConv2d.uses_tables.
+# int8 conv tables need at least this resolution (qmax = min(127, 32767 // (kh*kw*M))); else int16 tables.
+INT8_MIN_QMAX = 31
+# How conv layers scale their integer tables (kernels.conv2d_lut's scale_mode). Top-1 change against
+# float tables, every conv layer on tables, full Fashion-MNIST test set, Table 1 settings 1/2 (issue 13):
+#   int8 "exact" (max |entry|):        mini-AlexNet +0.08/-0.07, mini-CNN-S +0.02/-0.09, mini-VGG-16 -0.09/-0.11 pt
+#   int8 "bound" (Cauchy-Schwarz):     mini-AlexNet -0.07/-0.29, mini-CNN-S -0.03/+0.00, mini-VGG-16 -0.60/-0.55 pt
+# The bound is 2-4x the largest entry (1-2 bits lost); "exact" costs a second pass over the products
+# (AlexNet conv2: 1.19 -> 1.41 ms, still 2.4x torch fp32).
+CONV_SCALE_MODE = "exact"
+
+# Below this theoretical speed-up a conv layer's float tables lose to its decoded weight: see QConv2d.uses_tables.
 LUT_MIN_SPEEDUP = 3.0
+# The integer-table cost model of QConv2d.uses_tables, in decoded-weight multiply-adds: per table
+# multiply-add (build + quantize), per table addition, and per call (tables minus decoded weight).
+# Fitted on every conv layer of AlexNet and the three mini networks (scripts/conv8_costs.py: one
+# thread, AVX-512 Xeon, exact scales): a decoded multiply-add took 37 ps + 48 us a call, an int8
+# table multiply-add (two passes: max, then quantize) 53 ps, an int8 addition 35 ps, 17 us a call.
+# int16 sums run at about half the int8 rate.
+INT_TABLE_COSTS = {"int8": (1.4, 0.9, -0.8e6), "int16": (1.4, 1.8, -0.8e6)}
+# Past this size an integer table leaves L2 and streams from L3: AlexNet's conv1 (6.8 MB of int8
+# table) ran 0.8-1.4x the speed of its decoded weight (three runs), for 50x its memory.
+INT_TABLE_MAX_BYTES = 4 << 20
 
 
 class QConv2d(_QuantizedLayer):
@@ -286,8 +307,10 @@ class QConv2d(_QuantizedLayer):
     """
 
     kind = "conv"
+    TABLE_DTYPES = kernels.CONV_TABLE_DTYPES  # ("int8", "int16", "float32"): table precisions, fastest first
 
-    def __init__(self, codebooks, codes, bias, stride: int = 1, padding: int = 0, groups: int = 1):
+    def __init__(self, codebooks, codes, bias, stride: int = 1, padding: int = 0, groups: int = 1,
+                 table_dtype: str | None = None):
         self.codebooks = _f32("codebooks", codebooks, 3)
         self.codes = _codes(codes, self.codebooks.shape[1])
         if self.codes.ndim != 4:
@@ -300,6 +323,37 @@ class QConv2d(_QuantizedLayer):
         self.bias = _bias(bias, self.codes.shape[0])
         self.history_ = []
         self._validate()
+        self.table_dtype = self.default_table_dtype(*self.kernel_size, self.n_subspaces) if table_dtype is None else table_dtype
+
+    @staticmethod
+    def default_table_dtype(kh: int, kw: int, M: int) -> str:
+        """The fastest table precision whose overflow bound holds with a useful resolution.
+
+        An output sums n = kh*kw*M table entries; int8 tables keep |q| <= qmax =
+        min(127, 32767 // n) so the int16 sum cannot overflow. int8 where qmax >=
+        :data:`INT8_MIN_QMAX` (n <= 1057), else int16 tables (int32 sums, qmax 32767
+        up to n = 65537), else float. On the mini networks int8 tables (qmax 127, exact
+        scale) moved top-1 by at most 0.11 pt (see :data:`CONV_SCALE_MODE`).
+        """
+        n = kh * kw * M
+        if 32767 // n >= INT8_MIN_QMAX:
+            return "int8"
+        return "int16" if n <= 32767 else "float32"
+
+    @property
+    def table_dtype(self) -> str:
+        """Precision of the look-up tables: ``"int8"`` (int16 sums), ``"int16"`` (int32 sums) or ``"float32"``."""
+        return self._table_dtype
+
+    @table_dtype.setter
+    def table_dtype(self, value: str) -> None:
+        if value not in self.TABLE_DTYPES:
+            raise ValueError(f"QConv2d table_dtype must be one of {', '.join(map(repr, self.TABLE_DTYPES))}, got {value!r}")
+        kh, kw = self.kernel_size
+        n = kh * kw * self.n_subspaces
+        if value != "float32" and n > 32767:
+            raise ValueError(f"integer tables take kh*kw*M <= 32767 (an int16 sum could overflow); this layer has {n}")
+        self._table_dtype = value
 
     @property
     def in_channels(self) -> int:
@@ -336,16 +390,40 @@ class QConv2d(_QuantizedLayer):
         dense = Ct * kh * kw * M * d * OH * OW
         return dense / (self.groups * M * K * d * height * width + Ct * kh * kw * M * OH * OW)
 
+    def table_work(self, height: int, width: int) -> tuple[int, int]:
+        """(table multiply-adds, table additions) the kernels really do on an H x W input:
+        the table covers the zero-padded phase planes (rows of SP pixels rounded up to 16),
+        and every run is OH*Wq values long (Wq - OW scratch columns per row)."""
+        Ct, kh, kw, M = self.codes.shape
+        OH, _, Hq, Wq = conv_geometry(height, width, kh, kw, self.stride, self.padding)
+        pp = -(-self.stride * self.stride * Hq * Wq // 16) * 16
+        return self.groups * M * self.n_codewords * self.sub_dim * pp, Ct * kh * kw * M * (-(-OH * Wq // 32) * 32)
+
     def uses_tables(self, height: int, width: int) -> bool:
         """Whether :meth:`__call__` runs look-up tables (True) or the decoded weight (False) on an H x W input.
 
-        A table addition is a memory read; a BLAS multiply-add comes from registers and
-        costs about 3.5x less (measured on x86, issue 3). So a layer whose
+        Float tables: a table addition is a memory read; a BLAS multiply-add comes from
+        registers and costs about 3.5x less (measured on x86, issue 3). So a layer whose
         theoretical speed-up is below :data:`LUT_MIN_SPEEDUP`, and whose decoded weight is
         smaller than its tables, runs faster and in less memory from the decoded weight.
         AlexNet's conv1 (one 3-D sub-space) is the case: 1.9x in theory, 139 KB of weights
-        against 26 MB of tables per image. The model file stores codes either way.
+        against 26 MB of tables per image.
+
+        Integer tables (int8/int16): the measured cost model :data:`INT_TABLE_COSTS`
+        against the decoded weight's multiply-adds, for tables of at most
+        :data:`INT_TABLE_MAX_BYTES`. An int8 addition costs less than a BLAS multiply-add
+        (0.75x: 32 a vector instruction, from L2), so most layers of the mini networks now
+        pay off on tables (see ``bench-layers`` and issue 13). The model file stores codes either way.
         """
+        if self.table_dtype != "float32":
+            per_build, per_add, per_call = INT_TABLE_COSTS[self.table_dtype]
+            build, adds = self.table_work(height, width)
+            Ct, kh, kw, M = self.codes.shape
+            OH = conv_output_size(height, kh, self.stride, self.padding)
+            OW = conv_output_size(width, kw, self.stride, self.padding)
+            dense = Ct * kh * kw * M * self.sub_dim * OH * OW
+            table_bytes = (1 if self.table_dtype == "int8" else 2) * build // self.sub_dim
+            return per_build * build + per_add * adds + per_call < dense and table_bytes <= INT_TABLE_MAX_BYTES
         if self.lut_speedup(height, width) >= LUT_MIN_SPEEDUP:
             return True
         table_bytes = 4 * self.groups * self.n_subspaces * self.n_codewords * height * width
@@ -356,7 +434,8 @@ class QConv2d(_QuantizedLayer):
         cannot pay off (:meth:`uses_tables`), by the decoded weight."""
         x = _check_input(x, 4, self.in_channels, "QConv2d")
         if self.uses_tables(x.shape[2], x.shape[3]):
-            return kernels.conv2d_lut(x, self.codebooks, self.codes, self.bias, self.stride, self.padding, self.groups)
+            return kernels.conv2d_lut(x, self.codebooks, self.codes, self.bias, self.stride, self.padding, self.groups,
+                                      self.table_dtype, CONV_SCALE_MODE)
         Ct, kh, kw, M = self.codes.shape
         key = (id(self.codebooks), id(self.codes))
         if getattr(self, "_decoded", (None,))[0] != key:

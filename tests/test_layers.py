@@ -49,6 +49,7 @@ def _conv_case(rng, cin, cout, k, stride, padding, groups, H, W, d=2, K=8):
     w = rng.standard_normal((cout, cin // groups, k, k)).astype(np.float32)
     b = rng.standard_normal(cout).astype(np.float32)
     q = QConv2d.from_dense(w, b, stride, padding, groups, sub_dim=d, n_codewords=K, kmeans_iter=5)
+    q.table_dtype = "float32"  # exact tables here; the integer ones are tested in test_conv8
     x = rng.standard_normal((2, cin, H, W)).astype(np.float32)
     ref = F.conv2d(t(x), t(q.dense_weight()), t(q.bias), stride, padding, 1, groups).numpy()
     out = q(x)
@@ -98,7 +99,8 @@ def test_zero_padding_contributes_nothing(rng):
     q = QConv2d.from_dense(w, None, 1, 2, 1, sub_dim=2, n_codewords=4)
     x = rng.standard_normal((1, 4, 6, 6)).astype(np.float32)
     xp = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))
-    q0 = QConv2d(q.codebooks, q.codes, q.bias, 1, 0, 1)
+    q0 = QConv2d(q.codebooks, q.codes, q.bias, 1, 0, 1, table_dtype="float32")
+    q.table_dtype = "float32"
     assert rel_err(q(x), q0(xp)) < 1e-5
 
 
@@ -158,6 +160,7 @@ def test_lut_speedup_is_the_cost_models_ratio():
 def test_dense_path_refuses_corrupted_codes(rng):
     w = rng.standard_normal((8, 3, 11, 11)).astype(np.float32)
     q = QConv2d.from_dense(w, None, 4, 0, 1, sub_dim=3, n_codewords=16, kmeans_iter=3)
+    q.table_dtype = "float32"
     x = rng.standard_normal((1, 3, 35, 35)).astype(np.float32)
     assert not q.uses_tables(35, 35)
     q.codes[0, 0, 0, 0] = 200  # changed in place, after the constructor's checks
@@ -181,8 +184,12 @@ def test_dense_conv_blocks_match_torch(rng, budget):
 
 def test_small_maps_keep_their_tables():
     # below the threshold, but the decoded weight (147 KB) would be larger than the tables (16 KB)
-    q = QConv2d(np.zeros((8, 128, 8), np.float32), np.zeros((64, 3, 3, 8), np.uint8), np.zeros(64, np.float32), 1, 1)
+    q = QConv2d(np.zeros((8, 128, 8), np.float32), np.zeros((64, 3, 3, 8), np.uint8), np.zeros(64, np.float32), 1, 1,
+                table_dtype="float32")
     assert q.lut_speedup(2, 2) < LUT_MIN_SPEEDUP
     assert q.uses_tables(2, 2)
-    # on a 28x28 map the tables (3.2 MB) outgrow the weight: decoded
+    # on a 28x28 map the float tables (3.2 MB) outgrow the weight: decoded
     assert q.lut_speedup(28, 28) < LUT_MIN_SPEEDUP and not q.uses_tables(28, 28)
+    # int8 tables (0.98 MB, 16-bit adds) pay off there (issue 13's cost model)
+    q.table_dtype = "int8"
+    assert q.uses_tables(2, 2) and q.uses_tables(28, 28)

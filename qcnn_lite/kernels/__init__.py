@@ -23,10 +23,12 @@ import numpy as np
 
 from . import _numpy, _shuffle, _targets
 
-__all__ = ["linear_lut", "linear_lut_u8", "pack_linear_codes", "conv2d_lut", "lrn", "backend", "set_backend",
-           "available_backends", "target", "set_target", "built_targets", "runnable_targets", "describe"]
+__all__ = ["CONV_TABLE_DTYPES", "linear_lut", "linear_lut_u8", "pack_linear_codes", "conv2d_lut", "lrn", "backend",
+           "set_backend", "available_backends", "target", "set_target", "built_targets", "runnable_targets", "describe"]
 
 _BACKENDS = ("numpy", "pythran", "auto")
+# Table precisions of conv2d_lut, fastest first.
+CONV_TABLE_DTYPES = ("int8", "int16", "float32")
 
 
 def _load_pythran() -> ModuleType | None:
@@ -211,12 +213,23 @@ def conv2d_lut(
     stride: int = 1,
     padding: int = 0,
     groups: int = 1,
+    table_dtype: str = "float32",
+    scale_mode: str = "exact",
+    relu: bool = False,
 ) -> np.ndarray:
     """Quantized convolution, the sum of shifted look-up-table planes.
 
     x (n, C, H, W) float32; codebooks (M, K, d) float32 with C = groups*M*d;
     codes (Ct, kh, kw, M) uint8/uint16; bias (Ct,) float32 -> (n, Ct, OH, OW) float32.
+    ``table_dtype``: ``"float32"`` tables, or ``"int8"`` (16-bit sums) / ``"int16"``
+    (32-bit sums) tables with one scale per image and group, chosen by ``scale_mode``
+    (``"exact"``: max |entry|, the default; ``"bound"``: Cauchy-Schwarz, one pass) -- see
+    :mod:`qcnn_lite.kernels._convq`. ``relu`` applies max(y, 0) to the output.
     """
+    if table_dtype not in CONV_TABLE_DTYPES:
+        raise ValueError(f"table_dtype must be one of {', '.join(CONV_TABLE_DTYPES)}, got {table_dtype!r}")
+    if scale_mode not in ("bound", "exact"):
+        raise ValueError(f"scale_mode must be 'bound' or 'exact', got {scale_mode!r}")
     _check_common(x, codebooks, codes, bias, 4, 4)
     M, K, d = codebooks.shape
     n, C, H, W = x.shape
@@ -230,7 +243,10 @@ def conv2d_lut(
         raise ValueError(f"{Ct} output channels are not divisible by groups={groups}")
     if _numpy.conv_output_size(H, kh, stride, padding) < 1 or _numpy.conv_output_size(W, kw, stride, padding) < 1:
         raise ValueError(f"a {kh}x{kw} kernel does not fit a {H}x{W} input with padding {padding}")
-    return _impl.conv2d_lut(x, codebooks, codes, bias, int(stride), int(padding), int(groups))
+    if table_dtype != "float32" and kh * kw * M > 32767:
+        raise ValueError(f"integer tables take kh*kw*M <= 32767 (an int16 sum could overflow), got {kh * kw * M}")
+    return _impl.conv2d_lut(x, codebooks, codes, bias, int(stride), int(padding), int(groups),
+                            table_dtype, scale_mode, bool(relu))
 
 
 def lrn(x: np.ndarray, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> np.ndarray:

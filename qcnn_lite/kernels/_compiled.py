@@ -13,12 +13,12 @@ from types import ModuleType
 
 import numpy as np
 
-from . import _targets
-from ._numpy import conv_output_size, linear_tables
+from . import _convq, _targets
+from ._numpy import conv_geometry, linear_tables
 
 _pythran: ModuleType = _targets.current()
 
-__all__ = ["linear_lut", "conv2d_lut", "conv_tables", "conv_geometry", "use"]
+__all__ = ["linear_lut", "conv2d_lut", "conv2d_int_pythran", "conv_tables", "conv_geometry", "use"]
 
 
 def use(module: ModuleType) -> None:
@@ -32,21 +32,6 @@ def linear_lut(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bias: np
     M, K, _ = codebooks.shape
     lut = linear_tables(x, codebooks).reshape(x.shape[0], M, K)
     return _pythran.linear_accumulate(lut, codes, bias)
-
-
-def conv_geometry(H: int, W: int, kh: int, kw: int, stride: int, padding: int) -> tuple[int, int, int, int]:
-    """(OH, OW, Hq, Wq): output size and the size of one phase plane of the table.
-
-    A phase plane covers the zero-padded input with step ``stride``; it is at
-    least as wide as OW plus the largest column shift, so a valid output never
-    reads across a row end, and one row taller than the last row read, so the
-    scratch columns never run past the plane.
-    """
-    OH, OW = conv_output_size(H, kh, stride, padding), conv_output_size(W, kw, stride, padding)
-    s = stride
-    Hq = max(-(-(H + 2 * padding) // s), OH + (kh - 1) // s) + 1
-    Wq = max(-(-(W + 2 * padding) // s), OW + (kw - 1) // s)
-    return OH, OW, Hq, Wq
 
 
 def conv_tables(x: np.ndarray, codebooks: np.ndarray, stride: int, padding: int, Hq: int, Wq: int) -> np.ndarray:
@@ -79,8 +64,20 @@ def conv2d_lut(
     stride: int,
     padding: int,
     groups: int,
+    table_dtype: str = "float32",
+    scale_mode: str = "bound",
+    relu: bool = False,
 ) -> np.ndarray:
-    """x (n, C, H, W) f32; codebooks (M, K, d); codes (Ct, kh, kw, M); bias (Ct,) -> (n, Ct, OH, OW) f32."""
+    """x (n, C, H, W) f32; codebooks (M, K, d); codes (Ct, kh, kw, M); bias (Ct,) -> (n, Ct, OH, OW) f32.
+
+    Integer tables run in the C++ extension (``simd/conv_kernels.h``) when it is built,
+    else in the portable Pythran kernels; float tables in the Pythran float kernel.
+    """
+    if table_dtype != "float32":
+        bits = _convq.TABLE_BITS[table_dtype]
+        if _convq.conv_isas():
+            return _convq.conv2d_compiled(x, codebooks, codes, bias, stride, padding, groups, bits, scale_mode, relu)
+        return conv2d_int_pythran(x, codebooks, codes, bias, stride, padding, groups, bits, scale_mode, relu)
     n, C, H, W = x.shape
     Ct, kh, kw, M = codes.shape
     OH, OW, Hq, Wq = conv_geometry(H, W, kh, kw, stride, padding)
@@ -93,7 +90,29 @@ def conv2d_lut(
             lut = conv_tables(x[i, g * cg : (g + 1) * cg], codebooks, stride, padding, Hq, Wq)
             o = slice(g * ctg, (g + 1) * ctg)
             out[i, o] = _pythran.conv_accumulate(lut, codes[o], bias[o], stride, OH, OW, Wq)
-    return out
+    return np.maximum(out, 0, out=out) if relu else out
+
+
+def conv2d_int_pythran(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bias: np.ndarray, stride: int,
+                       padding: int, groups: int, bits: int = 8, scale_mode: str = "bound",
+                       relu: bool = False) -> np.ndarray:
+    """The portable integer-table conv: Pythran ``conv_table_int`` + ``conv_int_accumulate``."""
+    n, C, H, W = x.shape
+    M, K, d = codebooks.shape
+    Ct, kh, kw, _ = codes.shape
+    OH, OW, Hq, Wq = conv_geometry(H, W, kh, kw, stride, padding)
+    cg, ctg = C // groups, Ct // groups
+    qmax = _convq.qmax_of(bits, kh * kw * M)
+    q = np.empty((M * K, stride * stride * Hq * Wq), np.int8 if bits == 8 else np.int16)
+    acc = np.empty(OH * Wq, np.int16 if bits == 8 else np.int32)
+    out = np.empty((n, Ct, OH, OW), np.float32)
+    for i in range(n):
+        for g in range(groups):
+            xp = _convq.phase_split(x[i, g * cg:(g + 1) * cg], stride, padding, Hq, Wq)
+            s = _pythran.conv_table_int(xp, codebooks, qmax, scale_mode == "exact", q)
+            o = slice(g * ctg, (g + 1) * ctg)
+            _pythran.conv_int_accumulate(q, codes[o], bias[o], np.float32(s), stride, OH, OW, Wq, acc, out[i, o])
+    return np.maximum(out, 0, out=out) if relu else out
 
 
 def lrn(x: np.ndarray, size: int, alpha: float, beta: float, k: float) -> np.ndarray:

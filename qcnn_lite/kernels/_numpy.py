@@ -32,6 +32,21 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
+def conv_geometry(H: int, W: int, kh: int, kw: int, stride: int, padding: int) -> tuple[int, int, int, int]:
+    """(OH, OW, Hq, Wq): output size and the size of one phase plane of the table.
+
+    A phase plane covers the zero-padded input with step ``stride``; it is at
+    least as wide as OW plus the largest column shift, so a valid output never
+    reads across a row end, and one row taller than the last row read, so the
+    scratch columns never run past the plane.
+    """
+    OH, OW = conv_output_size(H, kh, stride, padding), conv_output_size(W, kw, stride, padding)
+    s = stride
+    Hq = max(-(-(H + 2 * padding) // s), OH + (kh - 1) // s) + 1
+    Wq = max(-(-(W + 2 * padding) // s), OW + (kw - 1) // s)
+    return OH, OW, Hq, Wq
+
+
 def _tap_range(size_in: int, size_out: int, tap: int, stride: int, padding: int) -> tuple[int, int]:
     """Output positions o in [lo, hi) whose input position o*stride + tap - padding is inside the map."""
     lo = max(0, -((tap - padding) // stride))  # ceil((padding - tap) / stride)
@@ -59,13 +74,21 @@ def conv2d_lut(
     stride: int,
     padding: int,
     groups: int,
+    table_dtype: str = "float32",
+    scale_mode: str = "bound",
+    relu: bool = False,
 ) -> np.ndarray:
-    """Look-up-table convolution.
+    """Look-up-table convolution (``table_dtype`` int8/int16: the exact emulation in :mod:`._convq`).
 
     x (n, C, H, W) f32; codebooks (M, K, d) f32 shared by all taps and groups,
     C = groups * M * d; codes (Ct, kh, kw, M) uint; bias (Ct,) -> (n, Ct, OH, OW) f32.
     Taps that fall into the zero padding are skipped: they would add <0, codeword> = 0.
     """
+    if table_dtype != "float32":
+        from . import _convq  # imports this module
+
+        bits = _convq.TABLE_BITS[table_dtype]
+        return _convq.conv2d_int(x, codebooks, codes, bias, stride, padding, groups, bits, scale_mode, relu)
     n, C, H, W = x.shape
     M, K, d = codebooks.shape
     Ct, kh, kw, _ = codes.shape
@@ -90,7 +113,7 @@ def conv2d_lut(
                 plane = lut[:, g, :, rows, cols]  # (n, M*K, oh, ow): the shifted table planes
                 sel = plane[:, flat[g * ctg : (g + 1) * ctg, i, j]]  # (n, ctg, M, oh, ow)
                 out[:, g * ctg : (g + 1) * ctg, oh0:oh1, ow0:ow1] += sel.sum(2)
-    return out
+    return np.maximum(out, 0, out=out) if relu else out
 
 
 def lrn(x: np.ndarray, size: int, alpha: float, beta: float, k: float) -> np.ndarray:

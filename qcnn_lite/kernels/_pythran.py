@@ -14,6 +14,11 @@ The split of the work follows the paper:
 
 No BLAS here (the extension is built with ``-DPYTHRAN_BLAS_NONE``): only loops.
 
+Integer tables (issue 13): ``conv_table_int`` builds and quantizes a conv table
+in one pass (int8 or int16 entries, one scale) and ``conv_int_accumulate``
+sums its runs in int16/int32: the portable path of
+:mod:`qcnn_lite.kernels._convq`, whose numpy emulation they match exactly.
+
 Convolution layout. The table of one image is ``lut[g, m*K + k, ph, y*Wq + x]``
 (``_compiled`` builds it one group at a time, so g = 0 there): group g, sub-space m, codeword k, then
 the zero-padded input map split into its ``stride*stride`` phases
@@ -166,6 +171,136 @@ def conv_accumulate(lut, codes, bias, stride, OH, OW, Wq):
         for oh in range(OH):
             out[oc, oh] = acc[oh * Wq:oh * Wq + OW]
     return out
+
+
+# -- integer tables (issue 13): the portable path of qcnn_lite.kernels._convq -----------
+#pythran export conv_table_int(float32[:, :], float32[:, :, :], int, bool, int8[:, :])
+#pythran export conv_table_int(float32[:, :], float32[:, :, :], int, bool, int16[:, :])
+def conv_table_int(xp, codebooks, qmax, exact, q):
+    """One image and group's quantized table, built and quantized in one pass; returns the scale.
+
+    xp (M*d, SP) float32: the zero-padded phase-split input (``_convq.phase_split``);
+    codebooks (M, K, d); q (M*K, SP) int8/int16, written. Entry t = sum_j c[j] * x[j]
+    summed left to right; q = clip(rint(t / s), -qmax, qmax) with s = bound / qmax, the
+    bound Cauchy-Schwarz (max codeword norm * max pixel norm, known before the table) or,
+    with ``exact``, max |t| from a first pass that stores nothing. Loop order: codeword
+    rows outer, pixels inner (contiguous, the compiler vectorizes them); one row of
+    float products in ``t`` (SP floats, L1) instead of a float table in memory.
+    Bit-exact with ``_convq.quantized_table`` when compiled without FMA contraction.
+    """
+    M, K, d = codebooks.shape
+    SP = xp.shape[1]
+    t = np.empty(SP, np.float32)
+    bound = np.float32(0)
+    if exact:
+        for m in range(M):
+            for k in range(K):
+                c = codebooks[m, k]
+                t[:] = c[0] * xp[m * d]
+                for j in range(1, d):
+                    t[:] = t + c[j] * xp[m * d + j]
+                bound = max(bound, np.abs(t).max())
+    else:
+        for m in range(M):
+            cmax = np.float32(0)
+            for k in range(K):
+                c = codebooks[m, k]
+                ss = c[0] * c[0]
+                for j in range(1, d):
+                    ss = ss + c[j] * c[j]
+                cmax = max(cmax, np.sqrt(ss))
+            t[:] = xp[m * d] * xp[m * d]
+            for j in range(1, d):
+                t[:] = t + xp[m * d + j] * xp[m * d + j]
+            bound = max(bound, cmax * np.sqrt(t.max()))
+    s = np.float32(bound / np.float32(qmax))
+    if not s >= np.float32(1.17549435e-38):
+        s = np.float32(1)
+    inv = np.float32(1) / s
+    lo = np.float32(-qmax)
+    hi = np.float32(qmax)
+    for m in range(M):
+        for k in range(K):
+            c = codebooks[m, k]
+            t[:] = c[0] * xp[m * d]
+            for j in range(1, d):
+                t[:] = t + c[j] * xp[m * d + j]
+            q[m * K + k] = np.minimum(np.maximum(np.rint(t * inv), lo), hi)
+    return s
+
+
+def _addi8(acc, a, b, c, e, f, g, h, i):
+    """acc += eight integer runs, summed in a variable of acc's type (int8 + int8 would wrap in int8)."""
+    for t in range(acc.shape[0]):
+        v = acc[t]
+        v += a[t]
+        v += b[t]
+        v += c[t]
+        v += e[t]
+        v += f[t]
+        v += g[t]
+        v += h[t]
+        v += i[t]
+        acc[t] = v
+
+
+def _addi1(acc, a):
+    for t in range(acc.shape[0]):
+        v = acc[t]
+        v += a[t]
+        acc[t] = v
+
+
+#pythran export conv_int_accumulate(int8[:, :], uint8[:, :, :, :], float32[:], float32, int, int, int, int, int16[:], float32[:, :, :])
+#pythran export conv_int_accumulate(int8[:, :], uint16[:, :, :, :], float32[:], float32, int, int, int, int, int16[:], float32[:, :, :])
+#pythran export conv_int_accumulate(int16[:, :], uint8[:, :, :, :], float32[:], float32, int, int, int, int, int32[:], float32[:, :, :])
+#pythran export conv_int_accumulate(int16[:, :], uint16[:, :, :, :], float32[:], float32, int, int, int, int, int32[:], float32[:, :, :])
+def conv_int_accumulate(q, codes, bias, scale, stride, OH, OW, Wq, acc, out):
+    """One group's output from its integer table: out[oc] = scale * (sum of runs) + bias[oc].
+
+    q (M*K, SP) int8/int16 from ``conv_table_int``; codes (Ct, kh, kw, M); bias (Ct,);
+    acc (OH*Wq,) int16 (int8 tables) or int32 (int16 tables): the accumulator, whose
+    type the sums are kept in; out (Ct, OH, OW) float32, written. Same run-add design
+    as ``conv_accumulate`` (one contiguous run per tap and sub-space, eight per pass),
+    on integers: no sum can overflow since |q| <= qmax and kh*kw*M*qmax fits acc.
+    """
+    Ct, kh, kw, M = codes.shape
+    K = q.shape[0] // M
+    SP = q.shape[1]
+    P = SP // (stride * stride)
+    L = OH * Wq
+    n_items = kh * kw * M
+    item_base = np.empty(n_items, np.int64)
+    item_start = np.empty(n_items, np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            for m in range(M):
+                qi = (i * kw + j) * M + m
+                item_base[qi] = m * K * SP
+                item_start[qi] = ((i % stride) * stride + j % stride) * P + (i // stride) * Wq + j // stride
+    flat = codes.reshape((Ct, n_items))
+    flat_q = q.reshape(-1)
+    for oc in range(Ct):
+        acc[:] = 0
+        row = flat[oc].astype(np.int64) * SP
+        qi = 0
+        while qi + 8 <= n_items:
+            _addi8(acc, _run(flat_q, 0, row, item_base, item_start, qi, L),
+                   _run(flat_q, 0, row, item_base, item_start, qi + 1, L),
+                   _run(flat_q, 0, row, item_base, item_start, qi + 2, L),
+                   _run(flat_q, 0, row, item_base, item_start, qi + 3, L),
+                   _run(flat_q, 0, row, item_base, item_start, qi + 4, L),
+                   _run(flat_q, 0, row, item_base, item_start, qi + 5, L),
+                   _run(flat_q, 0, row, item_base, item_start, qi + 6, L),
+                   _run(flat_q, 0, row, item_base, item_start, qi + 7, L))
+            qi += 8
+        while qi < n_items:
+            _addi1(acc, _run(flat_q, 0, row, item_base, item_start, qi, L))
+            qi += 1
+        b = bias[oc]
+        for oh in range(OH):
+            for ow in range(OW):
+                out[oc, oh, ow] = scale * np.float32(acc[oh * Wq + ow]) + b
 
 
 #pythran export lrn(float32[:, :, :, :], int, float, float, float)

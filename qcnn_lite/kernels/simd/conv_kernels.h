@@ -1,0 +1,376 @@
+// Integer look-up-table convolution (issue 13): 8-bit tables summed in 16-bit
+// accumulators (or 16-bit tables in 32-bit accumulators).
+//
+// Included by conv_driver.h (the layer driver); no Python here. qcnn_lite.kernels._convq holds the
+// numpy emulation of every step below: same float32 operations in the same
+// order (the extension is built with -ffp-contract=off: no FMA contraction),
+// the same round-half-even, so its integer tables are bit-identical.
+//
+// Layout (as the float kernel, qcnn_lite/kernels/_pythran.py): per image and
+// group, the zero-padded input map is split into its stride*stride phases,
+// each a flat Hq x Wq plane; SP = stride*stride*Hq*Wq pixels in all. The table
+// is tab[m*K + k][p] (p < SP, row pitch PP = SP rounded up to 16, plus 64 entries
+// of slack at the end): the quantized inner product of sub-space m of pixel p
+// with codeword k. Tap (i, j) of sub-space m with codeword c adds the ONE
+// contiguous run tab[m*K + c][start(i, j) .. start + L), L = OH*Wq, to the
+// output plane kept at the table's row pitch Wq (columns >= OW are scratch).
+//
+// Scale: one per image and group, s = bound / qmax, qmax = min(127, 32767 /
+// (kh*kw*M)) for 8 bits (min(32767, (2^31-1) / (kh*kw*M)) for 16): |q| <= qmax,
+// so a sum of kh*kw*M entries cannot overflow the accumulator. bound is
+//   "bound": max_m (max_k ||codeword_mk||) * (max_p ||x_m(p)||)  (Cauchy-Schwarz,
+//            known before the table is built: build and quantize are one pass,
+//            no float table is ever written);
+//   "exact": max |entry|, from a first pass over the products that stores
+//            nothing (the products are computed twice: cheaper than writing a
+//            4-byte table of 3 MB and reading it back).
+// q = clamp(rint(t * (1/s)), -qmax, qmax); y = s * sum + bias (float32).
+//
+// Loop order and why (AlexNet conv2, group of 48 channels, 27x27, K=128, M=6):
+//   * table build (AVX-512): sub-space m, then pixels in blocks of 16, then all K
+//     codewords: the block's d input values stay in d registers while the
+//     codewords (broadcast from memory) pass over them; one 16-byte store of
+//     int8 entries per codeword and block. (The generic/AVX2 loop: m, k, then
+//     pixel blocks, the input planes of sub-space m -- d * SP floats, 32 KB --
+//     staying in L1 across the K codewords.)
+//   * accumulation: output channel outer; its kh*kw*M runs added EIGHT per pass
+//     over the int16 accumulator (L = 837 values, 1.7 KB: L1), so each pass
+//     loads and stores the accumulator once for eight runs. The int8 table
+//     (M*K*PP = 0.76 MB) is read from L2; the float table (3 MB) did not fit
+//     and streamed from L3: the float kernel's limit.
+//   * the run-add is int8 -> int16 sign extension (vpmovsxbw) + vpaddw: 32
+//     (AVX-512) or 16 (AVX2) sums per instruction pair; intrinsics, because the
+//     compilers widened the plain loop's C++ int promotion to 32 bits.
+//   * output: s * acc + bias (and an optional ReLU) while the accumulator is in L1.
+//
+// Measured trade-offs (accumulation alone, one group, best of 30, this Xeon with
+// AVX-512; conv2: 128 channels x 150 runs x 837 values, conv3: 384 x 288 x 195):
+//   runs per pass      4: 52.7 / 40.7 adds/ns   8: 64.8 / 49.5   16: 66.7 / 53.9
+//   all runs in L1 (same 8 rows, an upper bound): 79.7 / 66.7 adds/ns, i.e. ~30 adds
+//     a cycle: the one-vpmovsxbw-a-cycle limit (port 5) of 32; the table in L2
+//     costs 15-25% on top. The int16 add throughput (2 vpaddw of 32 a cycle) is
+//     twice that: sign extension, not the adds, is the compute limit.
+//   software prefetch of the next pass's runs: 5-10% slower (the L2 streamer does it).
+//   64 outputs held in registers across all runs (no accumulator traffic) with
+//     offset-binary entries summed as 16-bit words (faiss's even/odd trick, no
+//     sign extension): 45 / 36 adds/ns, slower: 150-288 scattered rows per block
+//     miss L1 every load, where eight sequential runs stream.
+//   The table build (AlexNet conv2: 12.2 M products, mul + add without FMA so
+//   the emulation stays exact) is the other half of the time: ~0.4 ms.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define QC_X86 1
+#define QC_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define QC_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx2,fma")))
+#endif
+
+namespace qlconv {
+
+enum ConvIsa { C_GENERIC = 0, C_AVX2 = 1, C_AVX512 = 2 };
+
+constexpr int BLK = 16;  // pixels per block of the table build (one AVX-512 register); the row pitch is a multiple
+// (64 cost small maps dearly: a 6x6 map with padding 1 has 72 pixels, 128 at a pitch of 64)
+
+inline bool conv_isa_supported(ConvIsa isa) {
+    switch (isa) {
+        case C_GENERIC: return true;
+#ifdef QC_X86
+        case C_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        case C_AVX512: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+#endif
+        default: return false;
+    }
+}
+
+struct Geometry {
+    int C, H, W;       // one group's input
+    int M, K, d;       // C = M*d
+    int Ct, kh, kw;    // Ct: this group's output channels
+    int stride, padding;
+    int OH, OW, Hq, Wq;
+    size_t SP, PP, L;  // pixels of all phases, row pitch of the table, run length
+};
+
+inline int qmax_of(int bits, int n_items) {
+    if (bits == 8) return std::min(127, 32767 / n_items);
+    return (int)std::min<long long>(32767, 2147483647LL / n_items);
+}
+
+// Zero-padded, phase-split input of one group: xp[c][a*s + b][y*Wq + x] = x[c][y*s + a - pad][x*s + b - pad].
+// The column map is tabulated once (a division per pixel cost as much as the whole
+// accumulation of a small layer); stride 1 is one contiguous copy per row.
+inline void phase_split(const float* x, const Geometry& g, float* xp, std::vector<int64_t>& colmap) {
+    const int s = g.stride;
+    const size_t P = (size_t)g.Hq * g.Wq;
+    std::memset(xp, 0, sizeof(float) * (size_t)g.C * g.PP);
+    if (colmap.size() < (size_t)g.W) colmap.resize(g.W);
+    for (int col = 0; col < g.W; col++) {
+        const int cp = col + g.padding;
+        colmap[col] = (int64_t)((size_t)(cp % s) * P + cp / s);
+    }
+    for (int r = 0; r < g.H; r++) {
+        const int rp = r + g.padding;
+        const size_t row_off = (size_t)((rp % s) * s) * P + (size_t)(rp / s) * g.Wq;
+        for (int c = 0; c < g.C; c++) {
+            const float* src = x + ((size_t)c * g.H + r) * g.W;
+            float* dst = xp + (size_t)c * g.PP + row_off;
+            if (s == 1) {
+                std::memcpy(dst + g.padding, src, sizeof(float) * g.W);
+            } else {
+                for (int col = 0; col < g.W; col++) dst[colmap[col]] = src[col];
+            }
+        }
+    }
+}
+
+// The Cauchy-Schwarz bound: max_m max_k ||cb[m,k]|| * max_p ||xp[m, :, p]||.
+// Squares summed left to right over d, sqrt in float32 (the emulation does the same).
+inline float cs_bound(const float* xp, const float* cb, const Geometry& g, float* norms) {
+    float bound = 0;
+    for (int m = 0; m < g.M; m++) {
+        float cmax = 0;
+        for (int k = 0; k < g.K; k++) {
+            const float* c = cb + ((size_t)m * g.K + k) * g.d;
+            float ss = c[0] * c[0];
+            for (int j = 1; j < g.d; j++) ss = ss + c[j] * c[j];
+            cmax = std::max(cmax, std::sqrt(ss));
+        }
+        const float* xm = xp + (size_t)m * g.d * g.PP;
+        for (size_t p = 0; p < g.SP; p++) norms[p] = xm[p] * xm[p];
+        for (int j = 1; j < g.d; j++) {
+            const float* xj = xm + (size_t)j * g.PP;
+            for (size_t p = 0; p < g.SP; p++) norms[p] = norms[p] + xj[p] * xj[p];
+        }
+        float xmax = 0;
+        for (size_t p = 0; p < g.SP; p++) xmax = std::max(xmax, norms[p]);
+        bound = std::max(bound, cmax * std::sqrt(xmax));
+    }
+    return bound;
+}
+
+// Scale from a bound; s = 1 for an all-zero (or denormal) table.
+inline float scale_of(float bound, int qmax) {
+    float s = bound / (float)qmax;
+    return s >= 1.17549435e-38f ? s : 1.0f;
+}
+
+// Table build body, compiled once per ISA (the caller carries the target attribute and inlines it).
+// mode 0: write q (int8 or int16); mode 1: return max |t| only (exact scale's first pass).
+template <typename Q, int MODE>
+static inline __attribute__((always_inline)) float build_body(const float* xp, const float* cb, const Geometry& g,
+                                                              float inv, float qmax, Q* tab) {
+    float amax_l[BLK] = {0};  // per-lane maxima: max is exact in any order, so the loop vectorizes
+    const int d = g.d;
+    for (int m = 0; m < g.M; m++) {
+        const float* xm = xp + (size_t)m * d * g.PP;
+        for (int k = 0; k < g.K; k++) {
+            const float* c = cb + ((size_t)m * g.K + k) * d;
+            Q* row = MODE == 1 ? nullptr : tab + ((size_t)m * g.K + k) * g.PP;  // MODE 1 has no table
+            for (size_t p0 = 0; p0 < g.PP; p0 += BLK) {
+                float t[BLK];
+                const float c0 = c[0];
+                for (int i = 0; i < BLK; i++) t[i] = c0 * xm[p0 + i];
+                for (int j = 1; j < d; j++) {
+                    const float cj = c[j];
+                    const float* xj = xm + (size_t)j * g.PP + p0;
+                    for (int i = 0; i < BLK; i++) t[i] = t[i] + cj * xj[i];
+                }
+                if (MODE == 1) {
+                    for (int i = 0; i < BLK; i++) amax_l[i] = std::max(amax_l[i], std::fabs(t[i]));
+                } else {
+                    for (int i = 0; i < BLK; i++) {
+                        float v = __builtin_rintf(t[i] * inv);  // round half to even (default rounding mode)
+                        v = std::min(std::max(v, -qmax), qmax);
+                        row[p0 + i] = (Q)(int)v;
+                    }
+                }
+            }
+        }
+    }
+    float amax = 0;
+    for (int i = 0; i < BLK; i++) amax = std::max(amax, amax_l[i]);
+    return amax;
+}
+
+#ifdef QC_X86
+// The AVX-512 table build: pixels in blocks of 16 (one register), the block's D input
+// values held in D registers while all K codewords of the sub-space pass over them
+// (codewords broadcast from memory); the generic body reloads x per codeword and
+// spilled its products to the stack (AlexNet conv2 total: 1.53 -> 1.09 ms).
+// Same float operations in the same order as build_body: t = c0*x0, t = t + cj*xj.
+template <typename Q, int MODE, int D>
+QC_TARGET_AVX512 float build_avx512_d(const float* xp, const float* cb, const Geometry& g, float inv, float qmax,
+                                      Q* tab) {
+    const __m512 vinv = _mm512_set1_ps(inv), hi = _mm512_set1_ps(qmax), lo = _mm512_set1_ps(-qmax);
+    __m512 amax = _mm512_setzero_ps();
+    for (int m = 0; m < g.M; m++) {
+        const float* xm = xp + (size_t)m * D * g.PP;
+        const float* cm = cb + (size_t)m * g.K * D;
+        Q* tm = MODE == 1 ? nullptr : tab + (size_t)m * g.K * g.PP;
+        for (size_t p = 0; p < g.PP; p += 16) {
+            __m512 xv[D];
+            for (int j = 0; j < D; j++) xv[j] = _mm512_loadu_ps(xm + (size_t)j * g.PP + p);
+            for (int k = 0; k < g.K; k++) {
+                const float* c = cm + (size_t)k * D;
+                __m512 t = _mm512_mul_ps(_mm512_set1_ps(c[0]), xv[0]);
+                for (int j = 1; j < D; j++) t = _mm512_add_ps(t, _mm512_mul_ps(_mm512_set1_ps(c[j]), xv[j]));
+                if (MODE == 1) {
+                    amax = _mm512_max_ps(amax, _mm512_abs_ps(t));
+                } else {
+                    // clamp, then round half to even (cvtps2dq, default MXCSR): the same as
+                    // clamp(rint(v)) since the bounds are integers
+                    const __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(t, vinv), lo), hi);
+                    const __m512i i = _mm512_cvtps_epi32(v);
+                    Q* dst = tm + (size_t)k * g.PP + p;
+                    if (sizeof(Q) == 1)
+                        _mm_storeu_si128((__m128i*)dst, _mm512_cvtepi32_epi8(i));
+                    else
+                        _mm256_storeu_si256((__m256i*)dst, _mm512_cvtepi32_epi16(i));
+                }
+            }
+        }
+    }
+    return _mm512_reduce_max_ps(amax);
+}
+#endif
+
+// Accumulation body: acc[t] += the runs of one output channel, eight runs a pass (the caller zeroes acc).
+// Generic loop version (the vector ISAs use the intrinsic versions below).
+template <typename Q, typename A>
+static inline __attribute__((always_inline)) void accumulate_generic(const Q* tab, const int64_t* offs, int n_items, size_t L, A* acc) {
+    int q = 0;
+    for (; q + 8 <= n_items; q += 8) {
+        const Q *r0 = tab + offs[q], *r1 = tab + offs[q + 1], *r2 = tab + offs[q + 2], *r3 = tab + offs[q + 3];
+        const Q *r4 = tab + offs[q + 4], *r5 = tab + offs[q + 5], *r6 = tab + offs[q + 6], *r7 = tab + offs[q + 7];
+        for (size_t t = 0; t < L; t++)
+            acc[t] = (A)(acc[t] + (A)((A)(r0[t] + r1[t]) + (A)(r2[t] + r3[t])) + (A)((A)(r4[t] + r5[t]) + (A)(r6[t] + r7[t])));
+    }
+    for (; q < n_items; q++) {
+        const Q* r = tab + offs[q];
+        for (size_t t = 0; t < L; t++) acc[t] = (A)(acc[t] + r[t]);
+    }
+}
+
+#ifdef QC_X86
+// int8 runs -> int16 accumulator, 32 lanes. Runs may be read up to 31 values past L
+// (the table has slack); those lanes land in acc's own padding and are dropped.
+QC_TARGET_AVX512 static inline void accumulate_avx512_i8(const int8_t* tab, const int64_t* offs, int n_items,
+                                                         size_t L, int16_t* acc) {
+    const size_t Lv = (L + 31) / 32 * 32;
+    int q = 0;
+#define LD(r) _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)((r) + t)))
+    for (; q + 8 <= n_items; q += 8) {
+        const int8_t *r0 = tab + offs[q], *r1 = tab + offs[q + 1], *r2 = tab + offs[q + 2], *r3 = tab + offs[q + 3];
+        const int8_t *r4 = tab + offs[q + 4], *r5 = tab + offs[q + 5], *r6 = tab + offs[q + 6], *r7 = tab + offs[q + 7];
+        for (size_t t = 0; t < Lv; t += 32) {
+            __m512i a = _mm512_add_epi16(_mm512_add_epi16(LD(r0), LD(r1)), _mm512_add_epi16(LD(r2), LD(r3)));
+            __m512i b = _mm512_add_epi16(_mm512_add_epi16(LD(r4), LD(r5)), _mm512_add_epi16(LD(r6), LD(r7)));
+            __m512i* p = (__m512i*)(acc + t);
+            _mm512_storeu_si512(p, _mm512_add_epi16(_mm512_loadu_si512(p), _mm512_add_epi16(a, b)));
+        }
+    }
+    for (; q < n_items; q++) {
+        const int8_t* r0 = tab + offs[q];
+        for (size_t t = 0; t < Lv; t += 32) {
+            __m512i* p = (__m512i*)(acc + t);
+            _mm512_storeu_si512(p, _mm512_add_epi16(_mm512_loadu_si512(p), LD(r0)));
+        }
+    }
+#undef LD
+}
+
+QC_TARGET_AVX2 static inline void accumulate_avx2_i8(const int8_t* tab, const int64_t* offs, int n_items, size_t L,
+                                                     int16_t* acc) {
+    const size_t Lv = (L + 31) / 32 * 32;
+    int q = 0;
+#define LD(r) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)((r) + t)))
+    for (; q + 8 <= n_items; q += 8) {
+        const int8_t *r0 = tab + offs[q], *r1 = tab + offs[q + 1], *r2 = tab + offs[q + 2], *r3 = tab + offs[q + 3];
+        const int8_t *r4 = tab + offs[q + 4], *r5 = tab + offs[q + 5], *r6 = tab + offs[q + 6], *r7 = tab + offs[q + 7];
+        for (size_t t = 0; t < Lv; t += 16) {
+            __m256i a = _mm256_add_epi16(_mm256_add_epi16(LD(r0), LD(r1)), _mm256_add_epi16(LD(r2), LD(r3)));
+            __m256i b = _mm256_add_epi16(_mm256_add_epi16(LD(r4), LD(r5)), _mm256_add_epi16(LD(r6), LD(r7)));
+            __m256i* p = (__m256i*)(acc + t);
+            _mm256_storeu_si256(p, _mm256_add_epi16(_mm256_loadu_si256(p), _mm256_add_epi16(a, b)));
+        }
+    }
+    for (; q < n_items; q++) {
+        const int8_t* r0 = tab + offs[q];
+        for (size_t t = 0; t < Lv; t += 16) {
+            __m256i* p = (__m256i*)(acc + t);
+            _mm256_storeu_si256(p, _mm256_add_epi16(_mm256_loadu_si256(p), LD(r0)));
+        }
+    }
+#undef LD
+}
+#endif
+
+// ------------------------------------------------------------- per-ISA pieces ----
+template <typename Q, int MODE>
+float build_generic(const float* xp, const float* cb, const Geometry& g, float inv, float qmax, Q* tab) {
+    return build_body<Q, MODE>(xp, cb, g, inv, qmax, tab);
+}
+template <typename Q, typename A>
+void acc_generic(const Q* tab, const int64_t* offs, int n, size_t L, A* acc) {
+    accumulate_generic<Q, A>(tab, offs, n, L, acc);
+}
+#ifdef QC_X86
+template <typename Q, int MODE>
+QC_TARGET_AVX2 float build_avx2(const float* xp, const float* cb, const Geometry& g, float inv, float qmax, Q* tab) {
+    return build_body<Q, MODE>(xp, cb, g, inv, qmax, tab);
+}
+template <typename Q, int MODE>
+QC_TARGET_AVX512 float build_avx512(const float* xp, const float* cb, const Geometry& g, float inv, float qmax, Q* tab) {
+    switch (g.d) {  // the sub-vector lengths of the networks here; others take the generic loop
+        case 1: return build_avx512_d<Q, MODE, 1>(xp, cb, g, inv, qmax, tab);
+        case 2: return build_avx512_d<Q, MODE, 2>(xp, cb, g, inv, qmax, tab);
+        case 3: return build_avx512_d<Q, MODE, 3>(xp, cb, g, inv, qmax, tab);
+        case 4: return build_avx512_d<Q, MODE, 4>(xp, cb, g, inv, qmax, tab);
+        case 6: return build_avx512_d<Q, MODE, 6>(xp, cb, g, inv, qmax, tab);
+        case 8: return build_avx512_d<Q, MODE, 8>(xp, cb, g, inv, qmax, tab);
+        case 16: return build_avx512_d<Q, MODE, 16>(xp, cb, g, inv, qmax, tab);
+        default: return build_body<Q, MODE>(xp, cb, g, inv, qmax, tab);
+    }
+}
+QC_TARGET_AVX2 inline void acc16_avx2(const int16_t* tab, const int64_t* offs, int n, size_t L, int32_t* acc) {
+    accumulate_generic<int16_t, int32_t>(tab, offs, n, L, acc);
+}
+QC_TARGET_AVX512 inline void acc16_avx512(const int16_t* tab, const int64_t* offs, int n, size_t L, int32_t* acc) {
+    accumulate_generic<int16_t, int32_t>(tab, offs, n, L, acc);
+}
+#endif
+
+template <typename Q, int MODE>
+float build(ConvIsa isa, const float* xp, const float* cb, const Geometry& g, float inv, float qmax, Q* tab) {
+#ifdef QC_X86
+    if (isa == C_AVX512) return build_avx512<Q, MODE>(xp, cb, g, inv, qmax, tab);
+    if (isa == C_AVX2) return build_avx2<Q, MODE>(xp, cb, g, inv, qmax, tab);
+#endif
+    return build_generic<Q, MODE>(xp, cb, g, inv, qmax, tab);
+}
+
+inline void accumulate(ConvIsa isa, const int8_t* tab, const int64_t* offs, int n, size_t L, int16_t* acc) {
+#ifdef QC_X86
+    if (isa == C_AVX512) return accumulate_avx512_i8(tab, offs, n, L, acc);
+    if (isa == C_AVX2) return accumulate_avx2_i8(tab, offs, n, L, acc);
+#endif
+    acc_generic<int8_t, int16_t>(tab, offs, n, L, acc);
+}
+inline void accumulate(ConvIsa isa, const int16_t* tab, const int64_t* offs, int n, size_t L, int32_t* acc) {
+#ifdef QC_X86
+    if (isa == C_AVX512) return acc16_avx512(tab, offs, n, L, acc);
+    if (isa == C_AVX2) return acc16_avx2(tab, offs, n, L, acc);
+#endif
+    acc_generic<int16_t, int32_t>(tab, offs, n, L, acc);
+}
+
+}  // namespace qlconv
