@@ -28,6 +28,11 @@ def describe(path: str | os.PathLike) -> str:
         shapes = ", ".join(f"{a['role']} {'x'.join(map(str, a['shape']))}" for a in arrays)
         codes = next((a for a in arrays if a["role"] == "codes"), None)
         q = f"; K={arrays[0]['shape'][1]} at {codes['bits']} bits" if codes else ""
+        if codes:  # version 1 files carry no precision: the layer's default, which the loaded layer holds
+            from .precision import table_dtype
+
+            stored = "" if "table_dtype" in e else " (default)"
+            q += f", tables {table_dtype(net.params[e['name']])}{stored}"
         rows.append(f"  {e['name']:<10} {e['class']:<8} {_size(nbytes):>10}  {shapes}{q}")
     if net.meta:
         rows.append(f"  meta: {json.dumps(net.meta, sort_keys=True, ensure_ascii=False)[:200]}")
