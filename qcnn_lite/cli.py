@@ -71,7 +71,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                                           limit=args.limit, calib_dir=args.calib_dir, ground_truth=args.ground_truth)
     else:
         archs = [args.arch] if args.arch else list(evaluate.MINI_SETTINGS)
-        rows = evaluate.table1_accuracy(archs, n_calib=args.n_calib or 5000, n_test=args.limit)
+        rows = evaluate.table1_accuracy(archs, n_calib=args.n_calib or 5000, n_test=args.limit,
+                                        settings=[int(v) for v in args.setting.split(",")], methods=args.method.split(","))
     print(tables.render(rows, args.format), end="")
     return 0
 
@@ -186,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--weights", metavar="FILE", help="a torchvision alexnet/vgg16 state dict (.pth)")
     p.add_argument("--calib-dir", metavar="DIR", help="calibration images for the ImageNet path (default: the first val images)")
     p.add_argument("--ground-truth", metavar="FILE", help="ground-truth file for a flat val folder")
+    p.add_argument("--setting", default="1,2", help="Table 1 settings to run (default 1,2)")
+    p.add_argument("--method", default="ec,plain", help="ec, plain or both (default ec,plain)")
     p.add_argument("--format", choices=["markdown", "json", "csv"], default="markdown")
     p.set_defaults(func=_evaluate)
 

@@ -127,6 +127,8 @@ def table1_accuracy(
     show_progress: bool = True,
     table_guard: float = precision.DEFAULT_THRESHOLD,
     n_guard: int = precision.DEFAULT_IMAGES,
+    settings: Iterable[int] = (1, 2),
+    methods: Iterable[str] = ("ec", "plain"),
 ) -> list[dict[str, Any]]:
     """Rows of (network, setting, method) with top-1/top-5 error, change against dense,
     compression and theoretical speed-up (cost model at the mini size), and the paper's
@@ -135,6 +137,7 @@ def table1_accuracy(
     Top-1/top-5 are at the table precision the accuracy guard chose (``table_guard`` top-1
     points on the first ``n_guard`` calibration images and their labels); ``top1_err_float``
     beside them with float32 tables, and ``tables`` says which precisions the layers took.
+    ``settings`` and ``methods`` select rows (the dense row always comes first).
 
     ``n_test`` limits the test set (None: all 10,000). ``save_models``: a folder to write
     the quantized networks to (e.g. for the webcam demo); existing files there are replaced.
@@ -154,7 +157,12 @@ def table1_accuracy(
     for arch in archs:
         if arch not in MINI_SETTINGS:
             raise ValueError(f"no Table 1 settings for {arch!r}: choose from {', '.join(MINI_SETTINGS)}")
-    jobs = [(a, s, m) for a in archs for s in (1, 2) for m in ("ec", "plain")]
+    settings, methods = tuple(settings), tuple(methods)
+    if not set(settings) <= {1, 2} or not settings:
+        raise ValueError(f"settings must be among 1, 2; got {settings}")
+    if not set(methods) <= {"ec", "plain"} or not methods:
+        raise ValueError(f"methods must be among ec, plain; got {methods}")
+    jobs = [(a, s, m) for a in archs for s in settings for m in methods]
     with progress.bar(total=len(jobs) + len(archs), desc="Table 1 accuracy", enabled=show_progress, leave=True) as bar:
         for arch in archs:
             path = _model_path(arch, models_dir)
@@ -172,8 +180,10 @@ def table1_accuracy(
             calib = data.to_input(train_x[calib_idx], mean, std)
             calib_y = train_y[calib_idx]
             for setting, st in enumerate(MINI_SETTINGS[arch], start=1):
+                if setting not in settings:
+                    continue
                 cost = network_cost(net.input_shape, net.spec, st)
-                for method in ("ec", "plain"):
+                for method in methods:
                     key = {"arch": arch, "method": method, "setting": {k: list(v) for k, v in st.items()},
                            "model": model_key, "test": test_key, "n_calib": n_calib, "calib": _sha256_array(calib_idx),
                            "n_iter": n_iter, "seed": seed, "algorithm": ALGORITHM_VERSION,
