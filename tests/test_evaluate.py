@@ -93,6 +93,10 @@ def test_unknown_arch_and_missing_model(tmp_path, fashion):
         evaluate.table1_accuracy(["resnet"], models_dir=tmp_path, show_progress=False)
     with pytest.raises(FileNotFoundError, match="train it"):
         evaluate.table1_accuracy(["mini-vgg16"], models_dir=tmp_path, cache_dir=tmp_path, show_progress=False)
+    with pytest.raises(ValueError, match="settings must be among 1, 2"):
+        evaluate.table1_accuracy(["mini-vgg16"], models_dir=tmp_path, settings=(3,), show_progress=False)
+    with pytest.raises(ValueError, match="methods must be among ec, plain"):
+        evaluate.table1_accuracy(["mini-vgg16"], models_dir=tmp_path, methods=("dense",), show_progress=False)
 
 
 def _imagenet_folder(root, n_classes=3, per_class=2, seed=0):
