@@ -33,7 +33,7 @@ system-deps:
 	@scripts/system-deps.sh
 
 data: setup system-deps
-	$(PY) -m qcnn_lite.data fetch
+	$(PY) -m qcnn_lite data fetch
 
 reproduce: setup data
 	$(PY) -m qcnn_lite reproduce
@@ -67,10 +67,10 @@ test-notebooks: setup
 
 # Retrain the committed reference networks (about 9 CPU-minutes each; add --force to replace them)
 models: setup data
-	$(PY) -m qcnn_lite.train --arch mini-alexnet --out data/models
+	$(PY) -m qcnn_lite train --arch mini-alexnet --out data/models
 	$(PY) -m qcnn_lite classify --quantize data/models/mini-alexnet.qcnn --force
-	$(PY) -m qcnn_lite.train --arch mini-cnns --out data/models
-	$(PY) -m qcnn_lite.train --arch mini-vgg16 --out data/models
+	$(PY) -m qcnn_lite train --arch mini-cnns --out data/models
+	$(PY) -m qcnn_lite train --arch mini-vgg16 --out data/models
 
 # Manual target, not in `make test`: debootstrap + an emulated clang build are too slow for CI.
 device-check-arm64:

@@ -7,7 +7,7 @@
 #   bash device/run-benchmark.sh --pin none      # no pinning;  --pin 4-7  an explicit CPU list
 #   bash device/run-benchmark.sh --name my-phone --notes "charger off, 24 C room"
 #
-# Other options go to `python -m qcnn_lite.device_results run` (--help lists them).
+# Other options go to `python -m qcnn_lite device run` (--help lists them).
 # The result is written to device/results/<device>-<date>.json (never overwritten).
 # On Termux it holds a wake lock while it runs and cools down 60 s between runs.
 set -eu
@@ -101,4 +101,4 @@ fi
 # Run outside the checkout: `python -m` would otherwise import the sources in the
 # current folder (no compiled kernels) instead of the installed package.
 cd "${TMPDIR:-/tmp}"
-"${prefix[@]+"${prefix[@]}"}" "$PYTHON" -m qcnn_lite.device_results run --out-dir "$out_dir" "${args[@]+"${args[@]}"}"
+"${prefix[@]+"${prefix[@]}"}" "$PYTHON" -m qcnn_lite device run --out-dir "$out_dir" "${args[@]+"${args[@]}"}"

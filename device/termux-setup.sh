@@ -88,7 +88,7 @@ CXX=${CXX:-clang++} "$PYTHON" -m pip install --no-build-isolation "$repo"
 
 step "4/4 which kernels were built"
 # Run outside the checkout, so Python imports the installed package, not the sources.
-(cd "${TMPDIR:-/tmp}" && "$PYTHON" -m qcnn_lite.buildinfo)
+(cd "${TMPDIR:-/tmp}" && "$PYTHON" -m qcnn_lite info)
 backend=$(cd "${TMPDIR:-/tmp}" && "$PYTHON" -c 'from qcnn_lite import kernels; print(kernels.backend())')
 echo
 echo "termux-setup: done; kernel backend in use: $backend"

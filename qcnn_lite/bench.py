@@ -1,10 +1,10 @@
 """Speed and memory benchmarks: one thread, one image, look-up tables against dense baselines.
 
-Two entry points, wired as CLI subcommands:
+Two measurements, the ``bench-layers`` and ``bench`` subcommands of :mod:`qcnn_lite.cli`:
 
-* ``bench-layers`` (:func:`main_layers`) -- every conv/fc layer of full-size AlexNet
+* :func:`bench_layers` -- every conv/fc layer of full-size AlexNet
   and CNN-S, quantized at the released-AlexNet settings;
-* ``bench`` (:func:`main`) -- whole networks, plus model file size and peak memory.
+* :func:`bench_networks` -- whole networks, plus model file size and peak memory.
 
 Baselines timed in the same run: our dense numpy engine (im2col + BLAS),
 torch fp32 and torch dynamic int8 (``quantize_dynamic`` on the fc layers) when
@@ -16,19 +16,11 @@ and codes of the right shapes: weights do not change the time.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
-import math
-import os
-import platform
-import subprocess
-import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -38,7 +30,7 @@ from .measure import (baseline_rss, faiss_fastscan, machine, quantized_layer, qu
 from .paper import RELEASED_ALEXNET
 from .layers import QLinear
 
-__all__ = ["bench_layers", "bench_networks", "render_layers", "render_networks", "add_parsers"]
+__all__ = ["bench_layers", "bench_networks", "render_layers", "render_networks"]
 
 NETWORKS = ("alexnet", "cnns")
 
@@ -261,60 +253,3 @@ def render_networks(res: dict, cpu: bool = False) -> str:
                        f"({r['compression']:.1f}x); peak RSS of one forward pass (fresh process, no torch): "
                        + ", ".join(f"{k} {v:.1f} MiB" for k, v in p.items()))
     return "\n".join(out) + "\n"
-
-
-# --------------------------------------------------------------------------- CLI
-def _parser(prog: str, doc: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=doc)
-    _add_common(p)
-    return p
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
-    p.add_argument("--repeat", type=int, default=10, help="timed runs per figure (default 10, at least 10 for the record)")
-    p.add_argument("--networks", default=",".join(NETWORKS), help="comma-separated: alexnet,cnns")
-    p.add_argument("--out", help="also write the JSON to this file (refuses to overwrite)")
-    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                   help="what the tables show: wall time (default) or thread CPU time (steadier on a busy machine)")
-
-
-def _run(args: argparse.Namespace, fn, render) -> int:
-    names = [n.strip() for n in args.networks.split(",") if n.strip()]
-    for n in names:
-        models.spec(n)  # ValueError for unknown names
-    if args.repeat < 1:
-        raise ValueError("--repeat must be >= 1")
-    if args.out and Path(args.out).exists():
-        raise FileExistsError(f"{args.out} already exists")
-    res = fn(names, repeat=args.repeat)
-    text = json.dumps(res, indent=2)
-    if args.out:
-        with open(args.out, "x") as f:
-            f.write(text + "\n")
-    print(text if args.json else render(res, args.clock == "cpu"), end="\n" if args.json else "")
-    return 0
-
-
-def main_layers(argv: Sequence[str] | None = None) -> int:
-    """``bench-layers``: per-layer times and speed-ups."""
-    return _run(_parser("python -m qcnn_lite bench-layers", bench_layers.__doc__).parse_args(argv), bench_layers, render_layers)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``bench``: whole networks, model file size and peak memory."""
-    return _run(_parser("python -m qcnn_lite bench", bench_networks.__doc__).parse_args(argv), bench_networks, render_networks)
-
-
-def add_parsers(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``bench-layers`` and ``bench`` on a CLI's subparsers; the handler is ``args.func(args)``."""
-    p = subparsers.add_parser("bench-layers", help="time each conv/fc layer: LUT kernels vs dense numpy and torch")
-    _add_common(p)
-    p.set_defaults(func=lambda a: _run(a, bench_layers, render_layers))
-    p = subparsers.add_parser("bench", help="time whole networks; model size and peak memory")
-    _add_common(p)
-    p.set_defaults(func=lambda a: _run(a, bench_networks, render_networks))
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -1,19 +1,18 @@
 """What this installation runs on: kernel backend, how the kernels were built, numpy and its BLAS.
 
-``python -m qcnn_lite info`` prints :func:`collect` (see :func:`main`).
+``python -m qcnn_lite info`` prints :func:`render` of :func:`collect` (``--json``: the dict).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import sys
 from importlib import resources
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["collect", "render", "main", "add_parser"]
+__all__ = ["collect", "render"]
 
 
 def _build_file() -> dict[str, Any]:
@@ -100,25 +99,3 @@ def render(info: dict[str, Any]) -> str:
         desc = ", ".join(f"{k}={v}" for k, v in lib.items() if v is not None)
         lines.append(f"numpy BLAS          : {desc}")
     return "\n".join(lines) + "\n"
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``info`` on a CLI's subparsers; the handler is ``args.func(args)``."""
-    p = subparsers.add_parser("info", help="kernel backend, build options, compiler, numpy/BLAS")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.set_defaults(func=lambda args: main(["--json"] if args.json else []))
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Print the report; ``--json`` for machine-readable output."""
-    parser = argparse.ArgumentParser(prog="python -m qcnn_lite info", description=__doc__)
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    args = parser.parse_args(argv)
-    info = collect()
-    print(json.dumps(info, indent=2) if args.json else render(info), end="\n" if args.json else "")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -43,6 +43,11 @@ def _size(n: int) -> str:
     return f"{n} B" if n < 1024 else f"{n / 1024:.1f} KiB" if n < 2**20 else f"{n / 2**20:.2f} MiB"
 
 
+def _names(text: str) -> list[str]:
+    """``"a, b,"`` -> ["a", "b"]: a comma-separated option."""
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
 def _model_info(args: argparse.Namespace) -> int:
     print(describe(args.path), end="")
     return 0
@@ -58,7 +63,7 @@ def _table1(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     from . import reproduce
 
-    return reproduce.main(out_dir=Path(args.out) if args.out else None, fast=args.fast)
+    return reproduce.reproduce(out_dir=Path(args.out) if args.out else None, fast=args.fast)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -108,14 +113,13 @@ def _device_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _device(args: argparse.Namespace) -> int:
-    from .device_results import (ResultFormatError, load_result, load_results, plot_table2, render_rows,
-                                 run_benchmark, table2_rows)
+    from .device_results import ResultFormatError, load_result, load_results, plot_table2, run_benchmark
+    from .tables import render_device_rows, table2_device_rows
 
     if args.action == "run":
-        path = run_benchmark(args.out_dir, [n.strip() for n in args.networks.split(",") if n.strip()], args.quick,
-                             args.repeat, args.warmup, args.name, args.kind, args.cooldown,
-                             [b.strip() for b in args.backends.split(",") if b.strip()], notes=args.notes)
-        print(render_rows(table2_rows([load_result(path)])), end="")
+        path = run_benchmark(args.out_dir, _names(args.networks), args.quick, args.repeat, args.warmup, args.name,
+                             args.kind, args.cooldown, _names(args.backends), notes=args.notes)
+        print(render_device_rows(table2_device_rows([load_result(path)])), end="")
         print(path)
         return 0
     if args.action == "validate":
@@ -130,8 +134,8 @@ def _device(args: argparse.Namespace) -> int:
         return 1 if bad else 0
     results = load_results(args.paths)
     if args.action == "table":
-        rows = table2_rows(results)
-        print(json.dumps(rows, indent=2) if args.format == "json" else render_rows(rows), end="\n" if args.format == "json" else "")
+        rows = table2_device_rows(results)
+        print(json.dumps(rows, indent=2) if args.format == "json" else render_device_rows(rows), end="\n" if args.format == "json" else "")
         return 0
     out = Path(args.out)
     if out.exists() and not args.force:
@@ -147,8 +151,6 @@ def _device(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    import json
-
     from . import search, search_run
 
     target = search.parse_target(args.target)  # bad input fails before any work
@@ -164,6 +166,89 @@ def _search(args: argparse.Namespace) -> int:
     print(f"{rec['network']} {rec['target']}: compression {rec['predicted']['compression']}x, speed-up "
           f"{rec['predicted']['speedup']}x (cost model), held-out top-1 change {m['top1_change']:+.2f} pt; wrote {args.out}")
     return 0
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from .demo import class_names, classify, load_models, quantize_file
+    from .preprocess import ImageError
+
+    if args.quantize is not None:
+        print(f"wrote {quantize_file(args.quantize, args.out, overwrite=args.force)}")
+        return 0
+    if not args.photos:
+        raise ValueError("give photo files to classify (or --quantize DENSE)")
+    net, dense, notes = load_models(args.model, args.dense)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    status = 0
+    for photo in args.photos:
+        try:
+            res = classify(net, photo, dense)
+        except ImageError as e:
+            print(f"{photo}: error: {e}")
+            status = 2
+            continue
+        probs = sorted(zip(res.probs.tolist(), class_names(net)), reverse=True)[: max(1, args.top)]
+        line = ", ".join(f"{name} {p:.1%}" for p, name in probs)
+        print(f"{photo}: {line}  [Q-CNN {1000 * res.seconds:.1f} ms, {res.backend}]")
+        if res.dense_top is not None:
+            print(f"{'':{len(str(photo))}}  dense: {res.dense_top[0][0]} {res.dense_top[0][1]:.1%}"
+                  f"  [{1000 * res.dense_seconds:.1f} ms]")
+        for n in res.notes:
+            print(f"{'':{len(str(photo))}}  note: {n}")
+    return status
+
+
+def _info(args: argparse.Namespace) -> int:
+    from . import buildinfo
+
+    info = buildinfo.collect()
+    print(json.dumps(info, indent=2) if args.json else buildinfo.render(info), end="\n" if args.json else "")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from . import bench, models
+
+    names = _names(args.networks)
+    for n in names:
+        models.spec(n)  # ValueError for unknown names
+    if args.repeat < 1:
+        raise ValueError("--repeat must be >= 1")
+    if args.out and Path(args.out).exists():
+        raise FileExistsError(f"{args.out} already exists")
+    run, render = ((bench.bench_layers, bench.render_layers) if args.command == "bench-layers"
+                   else (bench.bench_networks, bench.render_networks))
+    res = run(names, repeat=args.repeat)
+    text = json.dumps(res, indent=2)
+    if args.out:
+        with open(args.out, "x") as f:
+            f.write(text + "\n")
+    print(text if args.json else render(res, args.clock == "cpu"), end="\n" if args.json else "")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from . import train
+
+    train.train_to_files(args.arch, args.out, args.epochs, args.seed, args.batch_size, args.lr, args.augment,
+                         args.threads, args.force)
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from . import data
+
+    if args.action == "fetch":
+        return 0 if data.fetch(args.dest, args.timeout) is not None else 1
+    try:
+        d = data.find_fashion_mnist()
+    except data.DataError as e:
+        print(e, file=sys.stderr)
+        return 1
+    problem = data.verify(d)
+    print(f"Fashion-MNIST: {d}: " + ("OK" if problem is None else problem))
+    return 0 if problem is None else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -206,17 +291,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("path", help="model file written by qcnn_lite.modelfile.save")
     p.set_defaults(func=_model_info)
 
-    from . import bench, buildinfo, train, widgets
+    p = sub.add_parser("classify", help="classify photos with the quantized Fashion-MNIST network "
+                                        "(or --quantize one for the webcam demo)",
+                       description="Classify photo files through the webcam demo's code path "
+                                   "(pre-processing, Q-CNN, optionally the dense network).")
+    p.add_argument("photos", nargs="*", help="image files (JPEG, PNG, ...)")
+    p.add_argument("--model", default=None, help="model file (default: the quantized mini-alexnet)")
+    p.add_argument("--dense", default=None, help="dense model file to compare with (default: mini-alexnet's)")
+    p.add_argument("--top", type=int, default=5, help="classes to list (default 5)")
+    p.add_argument("--quantize", metavar="DENSE", default=None,
+                   help="instead: write the demo's quantized network for this dense model file "
+                        "(to --out, default <DENSE>-q.qcnn beside it)")
+    p.add_argument("--out", default=None, help="output file for --quantize")
+    p.add_argument("--force", action="store_true", help="let --quantize replace an existing file")
+    p.set_defaults(func=_classify)
 
-    buildinfo.add_parser(sub)
-    bench.add_parsers(sub)
+    p = sub.add_parser("info", help="kernel backend, build options, compiler, numpy/BLAS")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=_info)
+
+    for name, help in [("bench-layers", "time each conv/fc layer: LUT kernels vs dense numpy and torch"),
+                       ("bench", "time whole networks; model size and peak memory")]:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
+        p.add_argument("--repeat", type=int, default=10, help="timed runs per figure (default 10, at least 10 for the record)")
+        p.add_argument("--networks", default="alexnet,cnns", help="comma-separated: alexnet,cnns")
+        p.add_argument("--out", help="also write the JSON to this file (refuses to overwrite)")
+        p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                       help="what the tables show: wall time (default) or thread CPU time (steadier on a busy machine)")
+        p.set_defaults(func=_bench)
+
     _device_parser(sub)
-    widgets.add_parser(sub)
-    train.add_parser(sub)
+
+    from . import models, train
+
+    p = sub.add_parser("train", help="train a mini reference network on Fashion-MNIST (needs torch)",
+                       description=train.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", required=True, choices=[n for n in models.SPECS if n.startswith("mini-")])
+    p.add_argument("--epochs", type=int, default=None, help="default: per architecture (%s)" %
+                   ", ".join(f"{k} {v['epochs']}" for k, v in train.DEFAULTS.items()))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--augment", choices=train.AUGMENT, default=None, help="none, flip (random horizontal flips) or shift "
+                   "(flips and 2-pixel shifts; needs more epochs); default: per architecture")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: on a shared 2-core machine more threads run far slower)")
+    p.add_argument("--out", default="data/models", help="output folder (default data/models)")
+    p.add_argument("--force", action="store_true", help="overwrite existing model and record")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("data", help="Fashion-MNIST: fetch it if missing (make data), or check it")
+    p.add_argument("action", choices=["fetch", "check"], help="fetch: get it if missing; check: locate and verify")
+    p.add_argument("--dest", default=None, help="download folder (default <repo>/data/fashion-mnist)")
+    p.add_argument("--timeout", type=float, default=10.0, help="download timeout per file, seconds")
+    p.set_defaults(func=_data)
 
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError, RuntimeError) as e:
+    except (ValueError, OSError, ImportError, RuntimeError) as e:  # a user's mistake: a message, not a traceback
         print(f"error: {e}", file=sys.stderr)
         return 2

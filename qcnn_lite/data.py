@@ -31,7 +31,7 @@ from .paths import project_root
 __all__ = [
     "DataError", "CLASSES", "FILES", "MEAN", "STD", "find_fashion_mnist", "load_fashion_mnist",
     "read_idx", "to_input", "normalisation", "search_dirs",
-    "CAFFE", "TORCHVISION", "imagenet_val", "imagenet_preprocess", "fetch", "main",
+    "CAFFE", "TORCHVISION", "imagenet_val", "imagenet_preprocess", "fetch", "verify",
 ]
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -85,12 +85,7 @@ def search_dirs() -> list[Path]:
     if env:
         dirs += [Path(env), Path(env) / "fashion-mnist"]
     dirs += [project_root() / "data" / "fashion-mnist", Path.cwd() / "data" / "fashion-mnist", SYSTEM_DIR]
-    seen, out = set(), []
-    for d in dirs:
-        if d not in seen:
-            seen.add(d)
-            out.append(d)
-    return out
+    return list(dict.fromkeys(dirs))  # in order, each once
 
 
 def _file_in(d: Path, name: str) -> Path | None:
@@ -146,7 +141,7 @@ def read_idx(path: str | os.PathLike, expect_sha256: str | None = None) -> np.nd
     return np.frombuffer(raw, np.uint8, size, head).reshape(shape)
 
 
-def _verified(d: Path) -> str | None:
+def verify(d: Path) -> str | None:
     """None if both splits in d load and pass their hash checks, else the problem."""
     try:
         for split in FILES:
@@ -190,7 +185,7 @@ def fetch(dest: str | os.PathLike | None = None, timeout: float = 10.0, apt: boo
     except DataError:
         found = None
     if found is not None:
-        problem = _verified(found)
+        problem = verify(found)
         if problem is None:
             print(f"Fashion-MNIST: {found} (hashes verified)")
             return found
@@ -203,7 +198,7 @@ def fetch(dest: str | os.PathLike | None = None, timeout: float = 10.0, apt: boo
             if _file_in(dest, name) is None:
                 print(f"downloading {URL}{name}.gz ...")
                 _download(name, dest, timeout)
-        if _verified(dest) is None:
+        if verify(dest) is None:
             print(f"Fashion-MNIST: downloaded to {dest} (hashes verified)")
             return dest
     except (OSError, DataError) as e:
@@ -215,7 +210,7 @@ def fetch(dest: str | os.PathLike | None = None, timeout: float = 10.0, apt: boo
         if subprocess.run(cmd).returncode != 0:
             subprocess.run(["apt-get", "update", "-q"])
             subprocess.run(cmd)
-        if all(_file_in(SYSTEM_DIR, n) for n in names) and _verified(SYSTEM_DIR) is None:
+        if all(_file_in(SYSTEM_DIR, n) for n in names) and verify(SYSTEM_DIR) is None:
             print(f"Fashion-MNIST: {SYSTEM_DIR} (hashes verified)")
             return SYSTEM_DIR
     print(
@@ -393,28 +388,3 @@ def imagenet_val(
             except OSError as e:
                 raise DataError(f"{f}: cannot decode image ({e})") from None
         yield np.stack(xs), np.array([lab for _, lab in chunk], np.int64)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m qcnn_lite.data fetch|check``: get Fashion-MNIST (``make data``) or verify it."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m qcnn_lite.data", description="Fashion-MNIST for qcnn-lite")
-    p.add_argument("command", choices=["fetch", "check"], help="fetch: get it if missing; check: locate and verify")
-    p.add_argument("--dest", default=None, help="download folder (default <repo>/data/fashion-mnist)")
-    p.add_argument("--timeout", type=float, default=10.0, help="download timeout per file, seconds")
-    a = p.parse_args(argv)
-    if a.command == "check":
-        try:
-            d = find_fashion_mnist()
-        except DataError as e:
-            print(e, file=sys.stderr)
-            return 1
-        problem = _verified(d)
-        print(f"Fashion-MNIST: {d}: " + ("OK" if problem is None else problem))
-        return 0 if problem is None else 1
-    return 0 if fetch(a.dest, a.timeout) is not None else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

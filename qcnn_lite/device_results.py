@@ -16,13 +16,9 @@ K=128; fc C's=4, K=32; fc8 C's=1, K=16) with random codebooks and codes: weights
 not change the time, and these settings land on Table 2's storage column (12.6 and
 20.1 MiB). "MB" in Table 2 and here means 2**20 bytes.
 
-Command line (``python -m qcnn_lite device ...``, also ``device/run-benchmark.sh``; the measuring is
-:mod:`qcnn_lite.measure`'s)::
-
-    run [--quick] [--name NAME] [--kind phone|x86-ci-reference|other] [--out-dir DIR]
-    validate FILE...      table FILE|DIR...      plot FILE|DIR... --out PNG
-
-Only numpy is needed to run and validate; :func:`plot_table2` imports matplotlib lazily.
+``python -m qcnn_lite device run|validate|table|plot`` (:mod:`qcnn_lite.cli`, also
+``device/run-benchmark.sh``) calls these; the measuring is :mod:`qcnn_lite.measure`'s, the
+rows :mod:`qcnn_lite.tables`'. Only numpy is needed to run and validate; :func:`plot_table2` imports matplotlib lazily.
 """
 from __future__ import annotations
 
@@ -41,18 +37,16 @@ from typing import Any, Iterable, Sequence
 
 from .measure import device_facts, environment, uptime
 from .paper import RELEASED_ALEXNET
+from .tables import MIB, MODEL_LABELS, NETWORK_LABELS, VARIANTS, table2_device_rows
 
 __all__ = [
-    "SCHEMA_VERSION", "KINDS", "VARIANTS", "NETWORK_LABELS", "ResultFormatError",
+    "SCHEMA_VERSION", "KINDS", "ResultFormatError",
     "device_facts", "run_benchmark", "validate", "load_result", "load_results",
-    "table2_rows", "render_rows", "plot_table2", "main",
+    "plot_table2",
 ]
 
 SCHEMA_VERSION = 1
 KINDS = ("phone", "x86-ci-reference", "other")
-VARIANTS = ("cnn", "qcnn")
-NETWORK_LABELS = {"alexnet": "AlexNet", "cnns": "CNN-S"}
-MIB = 2**20
 _QUICK = {"repeat": 3, "warmup": 1}
 _FULL = {"repeat": 10, "warmup": 2}
 
@@ -342,54 +336,6 @@ _NOT_RESULTS = ("arm64-check", "schema")  # other JSON files that live in device
 
 
 # --------------------------------------------------------------------------- Table 2
-def _label(res: dict[str, Any]) -> str:
-    d = res["device"]
-    return f"{res['name']} ({res['kind']})" if res["kind"] != "phone" else f"{d['model']} ({res['name']})"
-
-
-def table2_rows(results: Sequence[dict[str, Any]], paper: bool = True) -> list[dict[str, Any]]:
-    """One row per (source, network, variant, engine): network, variant, time_s, storage_mb, memory_mb, source, engine.
-
-    ``paper=True`` starts with the paper's Huawei Mate 7 rows (``paper.table2_paper``).
-    time_s is the median single-image time; storage_mb the model file; memory_mb the
-    peak RSS of the benchmark process (MB = 2**20 bytes, as in the paper).
-    """
-    from . import paper as _paper
-
-    rows: list[dict[str, Any]] = []
-    if paper:
-        for net in NETWORK_LABELS:
-            t2 = _paper.table2_paper(net)
-            for variant in VARIANTS:
-                r = t2[variant]
-                rows.append({"network": net, "variant": variant, "time_s": r["time_s"], "storage_mb": r["storage_mb"],
-                             "memory_mb": r["memory_mb"], "source": "paper: Huawei Mate 7", "engine": "authors' C++, no BLAS"})
-    for res in results:
-        for run in res["runs"]:
-            rows.append({"network": run["network"], "variant": run["variant"], "time_s": run["median_s"],
-                         "storage_mb": run["storage_bytes"] / MIB, "memory_mb": run["peak_rss_mib"],
-                         "source": _label(res), "engine": run["engine"]})
-    return rows
-
-
-def render_rows(rows: Sequence[dict[str, Any]]) -> str:
-    """Rows of :func:`table2_rows` as a Markdown table in Table 2's layout (speed-up and ratios per source)."""
-    head = "| Source | Network | Model | Time (s) | Storage (MB) | Memory (MB) | Engine |"
-    out = [head, "|" + "---|" * 7]
-    for r in rows:
-        out.append(f"| {r['source']} | {NETWORK_LABELS.get(r['network'], r['network'])} | "
-                   f"{'Q-CNN' if r['variant'] == 'qcnn' else 'CNN'} | {r['time_s']:.3f} | {r['storage_mb']:.2f} | "
-                   f"{r['memory_mb']:.2f} | {r['engine']} |")
-    ratios = []
-    by = {(r["source"], r["network"], r["variant"]): r for r in rows}
-    for (src, net, var), r in by.items():
-        d = by.get((src, net, "cnn"))
-        if var == "qcnn" and d is not None:
-            ratios.append(f"{src}, {NETWORK_LABELS.get(net, net)}: {d['time_s'] / r['time_s']:.2f}x faster, "
-                          f"{d['storage_mb'] / r['storage_mb']:.1f}x smaller, {d['memory_mb'] / r['memory_mb']:.2f}x less memory")
-    return "\n".join(out + [""] + ratios) + "\n"
-
-
 def plot_table2(results: Sequence[dict[str, Any]], fig: Any = None, paper: bool = True) -> Any:
     """Table 2 as three bar charts (time, storage, memory), log scale, one bar colour per source.
 
@@ -401,7 +347,7 @@ def plot_table2(results: Sequence[dict[str, Any]], fig: Any = None, paper: bool 
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    rows = table2_rows(results, paper)
+    rows = table2_device_rows(results, paper)
     seen: dict[tuple, dict] = {}
     for r in rows:  # first row per (source, network, variant): one bar each
         seen.setdefault((r["source"], r["network"], r["variant"]), r)
@@ -431,7 +377,7 @@ def plot_table2(results: Sequence[dict[str, Any]], fig: Any = None, paper: bool 
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels([f"{NETWORK_LABELS[n]}\n{'Q-CNN' if v == 'qcnn' else 'CNN'}" for n, v in groups])
+        ax.set_xticklabels([f"{NETWORK_LABELS[n]}\n{MODEL_LABELS[v]}" for n, v in groups])
         ax.set_title(title)
         ax.grid(axis="y", which="both", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
@@ -440,15 +386,3 @@ def plot_table2(results: Sequence[dict[str, Any]], fig: Any = None, paper: bool 
     rows_of_legend = math.ceil(len(sources) / 3)
     fig.tight_layout(rect=(0, 0.05 + 0.04 * rows_of_legend, 1, 1))
     return fig
-
-
-# --------------------------------------------------------------------------- command line
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m qcnn_lite.device_results ...`` (device/run-benchmark.sh): ``python -m qcnn_lite device ...``."""
-    from .cli import main as cli_main
-
-    return cli_main(["device", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -38,8 +38,6 @@ __all__ = ["MINI_SETTINGS", "MINI_OF", "topk_errors", "network_errors", "evaluat
 # Bump when the quantizer changes in a way that changes results: it is part of every cache key.
 ALGORITHM_VERSION = 1
 
-METHODS = ("ec", "plain", "dense")
-
 
 def _topk_hits(scores: np.ndarray, labels: np.ndarray, ks: Iterable[int]) -> dict[int, int]:
     scores = np.asarray(scores)
@@ -111,7 +109,7 @@ def _sha256_array(a: np.ndarray) -> str:
 def _model_path(arch: str, models_dir: Path) -> Path:
     p = models_dir / f"{arch}.qcnn"
     if not p.exists():
-        raise FileNotFoundError(f"{p} is missing: train it with `python -m qcnn_lite.train --arch {arch}`")
+        raise FileNotFoundError(f"{p} is missing: train it with `python -m qcnn_lite train --arch {arch}`")
     return p
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from . import progress
 from .engine import Network
 from .layers import QConv2d, QLinear
+from .train import augment_batch, cosine_adam, optimizer_step, seed_torch
 
 __all__ = ["finetune", "training_loss"]
 
@@ -130,16 +131,10 @@ def finetune(
                          f"got {images.shape}, {labels.shape}")
     if len(images) == 0 or epochs < 1 or batch_size < 1 or not lr > 0:
         raise ValueError(f"need images, epochs >= 1, batch_size >= 1 and lr > 0; got {len(images)}, {epochs}, {batch_size}, {lr}")
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    gen, rng = seed_torch(torch, seed, threads)
     model = _torch_model(torch, qnet)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
     steps = epochs * math.ceil(len(images) / batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    opt, sched = cosine_adam(torch, [p for p in model.parameters() if p.requires_grad], lr, steps)
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
     _mode(model, torch)
     losses: list[float] = []
@@ -149,15 +144,8 @@ def finetune(
             order = torch.from_numpy(rng.permutation(len(images)))
             for i in range(0, len(order), batch_size):
                 idx = order[i : i + batch_size]
-                x = x_all[idx]
-                flip = torch.rand(len(idx), generator=gen) < 0.5
-                x = torch.where(flip[:, None, None, None], x.flip(3), x)
-                loss = F.cross_entropy(model(x), y_all[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                losses.append(loss.item())
+                x = augment_batch(torch, x_all[idx], gen, shift=False)
+                losses.append(optimizer_step(F.cross_entropy(model(x), y_all[idx]), opt, sched))
                 bar.update(1)
     out = qnet.copy()
     for _, L in qnet.param_layers():

@@ -19,7 +19,7 @@ from typing import Any
 from . import precision
 from .layers import QConv2d, QLinear
 from .pq import code_dtype
-from .spec import PARAM_TYPES, check_fields, output_shapes, param_shapes, split_dim
+from .spec import PARAM_TYPES, check_fields, is_int, output_shapes, param_shapes, split_dim
 
 __all__ = ["ModelFormatError", "FORMAT_VERSION", "TABLES_SINCE", "table_dtypes_of", "ALIGN", "code_bits", "check_json", "dumps", "loads",
            "check_manifest", "check_layout", "expected_shapes"]
@@ -29,7 +29,6 @@ __all__ = ["ModelFormatError", "FORMAT_VERSION", "TABLES_SINCE", "table_dtypes_o
 FORMAT_VERSION = 2
 TABLES_SINCE = 2
 ALIGN = 64  # payload and array alignment, so arrays could be memory-mapped
-_MAX_DIM = 1 << 31  # any single dimension
 
 KIND = {"Linear": "fc", "QLinear": "fc", "Conv2d": "conv", "QConv2d": "conv"}
 ROLES = {
@@ -113,10 +112,6 @@ def _finite_float(s: str) -> float:
     return v
 
 
-def _is_int(v: Any, lo: int = 0, hi: int = _MAX_DIM) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
-
-
 def _check_keys(obj: Any, required: set[str], optional: set[str], what: str, fail: Fail) -> None:
     if not isinstance(obj, dict):
         raise fail(f"{what} must be an object, got {type(obj).__name__}")
@@ -162,18 +157,18 @@ def check_manifest(man: Any, fail: Fail) -> None:
     _check_keys(man, {"format", "format_version", "network", "layers", "arrays", "payload_nbytes"}, set(), "the header", fail)
     if man["format"] != "qcnn-lite model":
         raise fail(f"the header's format is {man['format']!r}, expected 'qcnn-lite model'")
-    if not _is_int(man["format_version"], 1):
+    if not is_int(man["format_version"], 1):
         raise fail(f"format_version must be a positive integer, got {man['format_version']!r}")
     if man["format_version"] > FORMAT_VERSION:
         raise fail(f"format version {man['format_version']}: written by a newer qcnn-lite; upgrade qcnn-lite")
-    if not _is_int(man["payload_nbytes"], 0, 1 << 62):
+    if not is_int(man["payload_nbytes"], 0, 1 << 62):
         raise fail(f"payload_nbytes must be a non-negative integer, got {man['payload_nbytes']!r}")
     net = man["network"]
     _check_keys(net, {"name", "input_shape", "spec", "meta"}, set(), "network", fail)
     if not isinstance(net["name"], str):
         raise fail(f"network name must be a string, got {net['name']!r}")
     shp = net["input_shape"]
-    if not (isinstance(shp, list) and len(shp) == 3 and all(_is_int(v, 1) for v in shp)):
+    if not (isinstance(shp, list) and len(shp) == 3 and all(is_int(v, 1) for v in shp)):
         raise fail(f"input_shape must be 3 positive integers (C, H, W), got {shp!r}")
     if not isinstance(net["meta"], dict):
         raise fail(f"meta must be an object, got {type(net['meta']).__name__}")
@@ -203,7 +198,7 @@ def check_manifest(man: Any, fail: Fail) -> None:
             raise fail(f"layer {e['name']!r}: table_dtype {e['table_dtype']!r} is not one this qcnn-lite knows for "
                        f"{cls} ({', '.join(table_dtypes_of(cls))})")
         for key in sorted(conv):
-            if not _is_int(e[key], 0 if key == "padding" else 1):
+            if not is_int(e[key], 0 if key == "padding" else 1):
                 raise fail(f"layer {e['name']!r}: {key} must be a {'non-negative' if key == 'padding' else 'positive'} integer, got {e[key]!r}")
     if man["format_version"] >= TABLES_SINCE and not any(table_dtypes_of(e["class"]) for e in layers):
         # save writes a file without quantized layers as version 1: one network, one byte string
@@ -217,12 +212,12 @@ def check_manifest(man: Any, fail: Fail) -> None:
             raise fail(f"arrays[{j}]: unknown layer/role {a['layer']!r}/{a['role']!r}")
         if a["dtype"] not in ("float32", "uint8", "uint16"):
             raise fail(f"arrays[{j}] ({a['layer']}.{a['role']}): dtype {a['dtype']!r} is not one of float32, uint8, uint16")
-        if not (isinstance(a["shape"], list) and len(a["shape"]) <= 4 and all(_is_int(v) for v in a["shape"])):
+        if not (isinstance(a["shape"], list) and len(a["shape"]) <= 4 and all(is_int(v) for v in a["shape"])):
             raise fail(f"arrays[{j}] ({a['layer']}.{a['role']}): shape must be a list of up to 4 non-negative integers, got {a['shape']!r}")
-        if not _is_int(a["bits"], 1, 32):
+        if not is_int(a["bits"], 1, 32):
             raise fail(f"arrays[{j}] ({a['layer']}.{a['role']}): bits must be an integer in 1..32, got {a['bits']!r}")
         for key in ("offset", "nbytes"):
-            if not _is_int(a[key], 0, 1 << 62):
+            if not is_int(a[key], 0, 1 << 62):
                 raise fail(f"arrays[{j}] ({a['layer']}.{a['role']}): {key} must be a non-negative integer, got {a[key]!r}")
 
 

@@ -288,6 +288,14 @@ def model_files(network: str, folder: Path, seed: int = 0,
 
 
 # --------------------------------------------------------------------------- fresh-process worker
+# The process's peak resident memory in kB (None where there is no /proc).
+_PEAK = r"""
+hwm = None
+with open("/proc/self/status") as f:
+    for line in f:
+        if line.startswith("VmHWM:"):
+            hwm = int(line.split()[1])
+""".strip()
 # One configuration in a fresh process: load the model file, time one image on one
 # thread, report peak RSS. Printed as the last line of stdout, as JSON.
 _WORKER = r"""
@@ -317,17 +325,13 @@ with single_thread():
         s = time.perf_counter()
         net.forward(x)
         times.append(time.perf_counter() - s)
-hwm = None
-with open("/proc/self/status") as f:
-    for line in f:
-        if line.startswith("VmHWM:"):
-            hwm = int(line.split()[1])
+{peak}
 import resource
 maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"times_s": times, "backend": kernels.backend(), "blas_threads": blas_threads,
                   "import_s": t1 - t0, "load_s": t2 - t1, "peak_rss_mib": (hwm or maxrss) / 1024,
                   "torch_imported": "torch" in sys.modules}))
-"""
+""".replace("{peak}", _PEAK)
 
 # Peak RSS of the same process without a model: what Python + numpy + qcnn_lite cost on their own.
 _BASELINE = r"""
@@ -335,13 +339,9 @@ import json
 import numpy as np
 from qcnn_lite import kernels, modelfile
 from qcnn_lite.measure import single_thread
-hwm = None
-with open("/proc/self/status") as f:
-    for line in f:
-        if line.startswith("VmHWM:"):
-            hwm = int(line.split()[1])
+{peak}
 print(json.dumps({"peak_rss_mib": hwm / 1024 if hwm else None}))
-"""
+""".replace("{peak}", _PEAK)
 
 
 def _child(code: str, args: Sequence[str], backend: str, timeout: float = 3600) -> dict[str, Any]:

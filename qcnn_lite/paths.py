@@ -42,7 +42,7 @@ def model_file(arch: str) -> Path:
         if p.is_file():
             return p
     raise FileNotFoundError(f"{arch}.qcnn not found in {', '.join(map(str, model_dirs()))}: run `make models` "
-                            f"(python -m qcnn_lite.train --arch {arch})")
+                            f"(python -m qcnn_lite train --arch {arch})")
 
 
 def create_temp_beside(path: Path) -> tuple[int, str]:

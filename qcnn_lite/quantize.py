@@ -27,7 +27,7 @@ from .layers import Conv2d, Linear, QConv2d, QLinear, _bias, _f32, _positive_int
 from .pq import ProductQuantizer, code_dtype
 from .spec import n_vectors, split_dim
 
-__all__ = ["quantize_network", "layer_settings", "quantize_linear", "quantize_conv2d"]
+__all__ = ["quantize_network", "layer_settings", "quantize_layer", "quantize_linear", "quantize_conv2d"]
 
 
 def _pair(v: Any, where: str) -> tuple[int, int]:
@@ -155,12 +155,7 @@ def quantize_network(
                 if L["type"] == "fc":
                     inputs = inputs.reshape(len(inputs), -1)
                 kw.update(calib=inputs, targets=target)
-            if L["type"] == "conv":
-                q = quantize_conv2d(dense.weight, dense.bias, dense.stride, dense.padding, dense.groups,
-                                    max_samples=max_samples, **kw)
-            else:
-                q = quantize_linear(dense.weight, dense.bias, **kw)
-            qnet.params[name] = q
+            qnet.params[name] = quantize_layer(dense, max_samples=max_samples, **kw)
             if orig is not None:
                 quant = _run(qnet, i, quant, batch_size) if compensate else target
                 orig = target
@@ -201,6 +196,15 @@ def _one_blas_thread():
 
 
 # --------------------------------------------------------------------------- one layer
+def quantize_layer(dense: Conv2d | Linear, max_samples: int | None = None, **kw: Any) -> QConv2d | QLinear:
+    """:func:`quantize_conv2d` or :func:`quantize_linear` of a dense layer, as its type says;
+    ``kw`` are their settings (sub_dim, n_codewords, calib, ...); ``max_samples`` is for convolutions."""
+    if isinstance(dense, Conv2d):
+        return quantize_conv2d(dense.weight, dense.bias, dense.stride, dense.padding, dense.groups,
+                               max_samples=max_samples, **kw)
+    return quantize_linear(dense.weight, dense.bias, **kw)
+
+
 def quantize_linear(
     weight,
     bias,
@@ -229,14 +233,7 @@ def quantize_linear(
     M = in_f // sub_dim
     stats = None
     if calib is not None:
-        S = _f32("calib", calib, 2)
-        if S.shape[0] == 0:
-            raise ValueError("the calibration set is empty")
-        if S.shape[1] != in_f:
-            raise ValueError(f"calib has {S.shape[1]} features, the layer takes {in_f}")
-        T = S @ w.T + b if targets is None else _f32("targets", targets, 2)
-        if T.shape != (S.shape[0], out_f):
-            raise ValueError(f"targets must have shape {(S.shape[0], out_f)}, got {T.shape}")
+        S, T = _responses(calib, targets, 2, in_f, "features", lambda S: S @ w.T + b, lambda S: (S.shape[0], out_f))
         stats = [ResponseStats(in_f, out_f).update(S, T)]
     books, codes = _init_pq(w, sub_dim, K, kmeans_iter, seed)  # codes (out, M)
     history: list[float] = []
@@ -286,15 +283,9 @@ def quantize_conv2d(
     M = cg // sub_dim
     stats = None
     if calib is not None:
-        S = _f32("calib", calib, 4)
-        if S.shape[0] == 0:
-            raise ValueError("the calibration set is empty")
-        if S.shape[1] != cg * groups:
-            raise ValueError(f"calib has {S.shape[1]} channels, the layer takes {cg * groups}")
-        T = Conv2d(w, b, stride, padding, groups)(S) if targets is None else _f32("targets", targets, 4)
-        OH, OW = conv_output_size(S.shape[2], kh, stride, padding), conv_output_size(S.shape[3], kw, stride, padding)
-        if T.shape != (S.shape[0], Ct, OH, OW):
-            raise ValueError(f"targets must have shape {(S.shape[0], Ct, OH, OW)}, got {T.shape}")
+        S, T = _responses(calib, targets, 4, cg * groups, "channels", Conv2d(w, b, stride, padding, groups),
+                          lambda S: (S.shape[0], Ct, conv_output_size(S.shape[2], kh, stride, padding),
+                                     conv_output_size(S.shape[3], kw, stride, padding)))
         stats = _conv_stats(S, T, kh, kw, stride, padding, groups, max_samples, seed)
     # one vector per (output, tap), in (kh, kw, c) order: a codebook serves every tap
     books, codes = _init_pq(w.transpose(0, 2, 3, 1).reshape(Ct * kh * kw, cg), sub_dim, K, kmeans_iter, seed)
@@ -308,6 +299,19 @@ def quantize_conv2d(
         layer.bias = _refit_bias(w_flat, stats)
     layer.history_ = history
     return layer
+
+
+def _responses(calib, targets, ndim: int, n_in: int, unit: str, dense: Callable, shape: Callable) -> tuple:
+    """Checked (calib, targets) float32 arrays; the targets default to ``dense(calib)``, the layer's own outputs."""
+    S = _f32("calib", calib, ndim)
+    if S.shape[0] == 0:
+        raise ValueError("the calibration set is empty")
+    if S.shape[1] != n_in:
+        raise ValueError(f"calib has {S.shape[1]} {unit}, the layer takes {n_in}")
+    T = dense(S) if targets is None else _f32("targets", targets, ndim)
+    if T.shape != shape(S):
+        raise ValueError(f"targets must have shape {shape(S)}, got {T.shape}")
+    return S, T
 
 
 def _check_settings(sub_dim, n_codewords, n_iter, channels: int, n_vectors: int, what: str) -> tuple[int, int, int]:

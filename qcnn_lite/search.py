@@ -39,6 +39,7 @@ import numpy as np
 from .cost import layer_costs
 from .engine import Network
 from .layers import Conv2d, Linear, QConv2d, QLinear
+from .quantize import quantize_layer
 
 __all__ = ["Target", "parse_target", "candidate_grid", "candidate_costs", "allocate", "allocate_two",
            "layer_sensitivity", "kl_divergence", "prune_grid", "K_GRID", "MAX_SUB_DIM", "check_reachable"]
@@ -291,10 +292,7 @@ def _quantize_layer(dense: Conv2d | Linear, d: int, k: int, seed: int, calib: np
     kw: dict[str, Any] = dict(sub_dim=d, n_codewords=k, seed=seed)
     if calib is not None:
         kw.update(calib=calib, n_iter=4)
-    if isinstance(dense, Conv2d):
-        return QConv2d.from_dense(dense.weight, dense.bias, dense.stride, dense.padding, dense.groups,
-                                  max_samples=max_samples, **kw)
-    return QLinear.from_dense(dense.weight, dense.bias, **kw)
+    return quantize_layer(dense, max_samples=max_samples, **kw)
 
 
 def _as_dense(q: QConv2d | QLinear) -> Conv2d | Linear:

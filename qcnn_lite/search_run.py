@@ -126,15 +126,29 @@ def _settings_key(settings: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps({k: list(v) for k, v in sorted(settings.items())}).encode()).hexdigest()[:24]
 
 
+def float_tables(net: Network) -> Network:
+    """``net`` with float look-up tables in every quantized layer, in place.
+
+    The search compares (C's, K) settings, so it scores them with exact tables, as its
+    cached results (SEARCH_VERSION 1) were: the 8-bit table precision is a later,
+    separate choice (the accuracy guard of ``quantize``), within 0.2 pt of these.
+    """
+    for layer in net.params.values():
+        if hasattr(layer, "table_dtype"):
+            layer.table_dtype = "float32"
+    return net
+
+
 def quantized(pb: Problem, settings: Mapping[str, Any], show_progress: bool = True) -> Network:
-    """The error-corrected network for ``settings`` (memory, then ``cache/models/``, then quantized and saved)."""
+    """The error-corrected network for ``settings`` (memory, then ``cache/models/``, then quantized and saved),
+    with float tables (:func:`float_tables`)."""
     key = _settings_key(settings) + pb.model_key[:8] + pb.split_key[:8] + str(pb.seed)
     if key in _NETS:
         return _NETS[key]
     path = pb.cache_dir / "models" / f"search-{key}.qcnn"
     if path.exists():
         try:
-            _NETS[key] = modelfile.load(path)
+            _NETS[key] = float_tables(modelfile.load(path))
             return _NETS[key]
         except ValueError:
             pass  # a damaged cached model is rebuilt
@@ -142,7 +156,7 @@ def quantized(pb: Problem, settings: Mapping[str, Any], show_progress: bool = Tr
     q = quantize_network(pb.net, pb.calib_x, settings, error_correction=True, seed=pb.seed, show_progress=show_progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     modelfile.save(q, path, overwrite=True)  # our own cache file
-    _NETS[key] = q
+    _NETS[key] = float_tables(q)
     return q
 
 

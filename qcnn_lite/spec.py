@@ -22,14 +22,15 @@ import math
 from typing import Any, Callable
 
 __all__ = ["LAYER_TYPES", "PARAM_TYPES", "FIELDS", "check_fields", "validate_spec", "pool_size", "output_shapes",
-           "split_dim", "n_vectors", "param_shapes"]
+           "split_dim", "n_vectors", "param_shapes", "is_int"]
 
 LAYER_TYPES = ("conv", "fc", "relu", "lrn", "maxpool", "flatten", "softmax", "dropout")
 PARAM_TYPES = ("conv", "fc")
 _MAX_DIM = 1 << 31  # any single dimension or spec integer
 
 
-def _is_int(v: Any, lo: int = 0, hi: int = _MAX_DIM) -> bool:
+def is_int(v: Any, lo: int = 0, hi: int = _MAX_DIM) -> bool:
+    """v is an int (not a bool) in [lo, hi]: a dimension or spec integer as JSON holds it."""
     return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
@@ -38,7 +39,7 @@ def _is_num(v: Any) -> bool:
 
 
 _NAME = (True, lambda v: isinstance(v, str) and v != "", "a non-empty string")
-_POS, _NONNEG = (lambda v: _is_int(v, 1), "a positive integer"), (lambda v: _is_int(v, 0), "a non-negative integer")
+_POS, _NONNEG = (lambda v: is_int(v, 1), "a positive integer"), (lambda v: is_int(v, 0), "a non-negative integer")
 _NUM = (lambda v: _is_num(v), "a number")
 
 # What the engine reads from each layer type: key -> (required, check, description); absent keys take

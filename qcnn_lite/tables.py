@@ -13,7 +13,14 @@ from typing import Any, Sequence
 from . import models, paper
 from .cost import network_cost
 
-__all__ = ["table1_rows", "render"]
+__all__ = ["table1_rows", "table2_rows", "table2_device_rows", "render", "render_device_rows",
+           "NETWORK_LABELS", "VARIANTS", "MODEL_LABELS"]
+
+# Table 2's vocabulary: its networks, and a network's two variants (dense CNN, Q-CNN); MB = 2**20 bytes as in the paper.
+NETWORK_LABELS = {"alexnet": "AlexNet", "cnns": "CNN-S"}
+VARIANTS = ("cnn", "qcnn")
+MODEL_LABELS = {"cnn": "CNN", "qcnn": "Q-CNN"}
+MIB = 2**20
 
 
 def table1_rows() -> list[dict[str, Any]]:
@@ -78,12 +85,12 @@ def table2_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
         p = paper.table2_paper(net)
         rss = r.get("peak_rss_mib", {})
         q_rss = rss.get(f"qcnn-{q_engine.split('-')[1]}", rss.get("qcnn-numpy"))
-        for variant, engine, size_key, mem in (("CNN", "numpy-dense", "dense", rss.get("dense-numpy")),
-                                               ("Q-CNN", q_engine, "qcnn", q_rss)):
-            pp = p["cnn" if variant == "CNN" else "qcnn"]
+        for variant, engine, size_key, mem in (("cnn", "numpy-dense", "dense", rss.get("dense-numpy")),
+                                               ("qcnn", q_engine, "qcnn", q_rss)):
+            pp = p[variant]
             rows.append({
                 "network": net,
-                "model": variant,
+                "model": MODEL_LABELS[variant],
                 "engine": engine,
                 "time_ms": round(t[engine]["median_ms"], 2),
                 "time_min_max_ms": f"{t[engine]['min_ms']:.2f}-{t[engine]['max_ms']:.2f}",
@@ -100,3 +107,52 @@ def table2_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
         rows[-1]["paper_speedup"] = round(p["cnn"]["time_s"] / p["qcnn"]["time_s"], 2)
     keys = list(dict.fromkeys(k for r in rows for k in r))
     return [{k: r.get(k) for k in keys} for r in rows]
+
+
+def _label(res: dict[str, Any]) -> str:
+    d = res["device"]
+    return f"{res['name']} ({res['kind']})" if res["kind"] != "phone" else f"{d['model']} ({res['name']})"
+
+
+def table2_device_rows(results: Sequence[dict[str, Any]], paper: bool = True) -> list[dict[str, Any]]:
+    """One row per (source, network, variant, engine): network, variant, time_s, storage_mb, memory_mb, source, engine.
+
+    ``results``: device result files as :func:`qcnn_lite.device_results.load_results` returns them.
+    ``paper=True`` starts with the paper's Huawei Mate 7 rows (``paper.table2_paper``).
+    time_s is the median single-image time; storage_mb the model file; memory_mb the
+    peak RSS of the benchmark process (MB = 2**20 bytes, as in the paper).
+    """
+    from . import paper as _paper  # the argument shadows the module
+
+    rows: list[dict[str, Any]] = []
+    if paper:
+        for net in NETWORK_LABELS:
+            t2 = _paper.table2_paper(net)
+            for variant in VARIANTS:
+                r = t2[variant]
+                rows.append({"network": net, "variant": variant, "time_s": r["time_s"], "storage_mb": r["storage_mb"],
+                             "memory_mb": r["memory_mb"], "source": "paper: Huawei Mate 7", "engine": "authors' C++, no BLAS"})
+    for res in results:
+        for run in res["runs"]:
+            rows.append({"network": run["network"], "variant": run["variant"], "time_s": run["median_s"],
+                         "storage_mb": run["storage_bytes"] / MIB, "memory_mb": run["peak_rss_mib"],
+                         "source": _label(res), "engine": run["engine"]})
+    return rows
+
+
+def render_device_rows(rows: Sequence[dict[str, Any]]) -> str:
+    """Rows of :func:`table2_device_rows` as a Markdown table in Table 2's layout (speed-up and ratios per source)."""
+    head = "| Source | Network | Model | Time (s) | Storage (MB) | Memory (MB) | Engine |"
+    out = [head, "|" + "---|" * 7]
+    for r in rows:
+        out.append(f"| {r['source']} | {NETWORK_LABELS.get(r['network'], r['network'])} | "
+                   f"{MODEL_LABELS[r['variant']]} | {r['time_s']:.3f} | {r['storage_mb']:.2f} | "
+                   f"{r['memory_mb']:.2f} | {r['engine']} |")
+    ratios = []
+    by = {(r["source"], r["network"], r["variant"]): r for r in rows}
+    for (src, net, var), r in by.items():
+        d = by.get((src, net, "cnn"))
+        if var == "qcnn" and d is not None:
+            ratios.append(f"{src}, {NETWORK_LABELS.get(net, net)}: {d['time_s'] / r['time_s']:.2f}x faster, "
+                          f"{d['storage_mb'] / r['storage_mb']:.1f}x smaller, {d['memory_mb'] / r['memory_mb']:.2f}x less memory")
+    return "\n".join(out + [""] + ratios) + "\n"

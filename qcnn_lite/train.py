@@ -1,6 +1,6 @@
 """Train a reference network on Fashion-MNIST with torch, then hand it to the numpy engine.
 
-    python -m qcnn_lite.train --arch mini-alexnet [--epochs N] [--seed S] [--out data/models/]
+    python -m qcnn_lite train --arch mini-alexnet [--epochs N] [--seed S] [--out data/models/]
 
 writes ``<out>/<arch>.qcnn`` (the dense network, via :mod:`qcnn_lite.modelfile`)
 and ``<out>/<arch>.json`` (a record: settings, train time, test top-1/top-5
@@ -9,23 +9,21 @@ overwritten without ``--force``. torch is imported only when training runs.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import math
 import os
 import platform
-import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from . import data, models, progress
 from .engine import Network
 
-__all__ = ["train", "evaluate", "main", "add_parser", "DEFAULTS"]
+__all__ = ["train", "train_to_files", "evaluate", "seed_torch", "cosine_adam", "optimizer_step", "augment_batch", "DEFAULTS"]
 
 # Per-architecture settings (about 8-11 minutes of one core each).
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -47,7 +45,30 @@ def evaluate(net: Network, images: np.ndarray, labels: np.ndarray, batch_size: i
     return 100.0 - err[1], 100.0 - err[5]
 
 
-def _augment(torch, x, gen, shift: bool = True):
+def seed_torch(torch: Any, seed: int, threads: int | None) -> tuple[Any, np.random.Generator]:
+    """Set torch's threads and seed; (torch generator for augmentation, numpy generator for the batch order)."""
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed), np.random.default_rng(seed)
+
+
+def cosine_adam(torch: Any, params: Any, lr: float, steps: int) -> tuple[Any, Any]:
+    """Adam with a cosine decay of the learning rate to 0 over ``steps``: (optimizer, scheduler)."""
+    opt = torch.optim.Adam(params, lr=lr)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+
+
+def optimizer_step(loss: Any, opt: Any, sched: Any) -> float:
+    """One optimisation step on ``loss``; returns its value."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss.item()
+
+
+def augment_batch(torch: Any, x: Any, gen: Any, shift: bool = True) -> Any:
     """Random horizontal flips and (if ``shift``) shifts of up to 2 pixels, per sample; x (n, C, H, W).
 
     Shifted-in pixels take the background value (the normalised 0).
@@ -101,12 +122,7 @@ def train(
         raise ValueError(f"augment must be one of {', '.join(AUGMENT)}, got {augment!r}")
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
-
+    gen, rng = seed_torch(torch, seed, threads)
     images, labels = data.load_fashion_mnist("train")
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
@@ -115,34 +131,28 @@ def train(
 
     input_shape, spec = models.spec(arch)
     model = to_torch(spec, input_shape)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps_per_epoch = math.ceil(len(x_all) / batch_size)
     total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    opt, sched = cosine_adam(torch, model.parameters(), lr, total)
 
     losses: list[float] = []
     t0, c0 = time.perf_counter(), time.process_time()
-    step = 0
+    n_steps = 0
     model.train()
     with progress.bar(total, desc=f"train {arch}", enabled=show_progress) as bar:
         for epoch in range(epochs):
             order = torch.from_numpy(rng.permutation(len(x_all)))
             for i in range(0, len(order), batch_size):
-                if step >= total:
+                if n_steps >= total:
                     break
                 idx = order[i : i + batch_size]
                 x, y = x_all[idx], y_all[idx]
                 if augment != "none":
-                    x = _augment(torch, x, gen, shift=augment == "shift")
-                loss = F.cross_entropy(model(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                step += 1
-                losses.append(loss.item())
+                    x = augment_batch(torch, x, gen, shift=augment == "shift")
+                losses.append(optimizer_step(F.cross_entropy(model(x), y), opt, sched))
+                n_steps += 1
                 bar.update(1)
-                if step % 20 == 0:
+                if n_steps % 20 == 0:
                     bar.set_postfix_str(f"epoch {epoch + 1}/{epochs} loss {np.mean(losses[-50:]):.3f}")
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     model.eval()
@@ -155,54 +165,32 @@ def train(
         "weights": f"trained by qcnn_lite.train: {epochs} epochs, seed {seed}",
     }
     net = to_network(model, arch, spec, input_shape, meta)
-    return net, {"loss": losses, "seconds": seconds, "cpu_seconds": cpu_seconds, "epochs": epochs, "lr": lr, "steps": step, "augment": augment, "torch": torch.__version__}
+    return net, {"loss": losses, "seconds": seconds, "cpu_seconds": cpu_seconds, "epochs": epochs, "lr": lr, "steps": n_steps, "augment": augment, "torch": torch.__version__}
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register the ``train`` subcommand on an argparse subparsers object."""
-    p = subparsers.add_parser("train", help="train a mini reference network on Fashion-MNIST (needs torch)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _arguments(p)
-    p.set_defaults(func=_run)
-    return p
+def train_to_files(arch: str, out: str | os.PathLike = "data/models", epochs: int | None = None, seed: int = 0,
+                   batch_size: int = 64, lr: float | None = None, augment: str | None = None, threads: int = 1,
+                   force: bool = False) -> tuple[Path, Path]:
+    """Train ``arch``, then write ``<out>/<arch>.qcnn`` and its record ``<out>/<arch>.json``; returns both paths.
 
-
-def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", required=True, choices=[n for n in models.SPECS if n.startswith("mini-")])
-    p.add_argument("--epochs", type=int, default=None, help="default: per architecture (%s)" %
-                   ", ".join(f"{k} {v['epochs']}" for k, v in DEFAULTS.items()))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--augment", choices=AUGMENT, default=None, help="none, flip (random horizontal flips) or shift "
-                   "(flips and 2-pixel shifts; needs more epochs); default: per architecture")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: on a shared 2-core machine more threads run far slower)")
-    p.add_argument("--out", default="data/models", help="output folder (default data/models)")
-    p.add_argument("--force", action="store_true", help="overwrite existing model and record")
-
-
-def _run(args: argparse.Namespace) -> int:
+    FileExistsError (before any work) when either exists and not ``force``; DataError without Fashion-MNIST.
+    """
     from . import modelfile
 
-    out = Path(args.out)
-    model_path, record_path = out / f"{args.arch}.qcnn", out / f"{args.arch}.json"
+    out = Path(out)
+    model_path, record_path = out / f"{arch}.qcnn", out / f"{arch}.json"
     for p in (model_path, record_path):
-        if p.exists() and not args.force:
-            print(f"error: {p} exists; pass --force to overwrite it", file=sys.stderr)
-            return 2
-    try:
-        data.find_fashion_mnist()
-    except data.DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    net, hist = train(args.arch, args.epochs, args.seed, args.batch_size, args.lr, args.augment, threads=args.threads)
+        if p.exists() and not force:
+            raise FileExistsError(f"{p} exists; pass --force to overwrite it")
+    data.find_fashion_mnist()
+    net, hist = train(arch, epochs, seed, batch_size, lr, augment, threads=threads)
     test_x, test_y = data.load_fashion_mnist("test")
     top1, top5 = evaluate(net, test_x, test_y)
     record = {
-        "arch": args.arch,
+        "arch": arch,
         "epochs": hist["epochs"],
-        "seed": args.seed,
-        "batch_size": args.batch_size,
+        "seed": seed,
+        "batch_size": batch_size,
         "lr": hist["lr"],
         "optimizer": "Adam, cosine decay",
         "augment": hist["augment"],
@@ -219,26 +207,15 @@ def _run(args: argparse.Namespace) -> int:
         "torch": hist["torch"],
         "numpy": np.__version__,
         "python": platform.python_version(),
-        "threads": args.threads,
+        "threads": threads,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     net.meta.update({"test_top1": record["test_top1"], "test_top5": record["test_top5"]})
     out.mkdir(parents=True, exist_ok=True)
-    modelfile.save(net, model_path, overwrite=args.force)
+    modelfile.save(net, model_path, overwrite=force)
     tmp = record_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, record_path)
-    print(f"{args.arch}: test top-1 {top1:.2f} %, top-5 {top5:.2f} % (numpy engine); "
+    print(f"{arch}: test top-1 {top1:.2f} %, top-5 {top5:.2f} % (numpy engine); "
           f"trained {hist['seconds']:.0f} s; wrote {model_path} and {record_path}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m qcnn_lite.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    _arguments(p)
-    return _run(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return model_path, record_path

@@ -4,8 +4,9 @@ Starts JupyterLab on 127.0.0.1 (a secure context, so getUserMedia is allowed)
 with a random token and port, opens notebooks/07_webcam_demo.ipynb in Debian's
 Chromium (driven by Playwright's Python API, never ``playwright install``),
 runs the app cell, presses Capture and checks that a top-5 list appears. The
-screenshot goes to figures/07_webcam_demo/browser_capture.png (``$QCNN_FIGURES``
-moves it). A second run refuses the camera and uploads data/samples/coffee.jpg.
+screenshot goes to the test's tmp_path (its path is printed), never over the
+tracked figures/07_webcam_demo/browser_capture.png. A second run refuses the
+camera and uploads data/samples/coffee.jpg.
 
 Needs ``/usr/bin/chromium`` (``apt-get install chromium``) and ``playwright``
 (pip); skipped, loudly, when either is missing. Autosave is switched off and
@@ -28,7 +29,6 @@ from pathlib import Path
 
 import pytest
 
-from qcnn_lite import figures
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = "notebooks/07_webcam_demo.ipynb"
@@ -98,9 +98,9 @@ def jupyterlab(tmp_path_factory):
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
                JUPYTER_DATA_DIR=str(tmp_path / "data"), QCNN_PROGRESS="0")
     # quantize the default model (first use only, then cached) before the browser's clock starts
-    from qcnn_lite import widgets
+    from qcnn_lite import demo
 
-    widgets.load_models()
+    demo.load_models()
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={REPO}", "--ServerApp.open_browser=False",
            f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
@@ -156,7 +156,7 @@ def _check_top5(names: list[tuple[str, float]]) -> None:
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
 
 
-def test_capture_in_jupyterlab_shows_top5(jupyterlab):
+def test_capture_in_jupyterlab_shows_top5(jupyterlab, tmp_path):
     from playwright.sync_api import sync_playwright
 
     base, token = jupyterlab
@@ -171,7 +171,7 @@ def test_capture_in_jupyterlab_shows_top5(jupyterlab):
             names = _top5(page)
             timing = page.locator(".qcnn-time").inner_text()
             page.locator(".qcnn-classify-app").scroll_into_view_if_needed()
-            shot = figures.figure_path("07_webcam_demo", "browser_capture")  # or under $QCNN_FIGURES
+            shot = tmp_path / "browser_capture.png"
             page.screenshot(path=str(shot))
         finally:
             browser.close()
@@ -209,9 +209,9 @@ def test_refused_camera_falls_back_to_upload(jupyterlab):
     _check_top5(names)
     assert "source: upload coffee.jpg" in timing
     # the browser's upload went through the same path as a direct call in Python
-    from qcnn_lite import widgets
+    from qcnn_lite import demo
 
-    net, _, _ = widgets.load_models()
-    expect = widgets.classify(net, PHOTO.read_bytes()).top
+    net, _, _ = demo.load_models()
+    expect = demo.classify(net, PHOTO.read_bytes()).top
     assert [n for n, _ in names] == [n for n, _ in expect]
     assert max(abs(p - q) for (_, p), (_, q) in zip(names, expect)) < 1e-4

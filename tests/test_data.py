@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from qcnn_lite import data
+from qcnn_lite.cli import main as cli_main
 
 
 def _official_dir() -> Path:
@@ -244,7 +245,7 @@ def test_fetch_rejects_a_download_with_the_wrong_checksum(tmp_path, monkeypatch,
 
 
 def test_check_command(fm_copy, capsys):
-    assert data.main(["check"]) == 0
+    assert cli_main(["data", "check"]) == 0
     _rewrite(fm_copy / "t10k-labels-idx1-ubyte.gz", lambda b: b[:-1] + bytes([(b[-1] + 1) % 10]))
-    assert data.main(["check"]) == 1
+    assert cli_main(["data", "check"]) == 1
     assert "SHA-256" in capsys.readouterr().out

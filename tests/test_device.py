@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from qcnn_lite import device_results as dr
-from qcnn_lite import paper
+from qcnn_lite import tables
+from qcnn_lite.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = ROOT / "device"
@@ -84,7 +85,7 @@ def test_setup_in_termux_runs_every_step_through_path(tmp_path):
     assert {"meson>=1.2", "meson-python>=0.15", "pythran==0.18.*"} <= set(pip[0].split(" [")[0].split()[4:])
     assert pip[1] == f"python -m pip install --no-build-isolation {ROOT} [CXX=clang++]"
     assert calls.index(pip[0]) < calls.index(pip[1])  # build tools before the package
-    assert any(c.startswith("python -m qcnn_lite.buildinfo") for c in calls)  # prints which kernels were built
+    assert any(c.startswith("python -m qcnn_lite info") for c in calls)  # prints which kernels were built
     assert "kernel backend in use: pythran" in r.stdout
     for n in range(1, 5):
         assert f"==> {n}/4" in r.stdout
@@ -270,9 +271,9 @@ def test_load_results_folder_and_cli(tmp_path, capsys):
     _write(tmp_path, {"status": "pass"}, "arm64-check.json")  # not a result: skipped
     (tmp_path / "SCHEMA.md").write_text("# docs\n")
     assert [r["name"] for r in dr.load_results(tmp_path)] == ["test-device", "other-device"]
-    assert dr.main(["validate", str(tmp_path)]) == 0
+    assert cli_main(["device", "validate", str(tmp_path)]) == 0
     bad = _write(tmp_path / "..", "{", "broken.json")
-    assert dr.main(["validate", str(tmp_path), str(bad)]) == 1
+    assert cli_main(["device", "validate", str(tmp_path), str(bad)]) == 1
     assert "broken.json: not valid JSON" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError):
         dr.load_results(tmp_path / "nope")
@@ -290,17 +291,17 @@ def test_committed_results_validate():
 # --------------------------------------------------------------------------- table and plot
 def test_table2_rows():
     res = _valid()
-    rows = dr.table2_rows([res])
+    rows = tables.table2_device_rows([res])
     paper_rows = [r for r in rows if r["source"].startswith("paper")]
-    assert len(paper_rows) == 4
-    for r in paper_rows:
-        want = paper.table2_paper(r["network"])[r["variant"]]
-        assert (r["time_s"], r["storage_mb"], r["memory_mb"]) == (want["time_s"], want["storage_mb"], want["memory_mb"])
+    # Table 2 of the paper as printed (Huawei Mate 7): time s, storage MB, memory MB
+    printed = {("alexnet", "cnn"): (2.93, 232.56, 264.74), ("alexnet", "qcnn"): (0.95, 12.60, 74.65),
+               ("cnns", "cnn"): (10.58, 392.57, 468.90), ("cnns", "qcnn"): (2.61, 20.13, 129.49)}
+    assert {(r["network"], r["variant"]): (r["time_s"], r["storage_mb"], r["memory_mb"]) for r in paper_rows} == printed
     mine = [r for r in rows if not r["source"].startswith("paper")]
     assert [(r["variant"], r["time_s"], r["memory_mb"]) for r in mine] == [("cnn", 0.5, 500.0), ("qcnn", 0.2, 120.0)]
     assert mine[0]["storage_mb"] == pytest.approx(243864416 / 2**20)
     assert set(rows[0]) >= {"network", "variant", "time_s", "storage_mb", "memory_mb", "source"}
-    text = dr.render_rows(rows)
+    text = tables.render_device_rows(rows)
     assert "2.50x faster" in text  # 0.5 s / 0.2 s
     assert "3.08x faster" in text  # the paper's AlexNet: 2.93 s / 0.95 s
 
@@ -376,7 +377,7 @@ def test_plot_cli_refuses_to_overwrite(tmp_path, capsys):
     src = _write(tmp_path, _valid(), "a.json")
     png = tmp_path / "t2.png"
     png.write_bytes(b"mine")
-    assert dr.main(["plot", str(src), "--out", str(png)]) == 2
+    assert cli_main(["device", "plot", str(src), "--out", str(png)]) == 2
     assert "exists" in capsys.readouterr().err and png.read_bytes() == b"mine"
-    assert dr.main(["plot", str(src), "--out", str(png), "--force"]) == 0
+    assert cli_main(["device", "plot", str(src), "--out", str(png), "--force"]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

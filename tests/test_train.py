@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from qcnn_lite import data, models
+from qcnn_lite.cli import main as cli_main
 
 torch = pytest.importorskip("torch")
 from qcnn_lite import train  # noqa: E402
@@ -58,7 +59,7 @@ def test_training_is_seeded():
 def test_augment_is_a_flip_and_shift_of_each_sample():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(8, 1, 10, 12)
-    y = train._augment(torch, x, gen).numpy()
+    y = train.augment_batch(torch, x, gen).numpy()
     bg = np.float32(-data.MEAN / data.STD)
     for xi, yi in zip(x.numpy(), y):
         cands = []
@@ -70,7 +71,7 @@ def test_augment_is_a_flip_and_shift_of_each_sample():
 
 def test_cli_never_overwrites(tmp_path, capsys):
     (tmp_path / "mini-cnns.qcnn").write_bytes(b"user's file")
-    assert train.main(["--arch", "mini-cnns", "--out", str(tmp_path)]) == 2
+    assert cli_main(["train", "--arch", "mini-cnns", "--out", str(tmp_path)]) == 2
     assert "exists" in capsys.readouterr().err
     assert (tmp_path / "mini-cnns.qcnn").read_bytes() == b"user's file"
 
@@ -98,7 +99,7 @@ def test_mini_specs_fit_the_paper_settings(arch):
 def test_committed_model_reproduces_its_record(arch):
     model, record = MODELS / f"{arch}.qcnn", MODELS / f"{arch}.json"
     if not model.exists() or not record.exists():
-        pytest.skip(f"{model} or its record is missing: train it with `python -m qcnn_lite.train --arch {arch}`")
+        pytest.skip(f"{model} or its record is missing: train it with `python -m qcnn_lite train --arch {arch}`")
     _need_data()
     from qcnn_lite import modelfile
 

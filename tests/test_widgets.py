@@ -22,7 +22,8 @@ Image = pytest.importorskip("PIL.Image")
 from PIL import ImageDraw  # noqa: E402
 
 from qcnn_lite import data as datasets  # noqa: E402
-from qcnn_lite import widgets  # noqa: E402
+from qcnn_lite import demo, paths, widgets  # noqa: E402
+from qcnn_lite.cli import main as cli_main  # noqa: E402
 from qcnn_lite.engine import Network  # noqa: E402
 from qcnn_lite.layers import Conv2d, Linear, QConv2d, QLinear  # noqa: E402
 from qcnn_lite.quantize import quantize_network  # noqa: E402
@@ -205,7 +206,7 @@ def test_real_photo_sample_goes_through(qnet):
     photos = sorted((REPO / "data" / "samples").glob("*.jpg"))
     if not photos:
         pytest.skip("no photo in data/samples")
-    res = widgets.classify(qnet, photos[0].read_bytes())
+    res = demo.classify(qnet, photos[0].read_bytes())
     assert res.picture.shape == (28, 28) and res.picture.max() > 200
     assert res.label in CLASSES and abs(res.probs.sum() - 1) < 1e-4
 
@@ -215,10 +216,10 @@ def test_load_models_quantizes_a_dense_file(tmp_path, monkeypatch):
 
     dense = template_network(quantized=False)
     path = modelfile.save(dense, tmp_path / "templates.qcnn")
-    net, dense_back, notes = widgets.load_models(path, cache=False)
+    net, dense_back, notes = demo.load_models(path, cache=False)
     assert net.is_quantized and dense_back is not None and not dense_back.is_quantized
     assert any("dense network" in n for n in notes)
-    res = widgets.classify(net, jpeg(shape_photo("disc")), dense_back)
+    res = demo.classify(net, jpeg(shape_photo("disc")), dense_back)
     assert res.label == "disc" and res.dense_top[0][0] == "disc"
 
 
@@ -227,10 +228,10 @@ def test_default_model_search(tmp_path, monkeypatch):
 
     monkeypatch.setenv("QCNN_MODELS", str(tmp_path))
     q = template_network()
-    modelfile.save(q, tmp_path / f"{widgets.DEFAULT_ARCH}-q.qcnn")
-    qpath, _ = widgets.default_model_paths()
-    assert qpath == tmp_path / f"{widgets.DEFAULT_ARCH}-q.qcnn"
-    net, _, notes = widgets.load_models()
+    modelfile.save(q, tmp_path / f"{demo.DEFAULT_ARCH}-q.qcnn")
+    qpath, _ = demo.default_model_paths()
+    assert qpath == tmp_path / f"{demo.DEFAULT_ARCH}-q.qcnn"
+    net, _, notes = demo.load_models()
     assert net.is_quantized and net.meta["classes"] == CLASSES and notes == []
 
 
@@ -241,10 +242,10 @@ def test_command_line(tmp_path, capsys):
     good, bad = tmp_path / "disc.jpg", tmp_path / "notes.txt"
     good.write_bytes(jpeg(shape_photo("disc")))
     bad.write_text("not a photo")
-    assert widgets.main([str(good), "--model", str(model), "--top", "2"]) == 0
+    assert cli_main(["classify", str(good), "--model", str(model), "--top", "2"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"{good}: disc ") and out.count("%") == 2
-    assert widgets.main([str(good), str(bad), "--model", str(model)]) == 2
+    assert cli_main(["classify", str(good), str(bad), "--model", str(model)]) == 2
     out = capsys.readouterr().out
     assert f"{bad}: error: this file is not an image" in out and "disc" in out
 
@@ -252,24 +253,24 @@ def test_command_line(tmp_path, capsys):
 def test_dense_default_is_quantized_once_and_cached_by_hash(tmp_path, monkeypatch):
     from qcnn_lite import modelfile
 
-    monkeypatch.setattr(widgets, "REPO", tmp_path)  # cache under tmp_path/results/cache/models
+    monkeypatch.setattr(paths, "project_root", lambda: tmp_path)  # cache under tmp_path/results/cache/models
     monkeypatch.setenv("QCNN_MODELS", str(tmp_path / "models"))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()
-    dense_file = modelfile.save(template_network(quantized=False), tmp_path / "models" / f"{widgets.DEFAULT_ARCH}.qcnn")
-    net, dense, notes = widgets.load_models()
+    dense_file = modelfile.save(template_network(quantized=False), tmp_path / "models" / f"{demo.DEFAULT_ARCH}.qcnn")
+    net, dense, notes = demo.load_models()
     assert net.is_quantized and any("on first use" in n for n in notes)
     cached = list((tmp_path / "results" / "cache" / "models").glob("*.qcnn"))
-    assert len(cached) == 1 and cached[0].name.startswith(f"{widgets.DEFAULT_ARCH}-q-")
-    net2, _, notes2 = widgets.load_models()
+    assert len(cached) == 1 and cached[0].name.startswith(f"{demo.DEFAULT_ARCH}-q-")
+    net2, _, notes2 = demo.load_models()
     assert notes2 == []  # loaded from the cache
     photo = jpeg(shape_photo("square"))
-    np.testing.assert_array_equal(widgets.classify(net, photo).probs, widgets.classify(net2, photo).probs)
+    np.testing.assert_array_equal(demo.classify(net, photo).probs, demo.classify(net2, photo).probs)
     # a retrained dense model gets its own cache entry; the old one is left alone
     other = template_network(quantized=False)
     other.params["fc1"] = Linear(other.params["fc1"].weight * 2, other.params["fc1"].bias * 2)
     modelfile.save(other, dense_file, overwrite=True)
-    _, _, notes3 = widgets.load_models()
+    _, _, notes3 = demo.load_models()
     assert any("on first use" in n for n in notes3)
     assert len(list((tmp_path / "results" / "cache" / "models").glob("*.qcnn"))) == 2
 
@@ -281,23 +282,23 @@ def test_quantize_file_and_stale_detection(tmp_path, monkeypatch):
         datasets.find_fashion_mnist()
     except datasets.DataError as e:
         pytest.skip(f"error correction needs Fashion-MNIST: {e}")
-    monkeypatch.setattr(widgets, "REPO", tmp_path)
+    monkeypatch.setattr(paths, "project_root", lambda: tmp_path)
     monkeypatch.setenv("QCNN_MODELS", str(tmp_path / "models"))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()
-    dense_file = modelfile.save(template_network(quantized=False), tmp_path / "models" / f"{widgets.DEFAULT_ARCH}.qcnn")
-    assert widgets.main(["--quantize", str(dense_file)]) == 0
-    q_file = tmp_path / "models" / f"{widgets.DEFAULT_ARCH}-q.qcnn"
+    dense_file = modelfile.save(template_network(quantized=False), tmp_path / "models" / f"{demo.DEFAULT_ARCH}.qcnn")
+    assert cli_main(["classify", "--quantize", str(dense_file)]) == 0
+    q_file = tmp_path / "models" / f"{demo.DEFAULT_ARCH}-q.qcnn"
     made = modelfile.load(q_file)
     assert made.meta["quantization"]["error_correction"] and made.meta["quantized_from"]["file"] == dense_file.name
-    assert widgets.main(["--quantize", str(dense_file)]) == 2  # never replaced without --force
-    net, _, notes = widgets.load_models()
+    assert cli_main(["classify", "--quantize", str(dense_file)]) == 2  # never replaced without --force
+    net, _, notes = demo.load_models()
     assert notes == [] and net.meta["quantized_from"] == made.meta["quantized_from"]
-    assert widgets.classify(net, jpeg(shape_photo("wide bar"))).label == "wide bar"
+    assert demo.classify(net, jpeg(shape_photo("wide bar"))).label == "wide bar"
     # the dense model is retrained: the old quantized file is not used
     other = template_network(quantized=False)
     other.params["fc1"] = Linear(other.params["fc1"].weight * 2, other.params["fc1"].bias * 2)
     modelfile.save(other, dense_file, overwrite=True)
-    net2, _, notes2 = widgets.load_models()
+    net2, _, notes2 = demo.load_models()
     assert any("was made from another" in n for n in notes2) and any("on first use" in n for n in notes2)
     assert net2.meta["quantized_from"]["sha256"] != made.meta["quantized_from"]["sha256"]

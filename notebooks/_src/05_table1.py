@@ -90,7 +90,7 @@ cells = [
 
     Table 1's third column is the top-5 error increase on ILSVRC-12. ImageNet and pretrained ImageNet weights cannot
     be had offline, so we measure the same thing on **Fashion-MNIST** (60k training and 10k test images of clothing,
-    10 classes) with scaled-down versions of the three networks, trained here (`python -m qcnn_lite.train`):
+    10 classes) with scaled-down versions of the three networks, trained here (`python -m qcnn_lite train`):
     `mini-alexnet` (large first kernel, LRN, grouped convs), `mini-cnns` (strided first conv with LRN) and
     `mini-vgg16` (stacks of 3x3 convs). Each is quantized at the paper's two settings, scaled to its channels
     (`qcnn_lite.evaluate.MINI_SETTINGS`), three ways:

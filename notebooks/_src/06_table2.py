@@ -70,7 +70,7 @@ cells = [
     show(fig, "table2_devices")
     """),
     code(r"""
-    pd.DataFrame(device_results.table2_rows(results))
+    pd.DataFrame(tables.table2_device_rows(results))
     """),
     md(r"""
     ## Summary

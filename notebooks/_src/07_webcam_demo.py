@@ -18,7 +18,7 @@ cells = [
 **What it needs**
 
 * JupyterLab 4 with `ipywidgets` 8, `anywidget` and Pillow (`pip install 'qcnn-lite[notebooks]'`);
-* a trained `data/models/mini-alexnet.qcnn` (`python -m qcnn_lite.train --arch mini-alexnet`);
+* a trained `data/models/mini-alexnet.qcnn` (`python -m qcnn_lite train --arch mini-alexnet`);
   the quantized version is made from it on first use and cached in `results/cache/models/`.
   Without it the app still runs, on an untrained network, and says so;
 * a camera is optional: the browser only offers it on a secure page (`https://`,
@@ -28,9 +28,9 @@ cells = [
 Apart from the one-off quantization, nothing here is slow; `QCNN_FAST=1` shortens the
 accuracy check and the timing loop.
 """),
-    setup(NB, "import io\nfrom pathlib import Path\nfrom PIL import Image\nfrom qcnn_lite import data as datasets, kernels\nfrom qcnn_lite.preprocess import fashion_image, load_image, prepare\nfrom qcnn_lite.widgets import REPO, classify, load_models", one_blas_thread=True),
+    setup(NB, "import io\nfrom pathlib import Path\nfrom PIL import Image\nfrom qcnn_lite import data as datasets, kernels\nfrom qcnn_lite.preprocess import fashion_image, load_image, prepare\nfrom qcnn_lite.demo import classify, load_models\nfrom qcnn_lite.paths import project_root", one_blas_thread=True),
     code(r"""
-PHOTO = REPO / "data" / "samples" / "coffee.jpg"
+PHOTO = project_root() / "data" / "samples" / "coffee.jpg"
 print("kernel backend:", kernels.backend())
 """),
     md(r"""
@@ -117,7 +117,7 @@ app
     md(r"""
 ## The same code path, without a camera
 
-The app calls `qcnn_lite.widgets.classify(net, file_bytes, dense)` for every frame and
+The app calls `qcnn_lite.demo.classify(net, file_bytes, dense)` for every frame and
 upload. Here it classifies a few Fashion-MNIST test images, first as the 28x28 PNG files
 they are, then "photographed": upscaled to 224x224, inverted to a white background and
 pasted off-centre on a larger page, saved as JPEG. The pre-processing has to undo all of
@@ -215,7 +215,7 @@ if dense is not None:
 2. Change `threshold` in `fashion_image` (default 0.1) to 0.3 and 0.02: how do the
    crops of the "as a photo" images change, and does the accuracy of the table follow?
 3. Quantize with fewer codewords (`K = 16` for the fc layers, see
-   `qcnn_lite.widgets.quantize_for_demo`) and compare the top-5 probabilities with the
+   `qcnn_lite.demo.quantize_for_demo`) and compare the top-5 probabilities with the
    dense network's on the same photos.
 4. Add a "none of these" answer: reject a photo when the top-1 probability is below a
    threshold you choose from the Fashion-MNIST test set. What does the coffee cup get?
