@@ -8,7 +8,8 @@ Two measurements, the ``bench-layers`` and ``bench`` subcommands of :mod:`qcnn_l
 
 Baselines timed in the same run: our dense numpy engine (im2col + BLAS),
 torch fp32 and torch dynamic int8 (``quantize_dynamic`` on the fc layers) when
-torch is installed. Everything runs on one thread (threadpoolctl for numpy's
+torch is installed; for the fc layers, faiss fast-scan (K=16, :func:`qcnn_lite.measure.faiss_fastscan`)
+when faiss is installed ("n/a" without). Everything runs on one thread (threadpoolctl for numpy's
 BLAS, ``torch.set_num_threads(1)``). Each figure is the median of ``repeat``
 runs after warm-up, with min and max. Quantized layers get random codebooks
 and codes of the right shapes: weights do not change the time.
@@ -24,7 +25,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from . import kernels, models
-from .measure import baseline_rss, machine, quantized_layer, quantized_network, run_model, single_thread, time_call
+from .measure import (baseline_rss, faiss_fastscan, machine, quantized_layer, quantized_network, run_model,
+                      single_thread, time_call)
 from .paper import RELEASED_ALEXNET
 from .layers import QConv2d, QLinear
 
@@ -68,13 +70,22 @@ def _backend(name: str) -> Iterator[None]:
         kernels.set_backend(old)
 
 
-def _engines(dense_fn, q_fn, torch_fn, torch_int8_fn, repeat: int, float_tables_fn=None) -> dict[str, dict[str, float]]:
+_FAISS = "faiss-fastscan-k16"
+
+
+def _engines(dense_fn, q_fn, torch_fn, torch_int8_fn, repeat: int, float_tables_fn=None,
+             faiss_fn=None) -> dict[str, dict[str, float] | None]:
     """Time every engine available; q_fn runs under each kernel backend.
 
     ``float_tables_fn``: the same layer with float tables on the compiled backend, timed
-    beside the default table precision (8-bit where it applies).
+    beside the default table precision (8-bit where it applies). ``faiss_fn``: faiss
+    fast-scan, or "n/a" for an fc layer without faiss (recorded as None).
     """
-    t: dict[str, dict[str, float]] = {"numpy-dense": time_call(dense_fn, repeat)}
+    t: dict[str, dict[str, float] | None] = {"numpy-dense": time_call(dense_fn, repeat)}
+    if faiss_fn == "n/a":
+        t[_FAISS] = None
+    elif faiss_fn is not None:
+        t[_FAISS] = time_call(faiss_fn, repeat)
     if float_tables_fn is not None and "pythran" in kernels.available_backends():
         with _backend("pythran"):
             t["float-tables"] = time_call(float_tables_fn, repeat)
@@ -99,7 +110,7 @@ def _speedups(times: dict[str, dict[str, float]], key: str = "median_ms") -> dic
     """Speed-up of the compiled Q-CNN backend (numpy if not built) over every baseline: ratios of medians."""
     best = "qcnn-pythran" if "qcnn-pythran" in times else "qcnn-numpy"
     q = times[best][key]
-    return {k: v[key] / q for k, v in times.items() if not k.startswith("qcnn-")}
+    return {k: v[key] / q for k, v in times.items() if not k.startswith("qcnn-") and v is not None}
 
 
 # --------------------------------------------------------------------------- layers
@@ -107,6 +118,8 @@ def bench_layers(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[int,
                  repeat: int = 10, seed: int = 0) -> dict[str, Any]:
     """Time every conv/fc layer of the full-size networks at batch 1, one thread."""
     torch, torch_layer, _ = _torch()
+    with contextlib.suppress(ImportError):
+        import faiss  # noqa: F401  (imported first, so that single_thread puts its OpenMP on one thread too)
     rows = []
     with single_thread():
         for name in names:
@@ -133,9 +146,13 @@ def bench_layers(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[int,
                     qf = QLinear(q.codebooks, q.codes, q.bias, table_dtype="float32")
                 elif L["type"] == "conv" and q.table_dtype != "float32" and q.uses_tables(*in_shape[1:]):
                     qf = QConv2d(q.codebooks, q.codes, q.bias, q.stride, q.padding, q.groups, table_dtype="float32")
+                fs = "n/a"  # faiss fast-scan over the same weight rows, at K=16 (all it supports) and our M
+                if L["type"] == "fc":
+                    fs = faiss_fastscan(layer.weight, q.n_subspaces) or "n/a"
+                    fs = fs if fs == "n/a" else (lambda fs=fs: fs.all_outputs(x))
                 with (torch.inference_mode() if torch else contextlib.nullcontext()):
                     times = _engines(lambda: layer(x), lambda: q(x), torch_fn, int8_fn, repeat,
-                                     None if qf is None else (lambda: qf(x)))
+                                     None if qf is None else (lambda: qf(x)), fs if L["type"] == "fc" else None)
                 d, K = q.sub_dim, q.n_codewords
                 tables = L["type"] == "fc" or q.uses_tables(*in_shape[1:])
                 rows.append({
@@ -193,7 +210,7 @@ def bench_networks(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[in
 
 
 # --------------------------------------------------------------------------- output
-_ORDER = ["numpy-dense", "torch-fp32", "torch-int8-dynamic", "float-tables", "qcnn-numpy", "qcnn-pythran"]
+_ORDER = ["numpy-dense", "torch-fp32", "torch-int8-dynamic", _FAISS, "float-tables", "qcnn-numpy", "qcnn-pythran"]
 
 
 def _time_table(rows: list[tuple[str, dict, dict]], cpu: bool = False) -> str:
@@ -206,7 +223,7 @@ def _time_table(rows: list[tuple[str, dict, dict]], cpu: bool = False) -> str:
         for e in engines:
             v = t.get(e)
             if v is None:
-                cells.append("-")
+                cells.append("n/a" if e in t else "-")  # n/a: applies, but its library is not installed
             else:
                 cells.append(f"{v['cpu_median_ms']:.2f}" if cpu else f"{v['median_ms']:.2f} [{v['min_ms']:.2f}-{v['max_ms']:.2f}]")
         cells += ["-" if e not in s else f"{s[e]:.2f}" for e in base]
@@ -235,7 +252,8 @@ def render_layers(res: dict, cpu: bool = False) -> str:
     return (_header(res["machine"], cpu) + "\n" + _time_table(rows, cpu)
             + "\n(x vs B: speed-up of the Q-CNN layers, compiled LUT kernels at their default table precision"
             " -- shown after K: uint8 fc tables, int8 conv tables (int16 sums) -- over baseline B;"
-            " float-tables: the same layer with float tables)" + note + "\n")
+            f" float-tables: the same layer with float tables; {_FAISS}: faiss IndexPQFastScan over the weight rows,"
+            " same M, K=16, every output)" + note + "\n")
 
 
 def render_networks(res: dict, cpu: bool = False) -> str:

@@ -28,6 +28,11 @@ def describe(path: str | os.PathLike) -> str:
         shapes = ", ".join(f"{a['role']} {'x'.join(map(str, a['shape']))}" for a in arrays)
         codes = next((a for a in arrays if a["role"] == "codes"), None)
         q = f"; K={arrays[0]['shape'][1]} at {codes['bits']} bits" if codes else ""
+        if codes:  # version 1 files carry no precision: the layer's default, which the loaded layer holds
+            from .precision import table_dtype
+
+            stored = "" if "table_dtype" in e else " (default)"
+            q += f", tables {table_dtype(net.params[e['name']])}{stored}"
         rows.append(f"  {e['name']:<10} {e['class']:<8} {_size(nbytes):>10}  {shapes}{q}")
     if net.meta:
         rows.append(f"  meta: {json.dumps(net.meta, sort_keys=True, ensure_ascii=False)[:200]}")
@@ -71,7 +76,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                                           limit=args.limit, calib_dir=args.calib_dir, ground_truth=args.ground_truth)
     else:
         archs = [args.arch] if args.arch else list(evaluate.MINI_SETTINGS)
-        rows = evaluate.table1_accuracy(archs, n_calib=args.n_calib or 5000, n_test=args.limit)
+        rows = evaluate.table1_accuracy(archs, n_calib=args.n_calib or 5000, n_test=args.limit,
+                                        settings=[int(v) for v in args.setting.split(",")], methods=args.method.split(","))
     print(tables.render(rows, args.format), end="")
     return 0
 
@@ -266,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--weights", metavar="FILE", help="a torchvision alexnet/vgg16 state dict (.pth)")
     p.add_argument("--calib-dir", metavar="DIR", help="calibration images for the ImageNet path (default: the first val images)")
     p.add_argument("--ground-truth", metavar="FILE", help="ground-truth file for a flat val folder")
+    p.add_argument("--setting", default="1,2", help="Table 1 settings to run (default 1,2)")
+    p.add_argument("--method", default="ec,plain", help="ec, plain or both (default ec,plain)")
     p.add_argument("--format", choices=["markdown", "json", "csv"], default="markdown")
     p.set_defaults(func=_evaluate)
 

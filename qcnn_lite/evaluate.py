@@ -7,9 +7,14 @@ two settings (scaled to its channels), three ways:
 * ``plain`` -- k-means on the weights only (plain product quantization);
 * ``dense`` -- no quantization.
 
+Each quantized network is measured twice: with its layers at the table precision
+the accuracy guard chose (:func:`qcnn_lite.precision.guard_tables`: 8-bit fc tables,
+and conv tables where the layer class offers them, unless they cost top-1 on the
+calibration set), and with float32 tables everywhere (``*_float`` columns).
+
 Results are cached in ``results/cache/`` under a key made of the hashes of
-every input (model file, test set, settings, calibration), so ``make
-reproduce`` reuses them and recomputes only what changed.
+every input (model file, test set, settings, calibration, table precisions and
+guard), so ``make reproduce`` reuses them and recomputes only what changed.
 """
 from __future__ import annotations
 
@@ -21,10 +26,11 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from . import data, modelfile, paper, paths, progress
+from . import data, modelfile, paper, paths, precision, progress
 from .paper import IMAGENET_SETTINGS, MINI_OF, MINI_SETTINGS
 from .cost import network_cost
 from .engine import Network
+from .layers import QConv2d, QLinear
 from .quantize import quantize_network
 
 __all__ = ["MINI_SETTINGS", "MINI_OF", "topk_errors", "network_errors", "evaluate_network", "table1_accuracy", "imagenet_accuracy"]
@@ -73,6 +79,21 @@ def evaluate_network(net: Network, images: np.ndarray, labels: np.ndarray, batch
     return {"top1_err": round(err[1], 2), "top5_err": round(err[5], 2)}
 
 
+def _tables_key(threshold: float, n_guard: int) -> dict[str, Any]:
+    """What decides the table precision of a quantized network, for the cache key: the precisions
+    each layer class offers (fastest first) and the guard's settings."""
+    return {"offered": {c.__name__: list(precision.class_table_dtypes(c)) for c in (QConv2d, QLinear)},
+            "guard": threshold, "n_guard": n_guard}
+
+
+def _both_precisions(q: Network, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Errors at the network's own table precisions and with float32 tables everywhere."""
+    r = evaluate_network(q, x, y)
+    f = evaluate_network(precision.with_table_dtypes(q, precision.FLOAT), x, y)
+    chosen = {name: precision.table_dtype(p) for name, p in q.params.items() if precision.table_dtype(p)}
+    return {**r, "top1_err_float": f["top1_err"], "top5_err_float": f["top5_err"], "table_dtypes": chosen}
+
+
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -102,17 +123,26 @@ def table1_accuracy(
     seed: int = 0,
     save_models: str | Path | None = None,
     show_progress: bool = True,
+    table_guard: float = precision.DEFAULT_THRESHOLD,
+    n_guard: int = precision.DEFAULT_IMAGES,
+    settings: Iterable[int] = (1, 2),
+    methods: Iterable[str] = ("ec", "plain"),
 ) -> list[dict[str, Any]]:
     """Rows of (network, setting, method) with top-1/top-5 error, change against dense,
     compression and theoretical speed-up (cost model at the mini size), and the paper's
     top-5 increase beside them.
+
+    Top-1/top-5 are at the table precision the accuracy guard chose (``table_guard`` top-1
+    points on the first ``n_guard`` calibration images and their labels); ``top1_err_float``
+    beside them with float32 tables, and ``tables`` says which precisions the layers took.
+    ``settings`` and ``methods`` select rows (the dense row always comes first).
 
     ``n_test`` limits the test set (None: all 10,000). ``save_models``: a folder to write
     the quantized networks to (e.g. for the webcam demo); existing files there are replaced.
     """
     models_dir = Path(models_dir or paths.models_dir())
     cache_dir = Path(cache_dir or paths.results_dir() / "cache")
-    train_x, _ = data.load_fashion_mnist("train")
+    train_x, train_y = data.load_fashion_mnist("train")
     test_x, test_y = data.load_fashion_mnist("test")
     if n_test is not None:
         test_x, test_y = test_x[:n_test], test_y[:n_test]
@@ -125,7 +155,12 @@ def table1_accuracy(
     for arch in archs:
         if arch not in MINI_SETTINGS:
             raise ValueError(f"no Table 1 settings for {arch!r}: choose from {', '.join(MINI_SETTINGS)}")
-    jobs = [(a, s, m) for a in archs for s in (1, 2) for m in ("ec", "plain")]
+    settings, methods = tuple(settings), tuple(methods)
+    if not set(settings) <= {1, 2} or not settings:
+        raise ValueError(f"settings must be among 1, 2; got {settings}")
+    if not set(methods) <= {"ec", "plain"} or not methods:
+        raise ValueError(f"methods must be among ec, plain; got {methods}")
+    jobs = [(a, s, m) for a in archs for s in settings for m in methods]
     with progress.bar(total=len(jobs) + len(archs), desc="Table 1 accuracy", enabled=show_progress, leave=True) as bar:
         for arch in archs:
             path = _model_path(arch, models_dir)
@@ -138,37 +173,55 @@ def table1_accuracy(
             bar.update(1)
             base = {"network": arch, "reference": MINI_OF[arch]}
             rows.append({**base, "setting": 0, "method": "dense", **dense, "top1_change": 0.0, "top5_change": 0.0,
+                         "top1_err_float": dense["top1_err"], "top1_tables_change": 0.0, "tables": "",
                          "compression": 1.0, "speedup": 1.0, "quantize_s": 0.0, "paper_top5_increase": None})
             calib = data.to_input(train_x[calib_idx], mean, std)
+            calib_y = train_y[calib_idx]
             for setting, st in enumerate(MINI_SETTINGS[arch], start=1):
+                if setting not in settings:
+                    continue
                 cost = network_cost(net.input_shape, net.spec, st)
-                for method in ("ec", "plain"):
+                for method in methods:
                     key = {"arch": arch, "method": method, "setting": {k: list(v) for k, v in st.items()},
                            "model": model_key, "test": test_key, "n_calib": n_calib, "calib": _sha256_array(calib_idx),
-                           "n_iter": n_iter, "seed": seed, "algorithm": ALGORITHM_VERSION}
+                           "n_iter": n_iter, "seed": seed, "algorithm": ALGORITHM_VERSION,
+                           "tables": _tables_key(table_guard, n_guard)}
 
                     def work(st=st, method=method, setting=setting):
                         t0 = time.perf_counter()
                         q = quantize_network(net, calib if method == "ec" else None, st, error_correction=method == "ec",
-                                             n_iter=n_iter, seed=seed, show_progress=show_progress)
+                                             n_iter=n_iter, seed=seed, show_progress=show_progress,
+                                             table_guard=table_guard, guard_images=calib, guard_labels=calib_y,
+                                             n_guard=n_guard)
                         secs = time.perf_counter() - t0
                         if save_models is not None:
                             out = Path(save_models)
                             out.mkdir(parents=True, exist_ok=True)
                             modelfile.save(q, out / f"{arch}-s{setting}-{method}.qcnn", overwrite=True)
-                        return {**evaluate_network(q, xt, test_y), "quantize_s": round(secs, 1)}
+                        return {**_both_precisions(q, xt, test_y), "quantize_s": round(secs, 1)}
 
                     r = _cached(cache_dir, key, work)
                     rows.append({
                         **base, "setting": setting, "method": method, "top1_err": r["top1_err"], "top5_err": r["top5_err"],
                         "top1_change": round(r["top1_err"] - dense["top1_err"], 2),
                         "top5_change": round(r["top5_err"] - dense["top5_err"], 2),
+                        "top1_err_float": r["top1_err_float"],
+                        "top1_tables_change": round(r["top1_err"] - r["top1_err_float"], 2),
+                        "tables": _tables_summary(r["table_dtypes"]),
                         "compression": round(cost["compression"], 2), "speedup": round(cost["speedup"], 2),
                         "quantize_s": r["quantize_s"],
                         "paper_top5_increase": paper.table1_paper(MINI_OF[arch], setting)["top5_err_increase"],
                     })
                     bar.update(1)
     return rows
+
+
+def _tables_summary(chosen: Mapping[str, str]) -> str:
+    """'conv1-conv5 float32, fc6 uint8, ...' -> shortest form: each precision with the layers that took it."""
+    by: dict[str, list[str]] = {}
+    for name, d in chosen.items():
+        by.setdefault(d, []).append(name)
+    return "; ".join(f"{d}: {','.join(names)}" for d, names in by.items())
 
 
 def _cached(cache_dir: Path, key: Mapping[str, Any], work) -> dict[str, Any]:

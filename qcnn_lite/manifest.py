@@ -16,13 +16,18 @@ import json
 import math
 from typing import Any
 
+from . import precision
+from .layers import QConv2d, QLinear
 from .pq import code_dtype
 from .spec import PARAM_TYPES, check_fields, is_int, output_shapes, param_shapes, split_dim
 
-__all__ = ["ModelFormatError", "FORMAT_VERSION", "ALIGN", "code_bits", "check_json", "dumps", "loads",
+__all__ = ["ModelFormatError", "FORMAT_VERSION", "TABLES_SINCE", "table_dtypes_of", "ALIGN", "code_bits", "check_json", "dumps", "loads",
            "check_manifest", "check_layout", "expected_shapes"]
 
-FORMAT_VERSION = 1
+# Version 2 added "table_dtype" to every quantized layer's entry; a file without quantized
+# layers is still written as version 1, which it then is in every respect (dense files keep their bytes).
+FORMAT_VERSION = 2
+TABLES_SINCE = 2
 ALIGN = 64  # payload and array alignment, so arrays could be memory-mapped
 
 KIND = {"Linear": "fc", "QLinear": "fc", "Conv2d": "conv", "QConv2d": "conv"}
@@ -32,6 +37,11 @@ ROLES = {
     "QLinear": ("codebooks", "codes", "bias"),
     "QConv2d": ("codebooks", "codes", "bias"),
 }
+
+
+def table_dtypes_of(cls: str) -> tuple[str, ...]:
+    """The table precisions a stored layer class may name (empty for dense classes)."""
+    return precision.class_table_dtypes({"QLinear": QLinear, "QConv2d": QConv2d}[cls]) if cls in ("QLinear", "QConv2d") else ()
 
 
 class ModelFormatError(ValueError):
@@ -180,12 +190,19 @@ def check_manifest(man: Any, fail: Fail) -> None:
         if cls not in KIND:
             raise fail(f"layers[{j}]: unknown layer type {cls!r} (known: {', '.join(KIND)})")
         conv = {"stride", "padding", "groups"} if KIND[cls] == "conv" else set()
-        _check_keys(e, {"name", "class"} | conv, set(), f"layers[{j}]", fail)
+        tables = {"table_dtype"} if man["format_version"] >= TABLES_SINCE and table_dtypes_of(cls) else set()
+        _check_keys(e, {"name", "class"} | conv | tables, set(), f"layers[{j}]", fail)
         if not isinstance(e["name"], str):
             raise fail(f"layers[{j}]: name must be a string")
+        if tables and e["table_dtype"] not in table_dtypes_of(cls):
+            raise fail(f"layer {e['name']!r}: table_dtype {e['table_dtype']!r} is not one this qcnn-lite knows for "
+                       f"{cls} ({', '.join(table_dtypes_of(cls))})")
         for key in sorted(conv):
             if not is_int(e[key], 0 if key == "padding" else 1):
                 raise fail(f"layer {e['name']!r}: {key} must be a {'non-negative' if key == 'padding' else 'positive'} integer, got {e[key]!r}")
+    if man["format_version"] >= TABLES_SINCE and not any(table_dtypes_of(e["class"]) for e in layers):
+        # save writes a file without quantized layers as version 1: one network, one byte string
+        raise fail(f"format version {man['format_version']} holds quantized layers, this file has none")
     arrays = man["arrays"]
     if not isinstance(arrays, list):
         raise fail("arrays must be a list")

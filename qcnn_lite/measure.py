@@ -1,6 +1,8 @@
 """How speed and memory are measured, once for the benchmarks and the device results.
 
-* :func:`single_thread` -- numpy's BLAS and torch on one thread;
+* :func:`single_thread` -- numpy's BLAS, torch and faiss on one thread;
+* :func:`faiss_fastscan` -- faiss's 4-bit product-quantization fast-scan over a layer's weight rows,
+  the field's peer for the fc look-up kernels (``bench-layers`` and ``scripts/bench_fc.py``);
 * :func:`time_call` -- median/min/max wall time and median thread CPU time of repeated calls;
 * :func:`machine` -- CPU, load and library versions recorded beside every figure; :func:`device_facts`
   and :func:`environment` the fuller record of a device result (model, Android, cores, frequencies, load);
@@ -34,7 +36,7 @@ from .layers import QConv2d, QLinear
 from .paper import RELEASED_ALEXNET
 from .spec import PARAM_TYPES, output_shapes, param_shapes, split_dim
 
-__all__ = ["single_thread", "time_call", "machine", "device_facts", "environment", "uptime", "quantized_layer", "quantized_network", "model_files",
+__all__ = ["single_thread", "time_call", "faiss_fastscan", "FaissFastScan", "machine", "device_facts", "environment", "uptime", "quantized_layer", "quantized_network", "model_files",
            "run_model", "baseline_rss"]
 
 
@@ -51,14 +53,20 @@ def single_thread() -> Iterator[None]:
         limits = threadpool_limits(1)
     torch = sys.modules.get("torch")
     old = torch.get_num_threads() if torch else None
+    faiss = sys.modules.get("faiss")
+    old_omp = faiss.omp_get_max_threads() if faiss else None
     with limits:
         if torch:
             torch.set_num_threads(1)
+        if faiss:
+            faiss.omp_set_num_threads(1)
         try:
             yield
         finally:
             if torch:
                 torch.set_num_threads(old)
+            if faiss:
+                faiss.omp_set_num_threads(old_omp)
 
 
 def time_call(fn: Callable[[], Any], repeat: int = 10, warmup: int = 2) -> dict[str, float]:
@@ -77,6 +85,49 @@ def time_call(fn: Callable[[], Any], repeat: int = 10, warmup: int = 2) -> dict[
         cpu.append((time.thread_time() - c0) * 1e3)
     return {"median_ms": float(np.median(ts)), "min_ms": float(min(ts)), "max_ms": float(max(ts)),
             "cpu_median_ms": float(np.median(cpu)), "runs": repeat}
+
+
+class FaissFastScan:
+    """faiss ``IndexPQFastScan`` over the rows of a weight (out, in): M sub-spaces of 4 bits (K=16).
+
+    It stores the weight rows as the database, so a search with x as the query computes
+    the table sum of every output, x . w_o, as our fc kernels do (then a top-k selection,
+    which ours do not need). faiss fast-scan supports only K=16; it trains its own codebooks
+    on the rows. ``all_outputs`` (k = out, every sum) is the peer of a layer; ``top1`` its
+    cheapest use.
+    """
+
+    def __init__(self, faiss: Any, weight: np.ndarray, n_subspaces: int) -> None:
+        w = np.ascontiguousarray(weight, dtype=np.float32)
+        self.n_out, n_in = w.shape
+        if n_in % n_subspaces:
+            raise ValueError(f"{n_subspaces} sub-spaces do not divide {n_in} inputs")
+        self.index = faiss.IndexPQFastScan(n_in, n_subspaces, 4, faiss.METRIC_INNER_PRODUCT)  # outputs: x . w_o
+        old = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)  # OpenMP's spinning threads make training 30x slower on a busy 2-core machine
+        try:
+            # 1024 rows train 16 centroids per sub-space well (faiss asks >= 39 points each); the codebook
+            # values do not change the search time, and every row is added
+            self.index.train(w[np.random.default_rng(0).permutation(self.n_out)[:1024]] if self.n_out > 1024 else w)
+            self.index.add(w)
+        finally:
+            faiss.omp_set_num_threads(old)
+
+    def all_outputs(self, x: np.ndarray) -> Any:
+        """x (n, in) -> faiss's (scores, ids) of every output."""
+        return self.index.search(x, self.n_out)
+
+    def top1(self, x: np.ndarray) -> Any:
+        return self.index.search(x, 1)
+
+
+def faiss_fastscan(weight: np.ndarray, n_subspaces: int) -> FaissFastScan | None:
+    """A :class:`FaissFastScan` of the weight, or None when faiss is not installed (``bench`` extra)."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return FaissFastScan(faiss, weight, n_subspaces)
 
 
 def machine() -> dict[str, Any]:

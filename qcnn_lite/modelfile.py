@@ -3,7 +3,8 @@
 Layout (all integers little-endian)::
 
     offset 0   8 bytes   magic b"QCNNLITE"
-           8   uint32    format version (1)
+           8   uint32    format version (2 with quantized layers, whose entries carry their
+                         table precision; 1 without; version 1 files load with the default precisions)
           12   uint32    header length H (JSON + space padding; 16 + H is a multiple of 64)
           16   H bytes   UTF-8 JSON manifest (:mod:`qcnn_lite.manifest`), sorted keys, padded with spaces
       16 + H   payload   the arrays, each at a 64-byte aligned offset, zero padding between
@@ -32,8 +33,9 @@ import numpy as np
 
 from .engine import Network
 from .layers import Conv2d, Linear, QConv2d, QLinear
-from .manifest import (ALIGN, FORMAT_VERSION, KIND, ROLES, Fail, ModelFormatError, check_json, check_layout,
-                       check_manifest, code_bits, dumps, expected_shapes, loads)
+from . import precision
+from .manifest import (ALIGN, FORMAT_VERSION, KIND, ROLES, TABLES_SINCE, Fail, ModelFormatError, check_json,
+                       check_layout, check_manifest, code_bits, dumps, expected_shapes, loads, table_dtypes_of)
 from .paths import create_temp_beside, move_if_absent
 from .pq import code_dtype
 
@@ -98,6 +100,8 @@ def _layer_entry(name: str, layer: Any) -> tuple[dict, list[tuple[str, np.ndarra
     entry: dict[str, Any] = {"name": name, "class": cls}
     if KIND[cls] == "conv":
         entry.update(stride=int(layer.stride), padding=int(layer.padding), groups=int(layer.groups))
+    if table_dtypes_of(cls):
+        entry["table_dtype"] = precision.table_dtype(layer)
     arrays = []
     for role in ROLES[cls]:
         a = np.asarray(getattr(layer, role))
@@ -134,11 +138,11 @@ def save(net: Network, path: str | os.PathLike, overwrite: bool = False) -> Path
         raise IsADirectoryError(f"{path} is a directory; give a file name such as {path / (net.name + '.qcnn')}")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-    header, arrays = _manifest(net)
+    header, arrays, version = _manifest(net)
     fd, tmp = create_temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
-            _write(f, header, arrays)
+            _write(f, header, arrays, version)
             f.flush()
             os.fsync(f.fileno())
         if overwrite:
@@ -152,8 +156,8 @@ def save(net: Network, path: str | os.PathLike, overwrite: bool = False) -> Path
     return path
 
 
-def _manifest(net: Network) -> tuple[bytes, list[np.ndarray | bytes]]:
-    """The padded header bytes and the payload arrays, in file order."""
+def _manifest(net: Network) -> tuple[bytes, list[np.ndarray | bytes], int]:
+    """The padded header bytes, the payload arrays in file order, and the format version."""
     check_json(net.name, "network name")
     check_json(net.spec, "spec")
     check_json(net.meta, "meta")
@@ -183,9 +187,10 @@ def _manifest(net: Network) -> tuple[bytes, list[np.ndarray | bytes]]:
             entries.append(e)
             data.append(a)
         layers.append(entry)
+    version = TABLES_SINCE if any("table_dtype" in e for e in layers) else 1
     manifest = {
         "format": "qcnn-lite model",
-        "format_version": FORMAT_VERSION,
+        "format_version": version,
         "network": {"name": net.name, "input_shape": list(net.input_shape), "spec": net.spec, "meta": net.meta},
         "layers": layers,
         "arrays": entries,
@@ -197,17 +202,17 @@ def _manifest(net: Network) -> tuple[bytes, list[np.ndarray | bytes]]:
     except ModelFormatError as e:
         raise ValueError(str(e)) from None
     pad = -(_PREAMBLE.size + len(text)) % ALIGN
-    return text + b" " * pad, data
+    return text + b" " * pad, data, version
 
 
-def _write(f: BinaryIO, header: bytes, arrays: list[np.ndarray | bytes]) -> None:
+def _write(f: BinaryIO, header: bytes, arrays: list[np.ndarray | bytes], version: int) -> None:
     h = _sha256()
 
     def put(b: bytes | memoryview) -> None:
         h.update(b)
         f.write(b)
 
-    put(_PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header)))
+    put(_PREAMBLE.pack(MAGIC, version, len(header)))
     put(header)
     for a in arrays:
         b = a if isinstance(a, bytes) else memoryview(a).cast("B")
@@ -479,6 +484,8 @@ def _build(man: dict, arrays: dict[tuple[str, str], np.ndarray], where: str) -> 
         kw = {k: e[k] for k in ("stride", "padding", "groups") if k in e}
         try:
             params[name] = _CLASSES[cls](*args, **kw)
+            if "table_dtype" in e:  # version 1 files: the class's default precision
+                precision.set_table_dtype(params[name], e["table_dtype"])
         except ValueError as err:
             raise fail(f"layer {name!r}: {err}") from None
     net = man["network"]

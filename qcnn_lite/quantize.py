@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from . import progress
+from . import precision, progress
 from .correction import ResponseStats, refine
 from .engine import Network
 from .kernels._numpy import conv_output_size
@@ -85,6 +85,10 @@ def quantize_network(
     max_samples: int | None = 50_000,
     batch_size: int = 256,
     show_progress: bool = True,
+    table_guard: float | None = precision.DEFAULT_THRESHOLD,
+    guard_images: np.ndarray | None = None,
+    guard_labels: np.ndarray | None = None,
+    n_guard: int = precision.DEFAULT_IMAGES,
 ) -> Network:
     """Quantize every conv and fc layer of a dense network.
 
@@ -98,6 +102,12 @@ def quantize_network(
     n_iter : error-correction sweeps per layer
     max_samples : cap on conv output positions used per layer (a few hundred images' worth,
         as the paper used 250-500 images per conv layer)
+    table_guard : the accuracy guard (:func:`qcnn_lite.precision.guard_tables`): top-1 points a
+        layer may lose to its low-precision tables before it falls back to the next precision;
+        None keeps every layer at its fastest precision untested
+    guard_images, guard_labels : images (and labels, if known) the guard measures on; by default
+        the first ``n_guard`` calibration images, against the float network's own top-1.
+        Without either, the guard is skipped (the meta says so)
 
     Returns a new Network whose params are QConv2d/QLinear; ``net`` is untouched.
     """
@@ -151,7 +161,24 @@ def quantize_network(
                 orig = target
             pbar.update(1)
             pbar.set_postfix_str(name)
+    if table_guard is not None:
+        qnet.meta["quantization"]["table_guard"] = _guard(qnet, calib_images, guard_images, guard_labels,
+                                                          table_guard, n_guard, batch_size)
     return qnet
+
+
+def _guard(qnet: Network, calib, images, labels, threshold: float, n_guard: int, batch_size: int) -> dict | None:
+    """Run the accuracy guard on the guard images, or the first calibration images; None without either."""
+    n_guard = _positive_int("n_guard", n_guard)
+    if images is None:
+        if calib is None:
+            return None
+        images, labels = calib, None
+    images = np.asarray(images, dtype=np.float32)[:n_guard]
+    if labels is not None:
+        labels = np.asarray(labels).astype(np.int64)[:n_guard]
+    with _one_blas_thread():
+        return precision.guard_tables(qnet, images, labels, threshold, batch_size)
 
 
 def _run(net: Network, i: int, x: np.ndarray, batch_size: int) -> np.ndarray:

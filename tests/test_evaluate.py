@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from qcnn_lite import evaluate, models
+from qcnn_lite.layers import QLinear
 from qcnn_lite.modelfile import save
 
 
@@ -60,6 +61,10 @@ def test_table1_accuracy_rows_and_cache(tmp_path, fashion, monkeypatch):
         if r["method"] != "dense":
             assert r["compression"] > 1 and r["speedup"] > 1
             assert r["top1_change"] == pytest.approx(r["top1_err"] - rows[0]["top1_err"], abs=0.011)
+        assert r["top1_tables_change"] == pytest.approx(r["top1_err"] - r["top1_err_float"], abs=0.011)
+    ec = rows[3]
+    listed = sorted(n for part in ec["tables"].split("; ") for n in part.split(": ")[1].split(","))
+    assert ec["method"] == "ec" and listed == sorted(net.params)  # every layer's precision, once
     files = sorted((tmp_path / "cache").glob("*.json"))
     assert len(files) == 5
     stamps = [f.stat().st_mtime_ns for f in files]
@@ -73,6 +78,14 @@ def test_table1_accuracy_rows_and_cache(tmp_path, fashion, monkeypatch):
     save(models.synthetic("mini-cnns", seed=2), tmp_path / "mini-cnns.qcnn", overwrite=True)
     evaluate.table1_accuracy(["mini-cnns"], **dict(kw, n_iter=1))
     assert len(list((tmp_path / "cache").glob("*.json"))) == 10 and len(calls) == 4  # 2 settings x (ec, plain)
+    # so is another table precision: a figure computed with float fc tables is not reused for 8-bit ones
+    monkeypatch.setattr(QLinear, "TABLE_DTYPES", ("float32",), raising=False)
+    evaluate.table1_accuracy(["mini-cnns"], **dict(kw, n_iter=1))
+    assert len(calls) == 8
+    monkeypatch.undo()
+    monkeypatch.setattr(evaluate, "quantize_network", lambda *a, **k: calls.append(1) or real(*a, **k))
+    evaluate.table1_accuracy(["mini-cnns"], **dict(kw, n_iter=1, table_guard=1.0))
+    assert len(calls) == 12
 
 
 def test_unknown_arch_and_missing_model(tmp_path, fashion):
@@ -80,6 +93,10 @@ def test_unknown_arch_and_missing_model(tmp_path, fashion):
         evaluate.table1_accuracy(["resnet"], models_dir=tmp_path, show_progress=False)
     with pytest.raises(FileNotFoundError, match="train it"):
         evaluate.table1_accuracy(["mini-vgg16"], models_dir=tmp_path, cache_dir=tmp_path, show_progress=False)
+    with pytest.raises(ValueError, match="settings must be among 1, 2"):
+        evaluate.table1_accuracy(["mini-vgg16"], models_dir=tmp_path, settings=(3,), show_progress=False)
+    with pytest.raises(ValueError, match="methods must be among ec, plain"):
+        evaluate.table1_accuracy(["mini-vgg16"], models_dir=tmp_path, methods=("dense",), show_progress=False)
 
 
 def _imagenet_folder(root, n_classes=3, per_class=2, seed=0):

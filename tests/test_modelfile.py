@@ -11,7 +11,7 @@ import struct
 import numpy as np
 import pytest
 
-from qcnn_lite import cost, models, paper
+from qcnn_lite import cost, models, paper, precision
 from qcnn_lite.engine import Network, build_layer, output_shapes
 from qcnn_lite.layers import Conv2d, Linear, QConv2d, QLinear
 from qcnn_lite.cli import describe
@@ -81,6 +81,7 @@ def assert_same(a: Network, b: Network) -> None:
             assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y), (name, r)
         for attr in ("stride", "padding", "groups"):
             assert getattr(p, attr, None) == getattr(q, attr, None)
+        assert precision.table_dtype(p) == precision.table_dtype(q), name
     x = np.random.default_rng(1).standard_normal((2,) + a.input_shape, dtype=np.float32)
     assert np.array_equal(a(x), b(x))
 
@@ -98,7 +99,9 @@ def fix(body: bytes) -> bytes:
     return body + hashlib.sha256(body).digest()
 
 
-def assemble(man: dict, payload: bytes, version: int = 1, canonical: bool = True) -> bytes:
+def assemble(man: dict, payload: bytes, version: int | None = None, canonical: bool = True) -> bytes:
+    """A file around ``man``; the preamble's version is the manifest's unless given."""
+    version = man.get("format_version", 1) if version is None else version
     text = json.dumps(man, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() if canonical \
         else json.dumps(man, indent=1).encode()
     text += b" " * (-(16 + len(text)) % 64)
@@ -259,7 +262,7 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
     save(tiny_net(), p)
     before = p.read_bytes()
 
-    def disk_full(f, header, arrays):
+    def disk_full(f, header, arrays, version):
         f.write(header[:100])
         raise OSError(28, "No space left on device")
 
@@ -379,14 +382,91 @@ def test_bit_flip_detected_by_checksum(tmp_path, qfile):
         expect_error(tmp_path, bytes(bad), "checksum")
 
 
-def test_newer_format_version(tmp_path, qfile):
+# --------------------------------------------------------------------------- table precision (version 2)
+def test_table_precision_is_stored_and_read_back(tmp_path):
+    net = tiny_net({"c1": 16, "f1": 16, "f2": 300})
+    net.params["f1"].table_dtype = "float32"  # not its default: the file must say so
+    p = save(net, tmp_path / "t.qcnn")
+    version, man, _ = split(p.read_bytes())
+    assert version == man["format_version"] == 2
+    stored = {e["name"]: e.get("table_dtype") for e in man["layers"]}
+    assert stored == {"c1": precision.table_dtype(net.params["c1"]), "c2": None, "f1": "float32", "f2": "float32"}
+    got = load(p)
+    assert got.params["f1"].table_dtype == "float32" and got.params["f2"].table_dtype == "float32"
+    assert_same(net, got)
+    assert "tables float32" in describe(p) and "format version 2" in describe(p)
+
+
+def test_dense_files_stay_version_1(tmp_path):
+    data = save(tiny_net(), tmp_path / "d.qcnn").read_bytes()
+    version, man, _ = split(data)
+    assert version == man["format_version"] == 1
+    assert not any("table_dtype" in e for e in man["layers"])
+
+
+def test_version_1_quantized_file_loads_with_default_precision(tmp_path):
+    """Files from before version 2 (no table_dtype) load with each class's default, as they did."""
+    net = tiny_net({"c1": 16, "f1": 16})
+    _, man, payload = split(save(net, tmp_path / "v2.qcnn").read_bytes())
+    for e in man["layers"]:
+        e.pop("table_dtype", None)
+    man["format_version"] = 1
+    p = tmp_path / "v1.qcnn"
+    p.write_bytes(assemble(man, payload))
+    got = load(p)
+    assert got.params["f1"].table_dtype == QLinear.default_table_dtype(16)
+    assert_same(net, got)
+
+
+def test_committed_model_files_still_load():
+    from qcnn_lite import paths
+
+    for f in sorted(paths.models_dir().glob("*.qcnn")):
+        net = load(f)
+        assert read_manifest(f)["format_version"] in (1, 2), f
+        for p in net.params.values():
+            if isinstance(p, QLinear):
+                assert p.table_dtype == QLinear.default_table_dtype(p.n_codewords)
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda e: e.update(table_dtype="int4"), "table_dtype 'int4' is not one this qcnn-lite knows for QLinear"),
+    (lambda e: e.update(table_dtype=8), "table_dtype 8 is not one"),
+    (lambda e: e.pop("table_dtype"), "lacks table_dtype"),
+])
+def test_bad_table_precision_is_a_clear_error(tmp_path, qfile, edit, match):
+    _, data = qfile
+    expect_error(tmp_path, rewrite(data, lambda m: edit(next(e for e in m["layers"] if e["name"] == "f1"))), match)
+
+
+def test_table_precision_the_layer_cannot_take(tmp_path):
+    """uint8 is a QLinear precision, but not for K > 256: the layer's own check, reported for the file."""
+    _, man, payload = split(save(tiny_net({"f1": 300}), tmp_path / "k.qcnn").read_bytes())
+    next(e for e in man["layers"] if e["name"] == "f1")["table_dtype"] = "uint8"
+    expect_error(tmp_path, assemble(man, payload), "layer 'f1': 8-bit tables take K <= 256")
+
+
+def test_version_mismatches_of_the_table_field(tmp_path, qfile):
     _, data = qfile
     _, man, payload = split(data)
-    expect_error(tmp_path, assemble(man, payload, version=2), "written by a newer qcnn-lite")
+    man["format_version"] = 1  # version 1 has no table_dtype field
+    expect_error(tmp_path, assemble(man, payload), "unknown fields table_dtype")
+    _, man, payload = split(save(tiny_net(), tmp_path / "d.qcnn").read_bytes())
+    man["format_version"] = 2  # a dense network is written as version 1
+    expect_error(tmp_path, assemble(man, payload), "holds quantized layers, this file has none")
+
+
+def test_newer_format_version(tmp_path, qfile):
+    from qcnn_lite.manifest import FORMAT_VERSION
+
+    _, data = qfile
+    _, man, payload = split(data)
+    newer = FORMAT_VERSION + 1
+    expect_error(tmp_path, assemble(man, payload, version=newer), "written by a newer qcnn-lite")
     bad = bytearray(data)
     bad[8:12] = struct.pack("<I", 7)  # even without a valid checksum, the version is reported
     expect_error(tmp_path, bytes(bad), "written by a newer qcnn-lite")
-    man["format_version"] = 2
+    man["format_version"] = newer
     expect_error(tmp_path, assemble(man, payload), "written by a newer qcnn-lite")
 
 

@@ -41,3 +41,28 @@ def test_reconstruction_no_worse_than_faiss(layer, sub_dim, K):
     err_faiss = float(((w - rec) ** 2).sum(1).mean())
 
     assert err_ours <= err_faiss * 1.01, (err_ours, err_faiss)
+
+
+def test_fastscan_peer_computes_the_layer_sums(rng):
+    """The bench peer (measure.faiss_fastscan) is a layer: every output's x . w_o, approximated at K=16."""
+    from qcnn_lite.measure import faiss_fastscan
+
+    w = rng.standard_normal((300, 64)).astype(np.float32)
+    x = rng.standard_normal((1, 64)).astype(np.float32)
+    peer = faiss_fastscan(w, 16)
+    scores, ids = peer.all_outputs(x)
+    assert ids.shape == (1, 300) and sorted(ids[0]) == list(range(300))  # every output
+    exact = (w @ x[0])[ids[0]]
+    assert np.corrcoef(scores[0], exact)[0, 1] > 0.75  # 4-bit PQ of random 4-D sub-vectors: about 0.84
+    assert peer.top1(x)[1].shape == (1, 1)
+
+
+def test_bench_table_says_n_a_without_faiss():
+    from qcnn_lite import bench
+
+    t = {"numpy-dense": {"cpu_median_ms": 2.0, "median_ms": 2.0, "min_ms": 2.0, "max_ms": 2.0},
+         bench._FAISS: None, "qcnn-pythran": {"cpu_median_ms": 1.0, "median_ms": 1.0, "min_ms": 1.0, "max_ms": 1.0}}
+    conv = {k: v for k, v in t.items() if k != bench._FAISS}
+    out = bench._time_table([("fc", t, bench._speedups(t)), ("conv", conv, bench._speedups(conv))], cpu=True)
+    fc_row, conv_row = out.splitlines()[2], out.splitlines()[3]
+    assert bench._FAISS in out and "n/a" in fc_row and "n/a" not in conv_row
