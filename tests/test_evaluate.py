@@ -80,6 +80,7 @@ def test_table1_accuracy_rows_and_cache(tmp_path, fashion, monkeypatch):
     assert len(list((tmp_path / "cache").glob("*.json"))) == 10 and len(calls) == 4  # 2 settings x (ec, plain)
     # so is another table precision: a figure computed with float fc tables is not reused for 8-bit ones
     monkeypatch.setattr(QLinear, "TABLE_DTYPES", ("float32",), raising=False)
+    monkeypatch.setattr(QLinear, "default_table_dtype", staticmethod(lambda K: "float32"))
     evaluate.table1_accuracy(["mini-cnns"], **dict(kw, n_iter=1))
     assert len(calls) == 8
     monkeypatch.undo()

@@ -90,6 +90,10 @@ class _TwoStepConv(QConv2d):
 
     TABLE_DTYPES = ("bad", "good", "float32")
 
+    @staticmethod
+    def default_table_dtype(kh, kw, M):
+        return "bad"
+
     @property
     def table_dtype(self):
         return self.__dict__.get("_td", "bad")
