@@ -49,7 +49,7 @@ test-asan: setup
 	rm -rf build/asan
 	$(BIN)/meson setup build/asan -Db_sanitize=address -Dbuildtype=debugoptimized -Dpythran=enabled >/dev/null
 	$(BIN)/ninja -C build/asan >/dev/null
-	QCNN_LITE_KERNELS_SO=$$(ls build/asan/qcnn_lite/kernels/_pythran*.so) \
+	QCNN_LITE_KERNELS_SO=$$(ls build/asan/qcnn_lite/kernels/_pythran.*.so) \
 	LD_PRELOAD=$$(g++ -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
 	$(PYTEST) -q tests/test_kernels.py
 	QCNN_LITE_SIMD_SO=$$(ls build/asan/qcnn_lite/kernels/simd/_lut_simd*.so) \
