@@ -146,8 +146,17 @@ class Network:
         if start == 0 and x.shape[1:] != self.input_shape:
             raise ValueError(f"{self.name} expects input (n, {', '.join(map(str, self.input_shape))}), got {x.shape}")
         x = np.array(x, dtype=np.float32, copy=True)  # relu works in place: never touch the caller's array
-        for i in range(start, len(self.spec) if stop is None else stop):
+        stop = len(self.spec) if stop is None else stop
+        i = start
+        while i < stop:
+            L = self.spec[i]
+            if L["type"] == "conv" and i + 1 < stop and self.spec[i + 1]["type"] == "relu" and L["name"] in self.params:
+                # conv + ReLU in one call: the ReLU runs on each output block while it is in cache
+                x = self.params[L["name"]](x, relu=True)
+                i += 2
+                continue
             x = self.run_layer(i, x)
+            i += 1
         return x
 
     __call__ = forward

@@ -25,10 +25,11 @@ LABEL = "dense, no BLAS (paper's condition)"
 class DirectConv2d(Conv2d):
     """A :class:`Conv2d` whose forward pass is ``kernels.conv2d_direct`` (compiled loops, no BLAS)."""
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """x (n, C, H, W) -> (n, out, OH, OW)."""
+    def __call__(self, x: np.ndarray, relu: bool = False) -> np.ndarray:
+        """x (n, C, H, W) -> (n, out, OH, OW); ``relu`` applies a ReLU to the output."""
         x = _check_input(x, 4, self.in_channels, "DirectConv2d")
-        return kernels.conv2d_direct(x, self.weight, self.bias, self.stride, self.padding, self.groups)
+        out = kernels.conv2d_direct(x, self.weight, self.bias, self.stride, self.padding, self.groups)
+        return np.maximum(out, 0, out=out) if relu else out
 
 
 class DirectLinear(Linear):

@@ -1,0 +1,44 @@
+"""The phase-split input layout shared by the dense convolution paths (BLAS and no-BLAS).
+
+With the input zero-padded and split into its stride*stride phases, and the
+output kept at the phase planes' row pitch Wq, one tap (i, j) of one input
+channel covers the whole output plane with ONE contiguous run of OH*Wq values
+(the columns ow >= OW are scratch, dropped at the end). That turns im2col into
+a copy of whole runs, and the direct convolution into a sum of runs.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._numpy import conv_output_size
+
+__all__ = ["phase_split", "run_starts"]
+
+
+def phase_split(x: np.ndarray, kh: int, kw: int, stride: int, padding: int) -> tuple[np.ndarray, int, int, int, int]:
+    """x (C, H, W) zero-padded and split into its stride*stride phases -> (xq, OH, OW, Hq, Wq).
+
+    xq (C, stride*stride, Hq*Wq): phase a*stride + b holds padded pixel (y*stride + a, x*stride + b)
+    at y*Wq + x. Hq and Wq leave room for every run of OH*Wq values a tap reads (one spare row:
+    the scratch columns of the last output row read past the last real row).
+    """
+    C, H, W = x.shape
+    s = stride
+    OH, OW = conv_output_size(H, kh, s, padding), conv_output_size(W, kw, s, padding)
+    Hq = max(-(-(H + 2 * padding) // s), OH + (kh - 1) // s) + 1
+    Wq = max(-(-(W + 2 * padding) // s), OW + (kw - 1) // s)
+    xp = np.zeros((C, Hq * s, Wq * s), np.float32)
+    xp[:, padding:padding + H, padding:padding + W] = x
+    if s > 1:
+        xp = xp.reshape(C, Hq, s, Wq, s).transpose(0, 2, 4, 1, 3)
+    return np.ascontiguousarray(xp).reshape(C, s * s, Hq * Wq), OH, OW, Hq, Wq
+
+
+def run_starts(cg: int, kh: int, kw: int, stride: int, plane: int, Wq: int) -> np.ndarray:
+    """(cg*kh*kw,) int64: where the run of item (c, i, j) starts in one image's flattened phase-split input
+    (``plane`` = Hq*Wq values per phase), in (c, i, j) order -- torch's weight order."""
+    s = stride
+    c = np.arange(cg)[:, None, None]
+    i = np.arange(kh)[None, :, None]
+    j = np.arange(kw)[None, None, :]
+    return (c * s * s * plane + ((i % s) * s + j % s) * plane + (i // s) * Wq + j // s).reshape(-1).astype(np.int64)
