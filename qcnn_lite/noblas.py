@@ -16,7 +16,7 @@ from . import kernels
 from .engine import Network
 from .layers import Conv2d, Linear, _check_input
 
-__all__ = ["DirectConv2d", "DirectLinear", "noblas_network", "LABEL"]
+__all__ = ["DirectConv2d", "DirectLinear", "direct_layer", "noblas_network", "LABEL"]
 
 # How tables and benchmarks name this baseline.
 LABEL = "dense, no BLAS (paper's condition)"
@@ -45,6 +45,15 @@ class DirectLinear(Linear):
         return kernels.linear_direct(x, self._wt, self.bias)
 
 
+def direct_layer(layer: Conv2d | Linear, name: str = "layer") -> DirectConv2d | DirectLinear:
+    """The no-BLAS twin of a dense layer (same weight arrays); ValueError for a quantized one."""
+    if isinstance(layer, Conv2d):
+        return DirectConv2d(layer.weight, layer.bias, layer.stride, layer.padding, layer.groups)
+    if isinstance(layer, Linear):
+        return DirectLinear(layer.weight, layer.bias)
+    raise ValueError(f"layer {name!r} is {type(layer).__name__}: the no-BLAS baseline runs dense networks only")
+
+
 def noblas_network(net: Network) -> Network:
     """A copy of the dense network ``net`` whose conv and fc layers run without BLAS.
 
@@ -53,14 +62,7 @@ def noblas_network(net: Network) -> Network:
     """
     if not kernels.direct_available():
         raise ImportError("the no-BLAS dense kernels (_pythran_dense) are not built")
-    params = {}
-    for name, p in net.params.items():
-        if isinstance(p, Conv2d):
-            params[name] = DirectConv2d(p.weight, p.bias, p.stride, p.padding, p.groups)
-        elif isinstance(p, Linear):
-            params[name] = DirectLinear(p.weight, p.bias)
-        else:
-            raise ValueError(f"layer {name!r} is {type(p).__name__}: the no-BLAS baseline runs dense networks only")
+    params = {name: direct_layer(p, name) for name, p in net.params.items()}
     out = net.copy()
     out.params = params
     return out
