@@ -22,13 +22,15 @@ def describe(path: str | os.PathLike) -> str:
     man, net = modelfile.load_with_manifest(path)  # validates everything, payload included
     rows = [f"{path}: {net.name}, input {'x'.join(map(str, net.input_shape))}, format version {man['format_version']}, "
             f"{_size(path.stat().st_size)}"]
+    paths = net.layer_paths()
     for e in man["layers"]:
         arrays = [a for a in man["arrays"] if a["layer"] == e["name"]]
         nbytes = sum(a["nbytes"] for a in arrays)
         shapes = ", ".join(f"{a['role']} {'x'.join(map(str, a['shape']))}" for a in arrays)
         codes = next((a for a in arrays if a["role"] == "codes"), None)
         q = f"; K={arrays[0]['shape'][1]} at {codes['bits']} bits" if codes else ""
-        rows.append(f"  {e['name']:<10} {e['class']:<8} {_size(nbytes):>10}  {shapes}{q}")
+        path = f"; runs by {paths[e['name']]}" if e["name"] in paths else ""
+        rows.append(f"  {e['name']:<10} {e['class']:<8} {_size(nbytes):>10}  {shapes}{q}{path}")
     if net.meta:
         rows.append(f"  meta: {json.dumps(net.meta, sort_keys=True, ensure_ascii=False)[:200]}")
     return "\n".join(rows) + "\n"
@@ -198,12 +200,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("path", help="model file written by qcnn_lite.modelfile.save")
     p.set_defaults(func=_model_info)
 
-    from . import bench, buildinfo, train, widgets
+    from . import bench, buildinfo, classify_cli, train
 
     buildinfo.add_parser(sub)
     bench.add_parsers(sub)
     _device_parser(sub)
-    widgets.add_parser(sub)
+    classify_cli.add_parser(sub)
     train.add_parser(sub)
 
     args = parser.parse_args(argv)

@@ -109,6 +109,21 @@ class Network:
         shapes = [self.input_shape] + self.shapes()
         return {L["name"]: shapes[i] for i, L in self.param_layers()}
 
+    def layer_paths(self) -> dict[str, str]:
+        """How each conv/fc layer runs on this network's input: ``tables`` (look-up tables, with their
+        precision for fc), ``decoded weight`` (a quantized layer whose tables cannot pay off,
+        :meth:`QConv2d.uses_tables`) or ``dense``."""
+        out = {}
+        dims = self.input_dims()
+        for name, p in self.params.items():
+            if isinstance(p, QConv2d):
+                out[name] = "tables" if p.uses_tables(*dims[name][1:]) else "decoded weight"
+            elif isinstance(p, QLinear):
+                out[name] = f"tables ({p.table_dtype})"
+            else:
+                out[name] = "dense"
+        return out
+
     @property
     def is_quantized(self) -> bool:
         return any(isinstance(p, (QConv2d, QLinear)) for p in self.params.values())
