@@ -80,3 +80,21 @@ def test_direct_kernels_validate(rng):
         kernels.conv2d_direct(x, w, b, stride=0)
     with pytest.raises(ValueError, match="features"):
         kernels.linear_direct(x.reshape(1, -1), np.zeros((5, 2), np.float32), b)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("backend", ["numpy", "pythran"])
+def test_conv_epilogue_matches_numpy(relu, backend, rng):
+    acc = rng.standard_normal((5, 7 * 9 + 3), dtype=np.float32)  # 7 rows at pitch 9, a few spare values
+    bias = rng.standard_normal(5, dtype=np.float32)
+    ref = acc[:, :63].reshape(5, 7, 9)[:, :, :6] + bias[:, None, None]
+    ref = np.maximum(ref, 0) if relu else ref
+    old = kernels.backend()
+    kernels.set_backend(backend)
+    try:
+        got = kernels.conv_epilogue(acc, bias, 7, 6, 9, relu)
+    finally:
+        kernels.set_backend(old)
+    np.testing.assert_array_equal(got, ref)
+    with pytest.raises(ValueError, match="pitch"):
+        kernels.conv_epilogue(acc, bias, 8, 6, 9, relu)  # 8 rows of 9 do not fit in 66 values

@@ -18,7 +18,7 @@ import numpy as np
 from . import _numpy, _shuffle
 
 __all__ = ["linear_lut", "linear_lut_u8", "pack_linear_codes", "conv2d_lut", "lrn", "backend", "set_backend", "available_backends",
-           "direct_available", "conv2d_direct", "linear_direct"]
+           "direct_available", "conv2d_direct", "linear_direct", "conv_epilogue"]
 
 _BACKENDS = ("numpy", "pythran", "auto")
 
@@ -253,3 +253,23 @@ def linear_direct(x: np.ndarray, wt: np.ndarray, bias: np.ndarray) -> np.ndarray
     if bias.shape[0] != wt.shape[1]:
         raise ValueError(f"bias has {bias.shape[0]} entries for {wt.shape[1]} outputs")
     return _direct_or_raise().linear_direct(x, wt, bias)
+
+
+def conv_epilogue(acc: np.ndarray, bias: np.ndarray, OH: int, OW: int, Wq: int, relu: bool = False) -> np.ndarray:
+    """The end of a dense conv in the run layout: acc (Ct, >= OH*Wq) float32, an output plane at row
+    pitch Wq, -> (Ct, OH, OW) float32 = acc's first OW columns of each row + bias (Ct,), ReLU'd if ``relu``.
+
+    Compiled (one pass) unless the numpy backend is selected or ``_pythran_dense`` is not built.
+    """
+    _check_array("acc", acc, 2, (np.float32,))
+    _check_array("bias", bias, 1, (np.float32,))
+    for name, v in (("OH", OH), ("OW", OW), ("Wq", Wq)):
+        if isinstance(v, bool) or int(v) != v or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    if OW > Wq or acc.shape[1] < OH * Wq or bias.shape[0] != acc.shape[0]:
+        raise ValueError(f"acc {acc.shape} and bias {bias.shape} do not hold {OH} rows of pitch {Wq} >= OW={OW}")
+    mod = _load_direct() if _name != "numpy" else None
+    if mod is not None:
+        return mod.conv_epilogue(acc, bias, int(OH), int(OW), int(Wq), bool(relu))
+    out = np.add(acc[:, :OH * Wq].reshape(-1, OH, Wq)[:, :, :OW], bias[:, None, None])
+    return np.maximum(out, 0, out=out) if relu else out

@@ -15,7 +15,7 @@ from ._layout import phase_split
 if not str(getattr(_pythran_dense, "__file__", "")).endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
     raise ImportError("qcnn_lite.kernels._pythran_dense is not compiled")
 
-__all__ = ["conv2d_direct", "linear_direct"]
+__all__ = ["conv2d_direct", "linear_direct", "conv_epilogue"]
 
 
 def conv2d_direct(x: np.ndarray, w_flat: np.ndarray, bias: np.ndarray, kh: int, kw: int,
@@ -31,3 +31,8 @@ def conv2d_direct(x: np.ndarray, w_flat: np.ndarray, bias: np.ndarray, kh: int, 
 def linear_direct(x: np.ndarray, wt: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """x (n, in) f32, wt (in, out) f32 (the weight transposed), bias (out,) -> (n, out) f32."""
     return _pythran_dense.linear_direct(x, wt, bias)
+
+
+def conv_epilogue(acc: np.ndarray, bias: np.ndarray, OH: int, OW: int, Wq: int, relu: bool) -> np.ndarray:
+    """acc (Ct, >= OH*Wq) f32 at row pitch Wq, bias (Ct,) -> (Ct, OH, OW) f32: bias added, scratch dropped, ReLU."""
+    return _pythran_dense.conv_epilogue(acc, bias, OH, OW, Wq, bool(relu))

@@ -107,3 +107,27 @@ def linear_direct(x, wt, bias):
                 acc[o] += a0 * r0[o]
         y[b] = acc
     return y
+
+
+#pythran export conv_epilogue(float32[:, :], float32[:], int, int, int, bool)
+def conv_epilogue(acc, bias, OH, OW, Wq, relu):
+    """out[c, oh, ow] = acc[c, oh*Wq + ow] + bias[c], then max(., 0) if ``relu``.
+
+    acc (Ct, >= OH*Wq) float32: an output plane at the row pitch Wq of the run layout
+    (the BLAS path's product); -> (Ct, OH, OW) float32. One pass per output row that
+    also drops the scratch columns. On AlexNet's conv1 output (96x55x55): 0.09 ms with
+    the ReLU; numpy's two passes of OW-long inner loops took 0.23 ms (0.5 ms in row
+    blocks), and a per-element ``v if v > 0 else 0`` did not vectorize (1.7 ms).
+    """
+    Ct = acc.shape[0]
+    out = np.empty((Ct, OH, OW), np.float32)
+    zero = np.float32(0)
+    for c in range(Ct):
+        b = bias[c]
+        for oh in range(OH):
+            base = oh * Wq
+            if relu:
+                out[c, oh] = np.maximum(acc[c, base:base + OW] + b, zero)
+            else:
+                out[c, oh] = acc[c, base:base + OW] + b
+    return out
