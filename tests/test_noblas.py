@@ -98,28 +98,3 @@ def test_conv_epilogue_matches_numpy(relu, backend, rng):
     np.testing.assert_array_equal(got, ref)
     with pytest.raises(ValueError, match="pitch"):
         kernels.conv_epilogue(acc, bias, 8, 6, 9, relu)  # 8 rows of 9 do not fit in 66 values
-
-
-@pytest.mark.parametrize("ceil", [False, True])
-@pytest.mark.parametrize("kernel,stride,H,W", [(3, 2, 55, 55), (3, 3, 109, 109), (2, 2, 7, 7), (3, 2, 6, 5), (2, 2, 1, 1), (5, 3, 4, 4)])
-def test_compiled_maxpool_matches_torch_and_numpy(ceil, kernel, stride, H, W, rng):
-    from qcnn_lite.engine import maxpool
-
-    x = rng.standard_normal((2, 3, H, W), dtype=np.float32)
-    got = maxpool(x, kernel, stride, ceil)
-    old = kernels.backend()
-    kernels.set_backend("numpy")
-    try:
-        ref_numpy = maxpool(x, kernel, stride, ceil)
-    finally:
-        kernels.set_backend(old)
-    np.testing.assert_array_equal(got, ref_numpy)
-    if kernel <= H and kernel <= W:
-        ref = torch.nn.functional.max_pool2d(torch.from_numpy(x), kernel, stride, ceil_mode=ceil).numpy()
-        np.testing.assert_array_equal(got, ref)
-
-
-def test_compiled_maxpool_validates():
-    x = np.zeros((1, 1, 4, 4), np.float32)
-    with pytest.raises(ValueError, match="start outside"):
-        kernels.maxpool_compiled(x, 2, 2, 3, 2)

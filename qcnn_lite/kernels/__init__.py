@@ -18,7 +18,7 @@ import numpy as np
 from . import _numpy, _shuffle
 
 __all__ = ["linear_lut", "linear_lut_u8", "pack_linear_codes", "conv2d_lut", "lrn", "backend", "set_backend", "available_backends",
-           "direct_available", "conv2d_direct", "linear_direct", "conv_epilogue", "maxpool_compiled"]
+           "direct_available", "conv2d_direct", "linear_direct", "conv_epilogue"]
 
 _BACKENDS = ("numpy", "pythran", "auto")
 
@@ -273,21 +273,3 @@ def conv_epilogue(acc: np.ndarray, bias: np.ndarray, OH: int, OW: int, Wq: int, 
         return mod.conv_epilogue(acc, bias, int(OH), int(OW), int(Wq), bool(relu))
     out = np.add(acc[:, :OH * Wq].reshape(-1, OH, Wq)[:, :, :OW], bias[:, None, None])
     return np.maximum(out, 0, out=out) if relu else out
-
-
-def maxpool_compiled(x: np.ndarray, kernel: int, stride: int, OH: int, OW: int) -> np.ndarray | None:
-    """Compiled max-pooling, x (n, C, H, W) float32 -> (n, C, OH, OW), windows clipped to the input;
-    None when the numpy backend is selected or ``_pythran_dense`` is not built (the engine's numpy code runs).
-    """
-    mod = _load_direct() if _name != "numpy" else None
-    if mod is None:
-        return None
-    _check_array("x", x, 4, (np.float32,))
-    n, C, H, W = x.shape
-    for name, v in (("kernel", kernel), ("stride", stride), ("OH", OH), ("OW", OW)):
-        if isinstance(v, bool) or int(v) != v or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    # every window must start inside the input: row (OH-1)*stride and column (OW-1)*stride are read
-    if (OH - 1) * stride >= H or (OW - 1) * stride >= W:
-        raise ValueError(f"{OH}x{OW} windows of stride {stride} start outside a {H}x{W} input")
-    return mod.maxpool2d(x, int(kernel), int(stride), int(OH), int(OW))

@@ -15,7 +15,7 @@ from ._layout import phase_split
 if not str(getattr(_pythran_dense, "__file__", "")).endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
     raise ImportError("qcnn_lite.kernels._pythran_dense is not compiled")
 
-__all__ = ["conv2d_direct", "linear_direct", "conv_epilogue", "maxpool2d"]
+__all__ = ["conv2d_direct", "linear_direct", "conv_epilogue"]
 
 
 def conv2d_direct(x: np.ndarray, w_flat: np.ndarray, bias: np.ndarray, kh: int, kw: int,
@@ -36,8 +36,3 @@ def linear_direct(x: np.ndarray, wt: np.ndarray, bias: np.ndarray) -> np.ndarray
 def conv_epilogue(acc: np.ndarray, bias: np.ndarray, OH: int, OW: int, Wq: int, relu: bool) -> np.ndarray:
     """acc (Ct, >= OH*Wq) f32 at row pitch Wq, bias (Ct,) -> (Ct, OH, OW) f32: bias added, scratch dropped, ReLU."""
     return _pythran_dense.conv_epilogue(acc, bias, OH, OW, Wq, bool(relu))
-
-
-def maxpool2d(x: np.ndarray, kernel: int, stride: int, OH: int, OW: int) -> np.ndarray:
-    """x (n, C, H, W) f32 -> (n, C, OH, OW) f32, windows clipped to the input (see ``_pythran_dense.maxpool2d``)."""
-    return _pythran_dense.maxpool2d(x, int(kernel), int(stride), int(OH), int(OW))

@@ -131,35 +131,3 @@ def conv_epilogue(acc, bias, OH, OW, Wq, relu):
             else:
                 out[c, oh] = acc[c, base:base + OW] + b
     return out
-
-
-#pythran export maxpool2d(float32[:, :, :, :], int, int, int, int)
-def maxpool2d(x, k, s, OH, OW):
-    """Max-pooling without padding: x (n, C, H, W) float32 -> (n, C, OH, OW) float32.
-
-    Window (oh, ow) covers rows oh*s .. oh*s+k-1 and columns ow*s .. ow*s+k-1, clipped
-    to the input (Caffe's ceil mode: a last partial window). Separable: the row maximum
-    of each window's k rows is taken over the whole width at once (vectorized), then
-    k-wide maxima along it. numpy's k*k strided np.maximum passes cost 9 calls per
-    layer: 0.30 ms on AlexNet's pool1, 35 us on the 13x13 maps of the mini networks.
-    """
-    n, C, H, W = x.shape
-    out = np.empty((n, C, OH, OW), np.float32)
-    rowmax = np.empty(W, np.float32)
-    for b in range(n):
-        for c in range(C):
-            plane = x[b, c]
-            for oh in range(OH):
-                r0 = oh * s
-                r1 = min(H, r0 + k)
-                rowmax[:] = plane[r0]
-                for r in range(r0 + 1, r1):
-                    rowmax[:] = np.maximum(rowmax, plane[r])
-                for ow in range(OW):
-                    c0 = ow * s
-                    c1 = min(W, c0 + k)
-                    m = rowmax[c0]
-                    for cc in range(c0 + 1, c1):
-                        m = max(m, rowmax[cc])
-                    out[b, c, oh, ow] = m
-    return out
