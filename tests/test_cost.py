@@ -111,3 +111,17 @@ def test_table2_rows_with_the_noblas_baseline():
     assert nb["storage_mib"] == 392.57 and nb["memory_mib"] is None  # same file; its memory is not measured
     assert q["speedup_vs_dense_noblas"] == 8.0 and q["speedup_vs_dense"] == 2.0
     assert q["paper_speedup"] == pytest.approx(10.58 / 2.61, abs=0.01)
+
+
+def test_table2_rows_on_the_cpu_clock():
+    t = lambda m, c: {"median_ms": m, "min_ms": m - 1, "max_ms": m + 1, "cpu_median_ms": c}  # noqa: E731
+    res = {"networks": [{
+        "network": "alexnet",
+        "times": {"numpy-dense": t(300.0, 100.0), "qcnn-pythran": t(90.0, 20.0)},
+        "speedup": {"numpy-dense": 3.33}, "speedup_cpu": {"numpy-dense": 5.0},
+    }]}
+    cnn, q = tables.table2_rows(res, clock="cpu")
+    assert (cnn["clock"], cnn["time_ms"], cnn["time_min_max_ms"]) == ("cpu", 100.0, None)
+    assert q["time_ms"] == 20.0 and q["speedup_vs_dense"] == 5.0
+    with pytest.raises(ValueError, match="clock"):
+        tables.table2_rows(res, clock="gpu")
