@@ -89,18 +89,20 @@ def _conv_dense(x: np.ndarray, w_flat: np.ndarray, bias: np.ndarray, kh: int, kw
     flat = xq.reshape(-1)
     starts = run_starts(cg, kh, kw, stride, P, Wq)
     n_items = starts.size
-    out = np.empty((n, Ct, OH, OW), np.float32) if n > 1 else None
+    out = np.empty((n, Ct, OH, OW), np.float32)
     row_bytes = 4 * Wq * n_items * groups
     rows = OH * n if block_bytes is None else max(1, block_bytes // row_bytes)  # output rows per block
     images = max(1, rows // OH)  # whole images per block, when one image fits
     if images == 1 and rows < OH:
         rows = -(-OH // -(-OH // rows))  # equal blocks: 55 rows in 12s would leave a block of 7
-    acc = np.empty((min(images, n), Ct, OH * Wq), np.float32)  # the product, at row pitch Wq
+    # the product of one block, at row pitch Wq; whole images at once, or one row block of one image
+    buf = np.empty(min(images, n) * Ct * (OH if images > 1 else rows) * Wq, np.float32)
     for i in range(0, n, images):
         b = min(images, n - i)
         for r0 in range(0, OH, rows if images == 1 else OH):
             r1 = OH if images > 1 else min(OH, r0 + rows)
             L = (r1 - r0) * Wq
+            acc = buf[:b * Ct * L].reshape(b, Ct, L)  # contiguous, however short the block
             runs = np.lib.stride_tricks.as_strided(flat, (flat.size - L + 1, L), (4, 4), writeable=False)
             for g in range(groups):
                 # run start of item q, image i + k, group g: one image is C*SS*P values, one group cg*SS*P
@@ -108,13 +110,11 @@ def _conv_dense(x: np.ndarray, w_flat: np.ndarray, bias: np.ndarray, kh: int, kw
                 cols = runs[first]  # (b, n_items, L)
                 wg = w_flat[g * ctg:(g + 1) * ctg]
                 if b == 1:
-                    np.matmul(wg, cols[0], out=acc[0, g * ctg:(g + 1) * ctg, r0 * Wq:r1 * Wq])
+                    np.matmul(wg, cols[0], out=acc[0, g * ctg:(g + 1) * ctg])
                 else:
-                    acc[:b, g * ctg:(g + 1) * ctg] = np.matmul(wg, cols)
-        if n == 1:  # the epilogue's array is the output: no copy
-            return kernels.conv_epilogue(acc[0], bias, OH, OW, Wq, relu)[None]
-        for k in range(b):
-            out[i + k] = kernels.conv_epilogue(acc[k], bias, OH, OW, Wq, relu)
+                    acc[:, g * ctg:(g + 1) * ctg] = np.matmul(wg, cols)
+            for k in range(b):  # while the block is in cache
+                kernels.conv_epilogue(acc[k], bias, out[i + k], r0, Wq, relu)
     return out
 
 

@@ -165,7 +165,7 @@ def test_dense_path_refuses_corrupted_codes(rng):
         q(x)
 
 
-@pytest.mark.parametrize("budget", [1, 2000, 1 << 20, None])  # one row, several rows, whole images, unblocked
+@pytest.mark.parametrize("budget", [1, 2000, 17280, 1 << 20, None])  # one row, a few rows, uneven blocks, images, all
 def test_dense_conv_blocks_match_torch(rng, budget):
     from qcnn_lite.layers import _conv_dense
 

@@ -85,16 +85,20 @@ def test_direct_kernels_validate(rng):
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("backend", ["numpy", "pythran"])
 def test_conv_epilogue_matches_numpy(relu, backend, rng):
-    acc = rng.standard_normal((5, 7 * 9 + 3), dtype=np.float32)  # 7 rows at pitch 9, a few spare values
+    acc = rng.standard_normal((5, 3 * 9 + 2), dtype=np.float32)  # 3 rows at pitch 9, a few spare values
     bias = rng.standard_normal(5, dtype=np.float32)
-    ref = acc[:, :63].reshape(5, 7, 9)[:, :, :6] + bias[:, None, None]
+    ref = acc[:, :27].reshape(5, 3, 9)[:, :, :6] + bias[:, None, None]
     ref = np.maximum(ref, 0) if relu else ref
     old = kernels.backend()
     kernels.set_backend(backend)
     try:
-        got = kernels.conv_epilogue(acc, bias, 7, 6, 9, relu)
+        out = np.full((5, 7, 6), 42, np.float32)
+        kernels.conv_epilogue(acc, bias, out, 2, 9, relu)  # rows 2..4 of 7
+        np.testing.assert_array_equal(out[:, 2:5], ref)
+        assert (out[:, :2] == 42).all() and (out[:, 5:] == 42).all()  # nothing else written
+        kernels.conv_epilogue(acc, bias, out, 5, 9, relu)  # rows past OH are ignored
+        np.testing.assert_array_equal(out[:, 5:7], ref[:, :2])
     finally:
         kernels.set_backend(old)
-    np.testing.assert_array_equal(got, ref)
-    with pytest.raises(ValueError, match="pitch"):
-        kernels.conv_epilogue(acc, bias, 8, 6, 9, relu)  # 8 rows of 9 do not fit in 66 values
+    with pytest.raises(ValueError, match="do not fit"):
+        kernels.conv_epilogue(acc, bias, out, 7, 9, relu)

@@ -255,21 +255,28 @@ def linear_direct(x: np.ndarray, wt: np.ndarray, bias: np.ndarray) -> np.ndarray
     return _direct_or_raise().linear_direct(x, wt, bias)
 
 
-def conv_epilogue(acc: np.ndarray, bias: np.ndarray, OH: int, OW: int, Wq: int, relu: bool = False) -> np.ndarray:
-    """The end of a dense conv in the run layout: acc (Ct, >= OH*Wq) float32, an output plane at row
-    pitch Wq, -> (Ct, OH, OW) float32 = acc's first OW columns of each row + bias (Ct,), ReLU'd if ``relu``.
+def conv_epilogue(acc: np.ndarray, bias: np.ndarray, out: np.ndarray, r0: int, Wq: int, relu: bool = False) -> None:
+    """The end of a dense conv in the run layout, IN PLACE: acc (Ct, rows*Wq) float32 holds output
+    rows r0 .. r0+rows-1 at row pitch Wq; they are written to out (Ct, OH, OW) float32 as acc's first
+    OW columns of each row + bias (Ct,), ReLU'd if ``relu`` (rows past OH are ignored).
 
     Compiled (one pass) unless the numpy backend is selected or ``_pythran_dense`` is not built.
     """
     _check_array("acc", acc, 2, (np.float32,))
     _check_array("bias", bias, 1, (np.float32,))
-    for name, v in (("OH", OH), ("OW", OW), ("Wq", Wq)):
-        if isinstance(v, bool) or int(v) != v or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    if OW > Wq or acc.shape[1] < OH * Wq or bias.shape[0] != acc.shape[0]:
-        raise ValueError(f"acc {acc.shape} and bias {bias.shape} do not hold {OH} rows of pitch {Wq} >= OW={OW}")
+    _check_array("out", out, 3, (np.float32,))
+    Ct, OH, OW = out.shape
+    for name, v, lo in (("r0", r0, 0), ("Wq", Wq, 1)):
+        if isinstance(v, bool) or int(v) != v or v < lo:
+            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+    if OW > Wq or r0 >= OH or acc.shape[0] != Ct or bias.shape[0] != Ct:
+        raise ValueError(f"acc {acc.shape} (pitch {Wq}) and bias {bias.shape} do not fit rows {r0}.. of out {out.shape}")
     mod = _load_direct() if _name != "numpy" else None
     if mod is not None:
-        return mod.conv_epilogue(acc, bias, int(OH), int(OW), int(Wq), bool(relu))
-    out = np.add(acc[:, :OH * Wq].reshape(-1, OH, Wq)[:, :, :OW], bias[:, None, None])
-    return np.maximum(out, 0, out=out) if relu else out
+        mod.conv_epilogue(acc, bias, out, int(r0), int(Wq), bool(relu))
+        return
+    rows = min(acc.shape[1] // Wq, OH - r0)
+    dst = out[:, r0:r0 + rows]
+    np.add(acc[:, :rows * Wq].reshape(Ct, rows, Wq)[:, :, :OW], bias[:, None, None], out=dst)
+    if relu:
+        np.maximum(dst, 0, out=dst)

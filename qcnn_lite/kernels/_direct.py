@@ -33,6 +33,6 @@ def linear_direct(x: np.ndarray, wt: np.ndarray, bias: np.ndarray) -> np.ndarray
     return _pythran_dense.linear_direct(x, wt, bias)
 
 
-def conv_epilogue(acc: np.ndarray, bias: np.ndarray, OH: int, OW: int, Wq: int, relu: bool) -> np.ndarray:
-    """acc (Ct, >= OH*Wq) f32 at row pitch Wq, bias (Ct,) -> (Ct, OH, OW) f32: bias added, scratch dropped, ReLU."""
-    return _pythran_dense.conv_epilogue(acc, bias, OH, OW, Wq, bool(relu))
+def conv_epilogue(acc: np.ndarray, bias: np.ndarray, out: np.ndarray, r0: int, Wq: int, relu: bool) -> None:
+    """Rows r0.. of out (Ct, OH, OW) f32 from acc (Ct, rows*Wq) f32 at row pitch Wq: + bias, ReLU; in place."""
+    _pythran_dense.conv_epilogue(acc, bias, out, int(r0), int(Wq), bool(relu))
