@@ -6,10 +6,12 @@ Two measurements, the ``bench-layers`` and ``bench`` subcommands of :mod:`qcnn_l
   and CNN-S, quantized at the released-AlexNet settings;
 * :func:`bench_networks` -- whole networks, plus model file size and peak memory.
 
-Baselines timed in the same run: our dense numpy engine (im2col + BLAS),
-torch fp32 and torch dynamic int8 (``quantize_dynamic`` on the fc layers) when
-torch is installed; for the fc layers, faiss fast-scan (K=16, :func:`qcnn_lite.measure.faiss_fastscan`)
-when faiss is installed ("n/a" without). Everything runs on one thread (threadpoolctl for numpy's
+Baselines timed in the same run: our dense numpy engine (BLAS), the dense
+network without BLAS (``dense-noblas``: compiled loops, the paper's condition,
+:mod:`qcnn_lite.noblas`) when those kernels are built, torch fp32 and torch
+dynamic int8 (``quantize_dynamic`` on the fc layers) when torch is installed; for the fc layers,
+faiss fast-scan (K=16, :func:`qcnn_lite.measure.faiss_fastscan`) when faiss is installed
+("n/a" without). Everything runs on one thread (threadpoolctl for numpy's
 BLAS, ``torch.set_num_threads(1)``). Each figure is the median of ``repeat``
 runs after warm-up, with min and max. Quantized layers get random codebooks
 and codes of the right shapes: weights do not change the time.
@@ -27,8 +29,10 @@ import numpy as np
 from . import kernels, models
 from .measure import (baseline_rss, faiss_fastscan, machine, quantized_layer, quantized_network, run_model,
                       single_thread, time_call)
-from .paper import RELEASED_ALEXNET
+from .paper import RELEASED_ALEXNET, table2_paper
 from .layers import QConv2d, QLinear
+from .noblas import LABEL as NOBLAS_LABEL
+from .noblas import direct_layer, noblas_network
 
 __all__ = ["bench_layers", "bench_networks", "render_layers", "render_networks"]
 
@@ -74,14 +78,17 @@ _FAISS = "faiss-fastscan-k16"
 
 
 def _engines(dense_fn, q_fn, torch_fn, torch_int8_fn, repeat: int, float_tables_fn=None,
-             faiss_fn=None) -> dict[str, dict[str, float] | None]:
+             faiss_fn=None, noblas_fn=None) -> dict[str, dict[str, float] | None]:
     """Time every engine available; q_fn runs under each kernel backend.
 
+    ``noblas_fn``: the dense layer or network run without BLAS (the paper's baseline).
     ``float_tables_fn``: the same layer with float tables on the compiled backend, timed
     beside the default table precision (8-bit where it applies). ``faiss_fn``: faiss
     fast-scan, or "n/a" for an fc layer without faiss (recorded as None).
     """
     t: dict[str, dict[str, float] | None] = {"numpy-dense": time_call(dense_fn, repeat)}
+    if noblas_fn is not None:
+        t["dense-noblas"] = time_call(noblas_fn, max(3, repeat // 2))  # 3-4x slower than the rest: fewer runs
     if faiss_fn == "n/a":
         t[_FAISS] = None
     elif faiss_fn is not None:
@@ -150,9 +157,11 @@ def bench_layers(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[int,
                 if L["type"] == "fc":
                     fs = faiss_fastscan(layer.weight, q.n_subspaces) or "n/a"
                     fs = fs if fs == "n/a" else (lambda fs=fs: fs.all_outputs(x))
+                nb = direct_layer(layer, L["name"]) if kernels.direct_available() else None
                 with (torch.inference_mode() if torch else contextlib.nullcontext()):
                     times = _engines(lambda: layer(x), lambda: q(x), torch_fn, int8_fn, repeat,
-                                     None if qf is None else (lambda: qf(x)), fs if L["type"] == "fc" else None)
+                                     None if qf is None else (lambda: qf(x)), fs if L["type"] == "fc" else None,
+                                     None if nb is None else (lambda: nb(x)))
                 d, K = q.sub_dim, q.n_codewords
                 tables = L["type"] == "fc" or q.uses_tables(*in_shape[1:])
                 rows.append({
@@ -185,10 +194,13 @@ def bench_networks(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[in
             torch_fn = lambda tm=tm, xt=xt: tm(xt)
             qm = _torch_int8(tm)
             int8_fn = None if qm is None else (lambda qm=qm, xt=xt: qm(xt))
+        nb = noblas_network(dense) if kernels.direct_available() else None
         with single_thread(), (torch.inference_mode() if torch else contextlib.nullcontext()):
-            times = _engines(lambda: dense.forward(x), lambda: qnet.forward(x), torch_fn, int8_fn, repeat)
+            times = _engines(lambda: dense.forward(x), lambda: qnet.forward(x), torch_fn, int8_fn, repeat,
+                             noblas_fn=None if nb is None else (lambda: nb.forward(x)))
         entry: dict[str, Any] = {"network": name, "times": times, "speedup": _speedups(times),
-                                 "speedup_cpu": _speedups(times, "cpu_median_ms")}
+                                 "speedup_cpu": _speedups(times, "cpu_median_ms"),
+                                 "paper_speedup_vs_own_dense": paper_speedup(name)}
         if memory:
             with tempfile.TemporaryDirectory() as tmp:
                 sizes, rss = {}, {}
@@ -205,12 +217,24 @@ def bench_networks(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[in
             entry["compression"] = sizes["dense"] / sizes["qcnn"]
             entry["peak_rss_mib"] = rss
         results.append(entry)
-        del dense, qnet
+        del dense, qnet, nb
     return {"machine": machine(), "settings": {k: list(v) for k, v in settings.items()}, "networks": results}
 
 
+def paper_speedup(name: str) -> float | None:
+    """The paper's Table 2 speed-up of Q-CNN over its own dense code (Huawei Mate 7), or None."""
+    try:
+        p = table2_paper(name)
+    except (KeyError, ValueError):
+        return None
+    return p["cnn"]["time_s"] / p["qcnn"]["time_s"]
+
+
 # --------------------------------------------------------------------------- output
-_ORDER = ["numpy-dense", "torch-fp32", "torch-int8-dynamic", _FAISS, "float-tables", "qcnn-numpy", "qcnn-pythran"]
+_LEGEND = (f"numpy-dense: our dense engine (BLAS); dense-noblas: {NOBLAS_LABEL}, compiled loops; "
+           "torch-fp32 / torch-int8-dynamic: the modern baselines")
+_ORDER = ["numpy-dense", "dense-noblas", "torch-fp32", "torch-int8-dynamic", _FAISS, "float-tables", "qcnn-numpy",
+          "qcnn-pythran"]
 
 
 def _time_table(rows: list[tuple[str, dict, dict]], cpu: bool = False) -> str:
@@ -249,7 +273,7 @@ def render_layers(res: dict, cpu: bool = False) -> str:
             for r in res["layers"]]
     note = ("\n* runs from its decoded weight: its tables cannot pay off (QConv2d.uses_tables)"
             if any(r.get("path", "tables") != "tables" for r in res["layers"]) else "")
-    return (_header(res["machine"], cpu) + "\n" + _time_table(rows, cpu)
+    return (_header(res["machine"], cpu) + "\n" + _time_table(rows, cpu) + "\n" + _LEGEND
             + "\n(x vs B: speed-up of the Q-CNN layers, compiled LUT kernels at their default table precision"
             " -- shown after K: uint8 fc tables, int8 conv tables (int16 sums) -- over baseline B;"
             f" float-tables: the same layer with float tables; {_FAISS}: faiss IndexPQFastScan over the weight rows,"
@@ -258,7 +282,12 @@ def render_layers(res: dict, cpu: bool = False) -> str:
 
 def render_networks(res: dict, cpu: bool = False) -> str:
     sp = "speedup_cpu" if cpu else "speedup"
-    out = [_header(res["machine"], cpu), _time_table([(r["network"], r["times"], r[sp]) for r in res["networks"]], cpu)]
+    out = [_header(res["machine"], cpu), _time_table([(r["network"], r["times"], r[sp]) for r in res["networks"]], cpu),
+           _LEGEND]
+    for r in res["networks"]:
+        if "dense-noblas" in r[sp] and r.get("paper_speedup_vs_own_dense"):
+            out.append(f"{r['network']}: Q-CNN {r[sp]['dense-noblas']:.2f}x faster than the {NOBLAS_LABEL}; "
+                       f"the paper: {r['paper_speedup_vs_own_dense']:.2f}x (Huawei Mate 7)")
     for r in res["networks"]:
         if "file_mib" in r:
             f, p = r["file_mib"], r["peak_rss_mib"]

@@ -22,6 +22,7 @@ def describe(path: str | os.PathLike) -> str:
     man, net = modelfile.load_with_manifest(path)  # validates everything, payload included
     rows = [f"{path}: {net.name}, input {'x'.join(map(str, net.input_shape))}, format version {man['format_version']}, "
             f"{_size(path.stat().st_size)}"]
+    paths = net.layer_paths()
     for e in man["layers"]:
         arrays = [a for a in man["arrays"] if a["layer"] == e["name"]]
         nbytes = sum(a["nbytes"] for a in arrays)
@@ -33,7 +34,8 @@ def describe(path: str | os.PathLike) -> str:
 
             stored = "" if "table_dtype" in e else " (default)"
             q += f", tables {table_dtype(net.params[e['name']])}{stored}"
-        rows.append(f"  {e['name']:<10} {e['class']:<8} {_size(nbytes):>10}  {shapes}{q}")
+        path = f"; runs by {paths[e['name']]}" if e["name"] in paths else ""
+        rows.append(f"  {e['name']:<10} {e['class']:<8} {_size(nbytes):>10}  {shapes}{q}{path}")
     if net.meta:
         rows.append(f"  meta: {json.dumps(net.meta, sort_keys=True, ensure_ascii=False)[:200]}")
     return "\n".join(rows) + "\n"
@@ -63,7 +65,7 @@ def _table1(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     from . import reproduce
 
-    return reproduce.reproduce(out_dir=Path(args.out) if args.out else None, fast=args.fast)
+    return reproduce.reproduce(out_dir=Path(args.out) if args.out else None, fast=args.fast, clock=args.clock)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -169,7 +171,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from .demo import class_names, classify, load_models, quantize_file
+    from .demo import class_names, classify, load_models, quantize_file, warm_up
     from .preprocess import ImageError
 
     if args.quantize is not None:
@@ -177,26 +179,49 @@ def _classify(args: argparse.Namespace) -> int:
         return 0
     if not args.photos:
         raise ValueError("give photo files to classify (or --quantize DENSE)")
+    if args.repeat < 1:
+        raise ValueError("--repeat must be >= 1")
     net, dense, notes = load_models(args.model, args.dense)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
-    status = 0
+    warm_up(net, dense)  # the first pass decodes weights and packs codes: not what a frame costs
+    names = class_names(net)
+    status, records = 0, []
     for photo in args.photos:
         try:
-            res = classify(net, photo, dense)
+            res = classify(net, photo, dense, repeat=args.repeat)
         except ImageError as e:
-            print(f"{photo}: error: {e}")
+            records.append({"photo": str(photo), "error": str(e)})
+            if not args.json:
+                print(f"{photo}: error: {e}")
             status = 2
             continue
-        probs = sorted(zip(res.probs.tolist(), class_names(net)), reverse=True)[: max(1, args.top)]
+        probs = sorted(zip(res.probs.tolist(), names), reverse=True)[: max(1, args.top)]
+        records.append(_classify_record(photo, net, res, probs, args.repeat))
+        if args.json:
+            continue
         line = ", ".join(f"{name} {p:.1%}" for p, name in probs)
-        print(f"{photo}: {line}  [Q-CNN {1000 * res.seconds:.1f} ms, {res.backend}]")
+        print(f"{photo}: {line}  [Q-CNN {1000 * res.seconds:.2f} ms, {res.backend}]")
         if res.dense_top is not None:
             print(f"{'':{len(str(photo))}}  dense: {res.dense_top[0][0]} {res.dense_top[0][1]:.1%}"
-                  f"  [{1000 * res.dense_seconds:.1f} ms]")
+                  f"  [{1000 * res.dense_seconds:.2f} ms; Q-CNN {res.dense_seconds / res.seconds:.2f}x]")
         for n in res.notes:
             print(f"{'':{len(str(photo))}}  note: {n}")
+    if args.json:
+        print(json.dumps({"network": net.name, "notes": notes, "results": records}, indent=2))
     return status
+
+
+def _classify_record(photo, net, res, probs: list, repeat: int) -> dict:
+    """One photo's answer for ``classify --json``: top classes, times (median of ``repeat``), each layer's path."""
+    rec = {"photo": str(photo), "top": [{"class": c, "p": round(p, 6)} for p, c in probs], "backend": res.backend,
+           "qcnn_ms": round(1000 * res.seconds, 4), "repeat": repeat, "notes": res.notes,
+           "layer_paths": net.layer_paths()}
+    if res.dense_top is not None:
+        rec.update({"dense_top": {"class": res.dense_top[0][0], "p": round(res.dense_top[0][1], 6)},
+                    "dense_ms": round(1000 * res.dense_seconds, 4),
+                    "speedup_vs_dense": round(res.dense_seconds / res.seconds, 3)})
+    return rec
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -262,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("reproduce", help="rebuild the paper's tables into results/ and print them")
     p.add_argument("--out", default=None, help="output folder (default: the project's results/)")
     p.add_argument("--fast", action="store_true", help="smaller runs, for CI")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="Table 2's times: wall time (default) or thread CPU time (steadier on a busy machine)")
     p.set_defaults(func=_reproduce)
 
     p = sub.add_parser("evaluate", help="Table 1's accuracy column: quantize reference networks and measure their error")
@@ -304,6 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(to --out, default <DENSE>-q.qcnn beside it)")
     p.add_argument("--out", default=None, help="output file for --quantize")
     p.add_argument("--force", action="store_true", help="let --quantize replace an existing file")
+    p.add_argument("--json", action="store_true", help="print the answers and times as JSON")
+    p.add_argument("--repeat", type=int, default=10,
+                   help="timed forward passes per photo and network; the median is shown (default 10)")
     p.set_defaults(func=_classify)
 
     p = sub.add_parser("info", help="kernel backend, build options, compiler, numpy/BLAS")

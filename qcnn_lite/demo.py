@@ -234,10 +234,32 @@ class Result:
         return self.top[0][0]
 
 
-def _probabilities(net: Network, x: np.ndarray) -> tuple[np.ndarray, float]:
-    t0 = time.perf_counter()
-    out = net.forward(x)[0]
-    seconds = time.perf_counter() - t0
+def warm_up(*nets: Network | None) -> None:
+    """One forward pass of each network, so the first time shown is not a cold start
+    (decoded weights, packed codes, caches are made on the first call)."""
+    from .measure import single_thread
+
+    with single_thread(warn=False):
+        for n in nets:
+            if n is not None:
+                n.forward(np.zeros((1,) + n.input_shape, np.float32))
+
+
+def _probabilities(net: Network, x: np.ndarray, repeat: int = 1) -> tuple[np.ndarray, float]:
+    """Class probabilities (classes,) and the median wall time of ``repeat`` forward passes, in seconds.
+
+    One BLAS thread while timed: on one 28x28 image, BLAS threads only add their
+    start-up and hand-over (it measured 20-50 ms with two busy cores, 0.7 ms on one).
+    """
+    from .measure import single_thread
+
+    times = []
+    with single_thread(warn=False):
+        for _ in range(max(1, repeat)):
+            t0 = time.perf_counter()
+            out = net.forward(x)[0]
+            times.append(time.perf_counter() - t0)
+    seconds = float(np.median(times))
     if net.spec[-1]["type"] != "softmax":
         out = np.exp(out - out.max())
         out = out / out.sum()
@@ -249,13 +271,17 @@ def _top(probs: np.ndarray, names: list[str], k: int = 5) -> list[tuple[str, flo
     return [(names[i], float(probs[i])) for i in order]
 
 
-def classify(net: Network, data: bytes | str | os.PathLike | Any, dense: Network | None = None) -> Result:
-    """Photo (file bytes, path or PIL image) -> :class:`Result`. Raises :class:`~qcnn_lite.preprocess.ImageError` for a bad file."""
+def classify(net: Network, data: bytes | str | os.PathLike | Any, dense: Network | None = None,
+             repeat: int = 1) -> Result:
+    """Photo (file bytes, path or PIL image) -> :class:`Result`. Raises :class:`~qcnn_lite.preprocess.ImageError` for a bad file.
+
+    ``seconds`` (and ``dense_seconds``) are the median of ``repeat`` forward passes.
+    """
     prep = prepare(data, net.input_shape, net.meta)
-    probs, seconds = _probabilities(net, prep.x)
+    probs, seconds = _probabilities(net, prep.x, repeat)
     names = class_names(net)
     res = Result(probs, _top(probs, names), prep.display, seconds, kernels.backend(), notes=list(prep.notes))
     if dense is not None:
-        dprobs, res.dense_seconds = _probabilities(dense, prep.x)
+        dprobs, res.dense_seconds = _probabilities(dense, prep.x, repeat)
         res.dense_top = _top(dprobs, class_names(dense))
     return res

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels
+from .kernels._layout import phase_split, run_starts
 from .kernels._numpy import conv_geometry, conv_output_size
 from .pq import code_dtype
 
@@ -56,37 +57,64 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int, groups: i
     return np.ascontiguousarray(win.transpose(5, 0, 1, 2, 3, 4, 6)).reshape(groups, n * OH * OW, kh * kw * cg)
 
 
-# The decoded-weight path of QConv2d builds im2col patches in blocks of about this many bytes,
+# The decoded-weight path of QConv2d builds its patches in blocks of about this many bytes,
 # so a phone's peak memory does not grow with the image. The dense Conv2d (the speed baseline)
-# does not block: BLAS is fastest on the whole product (CNN-S is 15% slower in 1 MiB blocks).
+# does not block. With runs (below) blocks cost little: AlexNet's conv1 took 2.27 ms unblocked and
+# 2.54 ms in 1 MiB blocks (busy 2-core Xeon, one thread, torch 1.72 ms; ~1.75 ms of it the product).
 _COLS_BYTES = 1 << 20
 
 
 def _conv_dense(x: np.ndarray, w_flat: np.ndarray, bias: np.ndarray, kh: int, kw: int, stride: int, padding: int,
-                groups: int, block_bytes: int | None = None) -> np.ndarray:
-    """Dense conv via im2col + BLAS; w_flat (Ct, kh*kw*Cg) in (kh, kw, c) order.
+                groups: int, block_bytes: int | None = None, relu: bool = False) -> np.ndarray:
+    """Dense conv by BLAS over contiguous runs; w_flat (Ct, Cg*kh*kw) in (c, i, j) order (torch's, flattened).
 
-    With ``block_bytes``, patches are built for a block of images, or of output rows of
-    one image, of about that size at a time; without, for the whole batch at once.
+    The input is phase-split (:func:`~qcnn_lite.kernels._layout.phase_split`), so the patch
+    matrix of one image, (Cg*kh*kw, OH*Wq), is a stack of whole contiguous runs: one fancy-index
+    copy, then one product ``w @ cols`` whose result is already in (Ct, OH, OW) order (plus
+    Wq - OW scratch columns per row). The old im2col, patches (OH*OW, kh*kw*C) in (kh, kw, c)
+    order, gathered 3 channels at a time and transposed its result: AlexNet's conv1 took
+    2.9x torch fp32's time that way, 1.3x this way (1.5x in 1 MiB blocks), most of it the
+    product itself (OpenBLAS sgemm at ~125 GFLOP/s on one AVX-512 core).
+
+    Bias and (with ``relu``) the ReLU are applied while the scratch columns are dropped
+    (``kernels.conv_epilogue``, one compiled pass). With
+    ``block_bytes``, patches are built for a block of images, or of output rows of one image,
+    of about that size at a time; without, for the whole batch at once.
     """
     n, C, H, W = x.shape
-    OH, OW = conv_output_size(H, kh, stride, padding), conv_output_size(W, kw, stride, padding)
-    ctg = w_flat.shape[0] // groups
-    wt = w_flat.reshape(groups, ctg, -1).transpose(0, 2, 1)  # (g, kk*cg, ctg)
-    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding))) if padding else x
-    out = np.empty((n, groups * ctg, OH, OW), np.float32)
-    row_bytes = 4 * OW * kh * kw * C
+    Ct = w_flat.shape[0]
+    cg, ctg = C // groups, Ct // groups
+    xq, OH, OW, Hq, Wq = phase_split(x.reshape(n * C, H, W), kh, kw, stride, padding)
+    SS, P = xq.shape[1], xq.shape[2]
+    flat = xq.reshape(-1)
+    starts = run_starts(cg, kh, kw, stride, P, Wq)
+    n_items = starts.size
+    out = np.empty((n, Ct, OH, OW), np.float32)
+    row_bytes = 4 * Wq * n_items * groups
     rows = OH * n if block_bytes is None else max(1, block_bytes // row_bytes)  # output rows per block
     images = max(1, rows // OH)  # whole images per block, when one image fits
+    if images == 1 and rows < OH:
+        rows = -(-OH // -(-OH // rows))  # equal blocks: 55 rows in 12s would leave a block of 7
+    # the product of one block, at row pitch Wq; whole images at once, or one row block of one image
+    buf = np.empty(min(images, n) * Ct * (OH if images > 1 else rows) * Wq, np.float32)
     for i in range(0, n, images):
+        b = min(images, n - i)
         for r0 in range(0, OH, rows if images == 1 else OH):
             r1 = OH if images > 1 else min(OH, r0 + rows)
-            xs = xp[i : i + images, :, r0 * stride : (r1 - 1) * stride + kh]
-            cols = im2col(xs, kh, kw, stride, 0, groups)  # (g, b*(r1-r0)*OW, kk*cg)
-            b = xs.shape[0]
-            o = np.matmul(cols, wt).reshape(groups, b, r1 - r0, OW, ctg)
-            out[i : i + b, :, r0:r1] = o.transpose(1, 0, 4, 2, 3).reshape(b, groups * ctg, r1 - r0, OW)
-    out += bias[None, :, None, None]
+            L = (r1 - r0) * Wq
+            acc = buf[:b * Ct * L].reshape(b, Ct, L)  # contiguous, however short the block
+            runs = np.lib.stride_tricks.as_strided(flat, (flat.size - L + 1, L), (4, 4), writeable=False)
+            for g in range(groups):
+                # run start of item q, image i + k, group g: one image is C*SS*P values, one group cg*SS*P
+                first = (np.arange(i, i + b) * (C * SS * P) + g * cg * SS * P + r0 * Wq)[:, None] + starts
+                cols = runs[first]  # (b, n_items, L)
+                wg = w_flat[g * ctg:(g + 1) * ctg]
+                if b == 1:
+                    np.matmul(wg, cols[0], out=acc[0, g * ctg:(g + 1) * ctg])
+                else:
+                    acc[:, g * ctg:(g + 1) * ctg] = np.matmul(wg, cols)
+            for k in range(b):  # while the block is in cache
+                kernels.conv_epilogue(acc[k], bias, out[i + k], r0, Wq, relu)
     return out
 
 
@@ -154,12 +182,12 @@ class Conv2d:
     def dense_weight(self) -> np.ndarray:
         return self.weight
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """x (n, C, H, W) -> (n, out, OH, OW)."""
+    def __call__(self, x: np.ndarray, relu: bool = False) -> np.ndarray:
+        """x (n, C, H, W) -> (n, out, OH, OW); ``relu`` applies a ReLU to the output (fused)."""
         x = _check_input(x, 4, self.in_channels, "Conv2d")
         kh, kw = self.kernel_size
-        w_flat = self.weight.transpose(0, 2, 3, 1).reshape(self.out_channels, -1)
-        return _conv_dense(x, w_flat, self.bias, kh, kw, self.stride, self.padding, self.groups)
+        return _conv_dense(x, self.weight.reshape(self.out_channels, -1), self.bias, kh, kw, self.stride,
+                           self.padding, self.groups, relu=relu)
 
 
 # --------------------------------------------------------------------------- quantized
@@ -429,13 +457,14 @@ class QConv2d(_QuantizedLayer):
         table_bytes = 4 * self.groups * self.n_subspaces * self.n_codewords * height * width
         return 4 * self.codes.size * self.sub_dim > table_bytes
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, relu: bool = False) -> np.ndarray:
         """Forward pass: x (n, in, H, W) -> (n, out, OH, OW), by look-up tables or, where they
-        cannot pay off (:meth:`uses_tables`), by the decoded weight."""
+        cannot pay off (:meth:`uses_tables`), by the decoded weight. ``relu`` applies a ReLU
+        to the output (fused into the decoded-weight path)."""
         x = _check_input(x, 4, self.in_channels, "QConv2d")
         if self.uses_tables(x.shape[2], x.shape[3]):
             return kernels.conv2d_lut(x, self.codebooks, self.codes, self.bias, self.stride, self.padding, self.groups,
-                                      self.table_dtype, CONV_SCALE_MODE)
+                                      self.table_dtype, CONV_SCALE_MODE, relu=relu)
         Ct, kh, kw, M = self.codes.shape
         key = (id(self.codebooks), id(self.codes))
         if getattr(self, "_decoded", (None,))[0] != key:
@@ -444,6 +473,6 @@ class QConv2d(_QuantizedLayer):
             self._validate()  # codes index the codebooks below: refuse any out of range
             self.codebooks.flags.writeable = False
             self.codes.flags.writeable = False
-            w_flat = self.codebooks[np.arange(M), self.codes].reshape(Ct, -1)  # (kh, kw, c) order, as im2col
-            self._decoded = (key, w_flat)
-        return _conv_dense(x, self._decoded[1], self.bias, kh, kw, self.stride, self.padding, self.groups, _COLS_BYTES)
+            self._decoded = (key, self.dense_weight().reshape(Ct, -1))  # (c, i, j) order, as _conv_dense
+        return _conv_dense(x, self._decoded[1], self.bias, kh, kw, self.stride, self.padding, self.groups,
+                           _COLS_BYTES, relu)

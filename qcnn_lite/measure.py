@@ -41,13 +41,14 @@ __all__ = ["single_thread", "time_call", "faiss_fastscan", "FaissFastScan", "mac
 
 
 @contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """numpy's BLAS and torch on one thread for the duration."""
+def single_thread(warn: bool = True) -> Iterator[None]:
+    """numpy's BLAS and torch on one thread for the duration (``warn``: say so when threadpoolctl is missing)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # the figures would be multi-threaded: say so instead of lying
-        print("warning: threadpoolctl not installed; BLAS may use several threads "
-              "(set OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1)", file=sys.stderr)
+        if warn:
+            print("warning: threadpoolctl not installed; BLAS may use several threads "
+                  "(set OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1)", file=sys.stderr)
         limits = contextlib.nullcontext()
     else:
         limits = threadpool_limits(1)

@@ -46,8 +46,9 @@ def _section(title: str, rows: list[dict], out_dir: Path, stem: str) -> None:
     sys.stdout.flush()
 
 
-def reproduce(out_dir: Path | None = None, fast: bool = False, models_dir: Path | None = None) -> int:
-    """Rebuild Tables 1 and 2 into ``out_dir`` (default ``results/``) and print them beside the paper's; 0 on success."""
+def reproduce(out_dir: Path | None = None, fast: bool = False, models_dir: Path | None = None, clock: str = "wall") -> int:
+    """Rebuild Tables 1 and 2 into ``out_dir`` (default ``results/``) and print them beside the paper's; 0 on success.
+    Table 2's times by ``clock`` (``wall``, or ``cpu``: thread CPU time)."""
     out_dir = Path(out_dir or paths.results_dir())
     models_dir = Path(models_dir or paths.models_dir())
     _section("Table 1 -- speed-up and compression at full size (computed) beside the paper's",
@@ -76,8 +77,8 @@ def reproduce(out_dir: Path | None = None, fast: bool = False, models_dir: Path 
     res = bench.bench_networks(repeat=3 if fast else 10)
     stem = "table2_fast" if fast else "table2"
     (out_dir / f"{stem}_bench.json").write_text(json.dumps(res, indent=2) + "\n")
-    print("\n" + bench.render_networks(res), end="")
-    t2 = tables.table2_rows(res)
+    print("\n" + bench.render_networks(res, clock == "cpu"), end="")
+    t2 = tables.table2_rows(res, clock)
     _section("Table 2 -- full-size AlexNet and CNN-S, one image, one thread, measured here, beside the paper's phone",
              t2, out_dir, stem)
     try:
@@ -116,8 +117,10 @@ def plot_tables(table1: list[dict], table2: list[dict] | None, out_dir: Path | N
         xs = np.arange(len(nets))
         q = {r["network"]: r for r in table2 if r["model"] == "Q-CNN"}
         c = {r["network"]: r for r in table2 if r["model"] == "CNN"}
-        axes[0].bar(xs - 0.2, [q[n]["speedup_vs_dense"] for n in nets], 0.4, label="here: vs dense numpy, 1 thread")
-        axes[0].bar(xs + 0.2, [q[n]["paper_speedup"] for n in nets], 0.4, label="paper: Mate 7")
+        axes[0].bar(xs - 0.27, [q[n]["speedup_vs_dense"] for n in nets], 0.27, label="here: vs dense numpy (BLAS)")
+        axes[0].bar(xs, [q[n].get("speedup_vs_dense_noblas") or 0 for n in nets], 0.27,
+                    label="here: vs dense, no BLAS (paper's condition)")
+        axes[0].bar(xs + 0.27, [q[n]["paper_speedup"] for n in nets], 0.27, label="paper: Mate 7, own dense code")
         axes[0].set(title="Q-CNN speed-up over the CNN (x)")
         for ax, key, pkey, title in ((axes[1], "storage_mib", "paper_storage_mb", "storage (MiB, log)"),
                                      (axes[2], "memory_mib", "paper_memory_mb", "peak memory (MiB, log)")):

@@ -11,6 +11,7 @@ import json
 from typing import Any, Sequence
 
 from . import models, paper
+from .noblas import LABEL as NOBLAS_LABEL
 from .cost import network_cost
 
 __all__ = ["table1_rows", "table2_rows", "table2_device_rows", "render", "render_device_rows",
@@ -19,7 +20,7 @@ __all__ = ["table1_rows", "table2_rows", "table2_device_rows", "render", "render
 # Table 2's vocabulary: its networks, and a network's two variants (dense CNN, Q-CNN); MB = 2**20 bytes as in the paper.
 NETWORK_LABELS = {"alexnet": "AlexNet", "cnns": "CNN-S"}
 VARIANTS = ("cnn", "qcnn")
-MODEL_LABELS = {"cnn": "CNN", "qcnn": "Q-CNN"}
+MODEL_LABELS = {"cnn": "CNN", "cnn-noblas": f"CNN, {NOBLAS_LABEL}", "qcnn": "Q-CNN"}
 MIB = 2**20
 
 
@@ -70,14 +71,20 @@ def render(rows: Sequence[dict[str, Any]], fmt: str = "markdown") -> str:
     raise ValueError(f"unknown format {fmt!r}: choose markdown, csv or json")
 
 
-def table2_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
+def table2_rows(bench: dict[str, Any], clock: str = "wall") -> list[dict[str, Any]]:
     """Table 2 from a :func:`qcnn_lite.bench.bench_networks` result, beside the paper's Mate 7 figures.
 
-    Time is one image on one thread: the CNN is our dense numpy engine (im2col + BLAS),
-    the Q-CNN our look-up-table engine with the best kernels built. Storage is the model
+    Time is one image on one thread: the CNN is our dense numpy engine (BLAS) and, in a
+    row of its own, the same network without BLAS (compiled loops: the paper's condition,
+    whose speed-up ``speedup_vs_dense_noblas`` stands beside ``paper_speedup``); the Q-CNN
+    is our look-up-table engine with the best kernels built. Storage is the model
     file on disk; memory the peak RSS of a fresh process running one image. torch fp32
-    and dynamic int8 times are measured in the same run.
+    and dynamic int8 times are measured in the same run. ``clock="cpu"`` takes the
+    median thread CPU time instead of wall time (steadier on a shared machine; no min-max).
     """
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
+    key, sp_key = ("median_ms", "speedup") if clock == "wall" else ("cpu_median_ms", "speedup_cpu")
     rows = []
     for r in bench["networks"]:
         net, t = r["network"], r["times"]
@@ -85,23 +92,28 @@ def table2_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
         p = paper.table2_paper(net)
         rss = r.get("peak_rss_mib", {})
         q_rss = rss.get(f"qcnn-{q_engine.split('-')[1]}", rss.get("qcnn-numpy"))
-        for variant, engine, size_key, mem in (("cnn", "numpy-dense", "dense", rss.get("dense-numpy")),
-                                               ("qcnn", q_engine, "qcnn", q_rss)):
-            pp = p[variant]
+        variants = [("cnn", "numpy-dense", "dense", rss.get("dense-numpy"))]
+        if "dense-noblas" in t:  # the paper's own baseline; its memory is not measured (no fresh-process run)
+            variants.append(("cnn-noblas", "dense-noblas", "dense", None))
+        variants.append(("qcnn", q_engine, "qcnn", q_rss))
+        for variant, engine, size_key, mem in variants:
+            pp = p["qcnn" if variant == "qcnn" else "cnn"]
             rows.append({
                 "network": net,
                 "model": MODEL_LABELS[variant],
                 "engine": engine,
-                "time_ms": round(t[engine]["median_ms"], 2),
-                "time_min_max_ms": f"{t[engine]['min_ms']:.2f}-{t[engine]['max_ms']:.2f}",
+                "clock": clock,
+                "time_ms": round(t[engine][key], 2),
+                "time_min_max_ms": f"{t[engine]['min_ms']:.2f}-{t[engine]['max_ms']:.2f}" if clock == "wall" else None,
                 "storage_mib": round(r["file_mib"][size_key], 2) if "file_mib" in r else None,
                 "memory_mib": round(mem, 1) if mem is not None else None,
                 "paper_time_s": pp["time_s"],
                 "paper_storage_mb": pp["storage_mb"],
                 "paper_memory_mb": pp["memory_mb"],
             })
-        speed = {k: round(v, 2) for k, v in r["speedup"].items()}
+        speed = {k: round(v, 2) for k, v in r[sp_key].items()}
         rows[-1]["speedup_vs_dense"] = speed.get("numpy-dense")
+        rows[-1]["speedup_vs_dense_noblas"] = speed.get("dense-noblas")
         rows[-1]["speedup_vs_torch_fp32"] = speed.get("torch-fp32")
         rows[-1]["speedup_vs_torch_int8"] = speed.get("torch-int8-dynamic")
         rows[-1]["paper_speedup"] = round(p["cnn"]["time_s"] / p["qcnn"]["time_s"], 2)

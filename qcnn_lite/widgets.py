@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .demo import Result, classify, load_models
+from .demo import Result, classify, load_models, warm_up
 from .engine import Network
 from .preprocess import ImageError
 
@@ -143,9 +143,7 @@ def classify_app(model_path: str | os.PathLike | None = None, dense_path: str | 
         net, loaded_dense, notes = load_models(model_path, dense_path)
         dense = dense if dense is not None else loaded_dense
     what = f"{net.name}, {'quantized' if net.is_quantized else 'dense'}"
-    for n in (net, dense):  # warm up (BLAS threads, caches), so the first time shown is not a cold start
-        if n is not None:
-            n.forward(np.zeros((1,) + n.input_shape, np.float32))
+    warm_up(net, dense)
 
     header = W.HTML(_CSS + f"<b>Network:</b> {html.escape(what)}, input {'x'.join(map(str, net.input_shape))}"
                     + "".join(f'<div class="qcnn-note">{html.escape(n)}</div>' for n in notes))

@@ -94,3 +94,34 @@ def test_table2_rows_from_a_bench_result():
     assert q["speedup_vs_dense"] == 5.0 and q["speedup_vs_torch_int8"] is None
     assert q["paper_speedup"] == pytest.approx(2.93 / 0.95, abs=0.01)
     assert "| alexnet | Q-CNN |" in tables.render([cnn, q])
+
+
+def test_table2_rows_with_the_noblas_baseline():
+    # the paper's condition gets a row of its own, labelled for what it is, and a ratio beside the paper's
+    t = lambda m: {"median_ms": m, "min_ms": m - 1, "max_ms": m + 1}  # noqa: E731
+    res = {"networks": [{
+        "network": "cnns",
+        "times": {"numpy-dense": t(100.0), "dense-noblas": t(400.0), "qcnn-pythran": t(50.0)},
+        "speedup": {"numpy-dense": 2.0, "dense-noblas": 8.0},
+        "file_mib": {"dense": 392.57, "qcnn": 20.13},
+        "peak_rss_mib": {"dense-numpy": 500.0, "qcnn-pythran": 100.0},
+    }]}
+    cnn, nb, q = tables.table2_rows(res)
+    assert (nb["model"], nb["engine"], nb["time_ms"]) == ("CNN, dense, no BLAS (paper's condition)", "dense-noblas", 400.0)
+    assert nb["storage_mib"] == 392.57 and nb["memory_mib"] is None  # same file; its memory is not measured
+    assert q["speedup_vs_dense_noblas"] == 8.0 and q["speedup_vs_dense"] == 2.0
+    assert q["paper_speedup"] == pytest.approx(10.58 / 2.61, abs=0.01)
+
+
+def test_table2_rows_on_the_cpu_clock():
+    t = lambda m, c: {"median_ms": m, "min_ms": m - 1, "max_ms": m + 1, "cpu_median_ms": c}  # noqa: E731
+    res = {"networks": [{
+        "network": "alexnet",
+        "times": {"numpy-dense": t(300.0, 100.0), "qcnn-pythran": t(90.0, 20.0)},
+        "speedup": {"numpy-dense": 3.33}, "speedup_cpu": {"numpy-dense": 5.0},
+    }]}
+    cnn, q = tables.table2_rows(res, clock="cpu")
+    assert (cnn["clock"], cnn["time_ms"], cnn["time_min_max_ms"]) == ("cpu", 100.0, None)
+    assert q["time_ms"] == 20.0 and q["speedup_vs_dense"] == 5.0
+    with pytest.raises(ValueError, match="clock"):
+        tables.table2_rows(res, clock="gpu")

@@ -99,3 +99,17 @@ def test_bad_spec_and_input_are_clear_errors():
     net = models.synthetic("alexnet")
     with pytest.raises(ValueError, match="expects input"):
         net.forward(np.zeros((1, 3, 224, 224), np.float32))
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+def test_fused_conv_relu_equals_unfused(quantized, rng):
+    """forward() fuses conv + ReLU; layer by layer (run_layer) they run apart: the same numbers."""
+    from qcnn_lite.measure import quantized_network
+    from qcnn_lite.paper import MINI_SETTINGS
+
+    net = quantized_network("mini-cnns", MINI_SETTINGS["mini-cnns"][0]) if quantized else models.synthetic("mini-cnns", 0)
+    x = rng.standard_normal((2,) + net.input_shape, dtype=np.float32)
+    y = x.copy()
+    for i in range(len(net.spec)):
+        y = net.run_layer(i, y)
+    np.testing.assert_array_equal(net.forward(x), y)

@@ -278,3 +278,22 @@ def test_lrn_rejects_bad_input(backend, rng):
             kernels.lrn(x, beta=float("nan"))
     finally:
         kernels.set_backend(previous)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lrn_sliding_window_on_adversarial_channels(backend, rng):
+    """Huge channels next to tiny ones: the compiled LRN's sliding window sum takes the huge
+    squares away again; the result must still match torch's, which re-sums every window."""
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((1, 12, 6, 5), dtype=np.float32) * 1e-3
+    x[0, ::4] *= 1e6  # channels 0, 4, 8 around 1e3, the rest around 1e-3
+    previous = kernels.backend()
+    try:
+        kernels.set_backend(backend)
+        for args in ((5, 1e-4, 0.75, 1.0), (5, 5e-4, 0.75, 2.0), (3, 1e-2, 0.5, 1.0)):
+            want = torch.nn.functional.local_response_norm(torch.from_numpy(x).double(), *args).numpy()
+            got = kernels.lrn(x, *args)
+            # per element, relative to each value: the small channels are checked too
+            assert np.max(np.abs(got - want) / np.abs(want)) < 1e-5, args
+    finally:
+        kernels.set_backend(previous)

