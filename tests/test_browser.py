@@ -4,8 +4,8 @@ Starts JupyterLab on 127.0.0.1 (a secure context, so getUserMedia is allowed)
 with a random token and port, opens notebooks/07_webcam_demo.ipynb in Debian's
 Chromium (driven by Playwright's Python API, never ``playwright install``),
 runs the app cell, presses Capture and checks that a top-5 list appears. The
-screenshot goes to the test's tmp_path (its path is printed), never over the
-tracked figures/07_webcam_demo/browser_capture.png. A second run refuses the
+screenshot goes to the test's tmp_path (its path is printed), never into
+figures/. A second run refuses the
 camera and uploads data/samples/coffee.jpg.
 
 Needs ``/usr/bin/chromium`` (``apt-get install chromium``) and ``playwright``

@@ -313,10 +313,12 @@ def test_command_line_json(tmp_path, capsys):
     dense = modelfile.save(template_network(quantized=False), tmp_path / "templates.qcnn")
     good = tmp_path / "disc.jpg"
     good.write_bytes(jpeg(shape_photo("disc")))
-    assert widgets.main([str(good), "--model", str(model), "--dense", str(dense), "--json", "--repeat", "3"]) == 0
+    from qcnn_lite.cli import main
+
+    assert main(["classify", str(good), "--model", str(model), "--dense", str(dense), "--json", "--repeat", "3"]) == 0
     out = json.loads(capsys.readouterr().out)
     (rec,) = out["results"]
     assert rec["top"][0]["class"] == "disc" and rec["repeat"] == 3
     assert rec["qcnn_ms"] > 0 and rec["dense_ms"] > 0 and rec["speedup_vs_dense"] > 0
     assert set(rec["layer_paths"]) == set(modelfile.load(model).params)
-    assert widgets.main([str(good), "--model", str(model), "--repeat", "0"]) == 2
+    assert main(["classify", str(good), "--model", str(model), "--repeat", "0"]) == 2

@@ -380,8 +380,10 @@ cells = [
             print("torch int8 baseline unavailable:", type(e).__name__)
     except ImportError:
         print("torch not installed: torch baselines skipped")
-    # TODO(integrator): add the "dense fp32, no BLAS" row once qcnn_lite.bench provides the no-BLAS dense kernel
-    # (the paper's condition), e.g. baselines["dense fp32, no BLAS"] = <that kernel on fc6.weight, fc6.bias>.
+    if kernels.direct_available():  # the paper's condition: its own dense code, no tuned BLAS
+        from qcnn_lite.noblas import LABEL as NOBLAS_LABEL, direct_layer
+        fc6_noblas = direct_layer(fc6, "fc6")
+        baselines[f"fp32 {NOBLAS_LABEL}"] = fc6_noblas
 
     backend_before = kernels.backend()
     rows = []

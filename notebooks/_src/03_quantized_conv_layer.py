@@ -272,7 +272,10 @@ cells = [
 
     repeats = 3 if FAST else 10
     DENSE = "dense fp32, numpy im2col + BLAS"
-    # TODO(integrator): add the "dense fp32, no BLAS" row (the paper's condition) from qcnn_lite.bench once it lands
+    NOBLAS = None
+    if kernels.direct_available():  # the paper's condition: its own dense code, no tuned BLAS
+        from qcnn_lite.noblas import LABEL as NOBLAS_LABEL, direct_layer
+        NOBLAS = f"fp32 {NOBLAS_LABEL}"
     rows = []
     one_thread = threadpool_limits(1) if threadpool_limits is not None else contextlib.nullcontext()
     with one_thread:
@@ -281,6 +284,10 @@ cells = [
                 xb = np.ascontiguousarray(xs[:batch])
                 rows.append({"layer": lname, "batch": batch, "path": DENSE,
                              "ms": 1e3 * median_time(lambda: dl(xb), repeats)})
+                if NOBLAS is not None:
+                    dnb = direct_layer(dl, lname)
+                    rows.append({"layer": lname, "batch": batch, "path": NOBLAS,
+                                 "ms": 1e3 * median_time(lambda: dnb(xb), repeats)})
                 if torch is not None:
                     # torch wants writable arrays; loaded model weights are read-only, so copy them
                     xt, wt, bt = (torch.from_numpy(np.array(a)) for a in (xb, dl.weight, dl.bias))
@@ -290,9 +297,11 @@ cells = [
                 for name in kernels.available_backends():
                     kernels.set_backend(name)
                     # the kernels themselves: QConv2d may choose its decoded weight instead (section 6)
-                    rows.append({"layer": lname, "batch": batch, "path": f"Q-CNN LUT, {name}",
-                                 "ms": 1e3 * median_time(lambda: kernels.conv2d_lut(
-                                     xb, ql.codebooks, ql.codes, ql.bias, ql.stride, ql.padding, ql.groups), repeats)})
+                    for td in dict.fromkeys(("float32", ql.table_dtype)):  # float, then the layer's default (int8)
+                        rows.append({"layer": lname, "batch": batch, "path": f"Q-CNN LUT, {td} tables, {name}",
+                                     "ms": 1e3 * median_time(lambda: kernels.conv2d_lut(
+                                         xb, ql.codebooks, ql.codes, ql.bias, ql.stride, ql.padding, ql.groups, td),
+                                         repeats)})
                 kernels.set_backend(backend_before)
     import pandas as pd
     timing = pd.DataFrame(rows)
@@ -322,12 +331,13 @@ cells = [
     """),
     md(r"""
     How to read this: the dense paths call optimised matrix-product code (BLAS, or torch's own kernels), which
-    is hard to beat at equal work. The Q-CNN path does fewer multiply-adds, but most of its work is gathers of
-    table entries, which are limited by memory access rather than arithmetic. The pure-numpy path also pays for
-    the temporaries that fancy indexing creates, so it is the slowest; the compiled Pythran kernels avoid them,
-    and that is where the lower operation count can show. Compare your rows with the cost-model speed-ups
-    printed above. The paper's phone measurements (notebook 06) compared both methods *without* BLAS, where
-    the operation count decides.
+    is hard to beat at equal work. The Q-CNN path does fewer multiply-adds, but most of its work is additions of
+    table entries. With float tables these are limited by memory: a float table of a whole layer does not fit in
+    the cache. The int8 rows quantize the table as it is built (one scale per image, chosen so that no sum can
+    overflow 16 bits): the table is four times smaller, stays in L2, and the additions become 16-bit vector adds,
+    32 or 64 at a time. The pure-numpy path pays for the temporaries that fancy indexing creates, so it is the
+    slowest. Compare your rows with the cost-model speed-ups printed above. The paper's phone measurements
+    (notebook 06) compared both methods *without* BLAS (the "no BLAS" row), where the operation count decides.
     """),
     md(r"""
     ## 6. When the tables cannot pay off: a measured cost constant
@@ -359,7 +369,8 @@ cells = [
     for lname, (dl, ql, xs) in layers.items():
         g = timing[(timing["layer"] == lname) & (timing["batch"] == 1)]
         t = dict(zip(g["path"], g["ms"]))
-        t_dense, t_lut = t[DENSE], min(v for k, v in t.items() if k.startswith("Q-CNN"))
+        # c is the price of a FLOAT table addition (the integer tables have their own cost model, below)
+        t_dense, t_lut = t[DENSE], min(v for k, v in t.items() if k.startswith("Q-CNN LUT, float32"))
         F_table, A, F_dense = counts(ql, *xs.shape[2:])
         a = t_dense / F_dense  # ms per dense multiply-add
         table_mb = 4 * ql.groups * ql.n_subspaces * ql.n_codewords * xs.shape[2] * xs.shape[3] / 1e6
@@ -409,8 +420,13 @@ cells = [
     rule_rows = []
     for lname, (dl, ql, xs) in shown.items():
         H, W = xs.shape[2:]
+        default_td = ql.table_dtype
+        ql.table_dtype = "float32"  # the rule for float tables, which section 5's c was measured on
+        pkg_float = ql.uses_tables(H, W)
+        ql.table_dtype = default_td
         row = {"layer": lname, "C's": ql.sub_dim, "M": ql.n_subspaces, "cost-model speed-up": ql.lut_speedup(H, W),
-               "package rule": "tables" if ql.uses_tables(H, W) else "decoded weight",
+               "package rule": "tables" if pkg_float else "decoded weight",
+               f"package rule, {default_td} tables": "tables" if ql.uses_tables(H, W) else "decoded weight",
                "c used": c_for(ql, H, W), "measured rule": "tables" if measured_rule(ql, H, W) else "decoded weight"}
         if lname in c_table.index:
             row["measured faster"] = "tables" if c_table.loc[lname, "measured speed-up"] > 1 else "decoded weight"
@@ -438,8 +454,9 @@ cells = [
     {conv1_ratio:.0f} times the size of its input ({conv1_table_bytes / 1e6:.1f} MB for one image) for a
     {shown['AlexNet conv1'][1].lut_speedup(*alex_dims['conv1'][1:]):.2f}x
     theoretical saving. The model file stores the codes either way, so the choice of path never changes storage.
-    (TODO(integrator): `QConv2d.uses_tables` could price additions with a $c$ measured per table size, or time
-    both paths once per layer shape, instead of the fixed `LUT_MIN_SPEEDUP`.)
+    For the integer tables the layers use by default, `QConv2d.uses_tables` does price additions by measurement:
+    a cost model fitted per table precision (`INT_TABLE_COSTS`, from `scripts/conv8_costs.py`) and a cap on the
+    table's size (`INT_TABLE_MAX_BYTES`); the last column of the table above shows its choice.
     """),
     md(r"""
     ## 7. One sweep of block coordinate descent, from scratch

