@@ -131,14 +131,18 @@ def pack_codes(codes: np.ndarray, K: int, isa: str | None = None) -> PackedCodes
     B = BLOCK[isa]
     nb = -(-n_out // B)
     Mp = M + (M & 1) if K <= 16 else M
-    c = np.zeros((nb * B, Mp), np.uint8)
-    c[:n_out, :M] = codes
-    if K <= 16:
-        c = c.reshape(nb, B, Mp // 2, 2)
-        c = c[..., 0] | (c[..., 1] << 4)  # (nb, B, P)
-    else:
-        c = c.reshape(nb, B, M)
-    data = np.ascontiguousarray(c.transpose(0, 2, 1)).reshape(-1)
+    P = Mp // 2 if K <= 16 else M
+    data = np.empty((nb, P, B), np.uint8)
+    # one block of B outputs at a time: the only full-size array made is the result (fc6's
+    # codes are 9.4 MB; whole-array temporaries set the process's peak memory)
+    blk = np.empty((B, Mp), np.uint8)
+    for j in range(nb):
+        rows = codes[j * B : (j + 1) * B]
+        blk[:] = 0
+        blk[: len(rows), :M] = rows
+        c = blk[:, 0::2] | (blk[:, 1::2] << 4) if K <= 16 else blk  # (B, P)
+        data[j] = c.T
+    data = data.reshape(-1)
     data.flags.writeable = False
     return PackedCodes(data, n_out, M, K, isa, B)
 
