@@ -247,6 +247,18 @@ class QLinear(_QuantizedLayer):
         self.history_ = []
         self._validate()
         self.table_dtype = self.default_table_dtype(self.n_codewords) if table_dtype is None else table_dtype
+
+    @property
+    def codes(self) -> np.ndarray:
+        """(out, M) codes. Once the byte-shuffle kernels have packed them, only the packed copy is
+        kept (fc6's codes are 9.4 MB, a sixth of the process); they are unpacked again on demand."""
+        if self._codes is None:
+            self._codes = kernels.unpack_linear_codes(self._packed[1])
+        return self._codes
+
+    @codes.setter
+    def codes(self, value: np.ndarray) -> None:
+        self._codes = value
         self._packed: tuple[str, object] | None = None
 
     @staticmethod
@@ -296,10 +308,13 @@ class QLinear(_QuantizedLayer):
         if self.table_dtype == "float32":
             return kernels.linear_lut(x, self.codebooks, self.codes, self.bias)
         # codes packed once per backend (validated then); the array is frozen so it cannot drift from them
-        if self._packed is None or self._packed[0] != kernels.backend() or self.codes.flags.writeable:
-            self.codes.flags.writeable = False
-            self._packed = (kernels.backend(), kernels.pack_linear_codes(self.codes, self.n_codewords))
-        return kernels.linear_lut_u8(x, self.codebooks, self.codes, self.bias, self._packed[1])
+        if self._packed is None or self._packed[0] != kernels.backend() or (self._codes is not None and self._codes.flags.writeable):
+            codes = self.codes
+            codes.flags.writeable = False
+            self._packed = (kernels.backend(), kernels.pack_linear_codes(codes, self.n_codewords))
+            if self._packed[1] is not None:
+                self._codes = None  # inference needs only the packed copy
+        return kernels.linear_lut_u8(x, self.codebooks, self._codes, self.bias, self._packed[1])
 
 
 # int8 conv tables need at least this resolution (qmax = min(127, 32767 // (kh*kw*M))); else int16 tables.

@@ -162,6 +162,34 @@ def test_linear_lut_u8(isa, M, K, d, n_out):
     np.testing.assert_array_equal(y[1:2], sh.linear_lut_u8(x[1:2], books, packed, bias))  # rows are independent
 
 
+@pytest.mark.parametrize("isa", sh.ISAS)
+@pytest.mark.parametrize("K", [2, 16, 17, 256])
+@pytest.mark.parametrize("M,n_out", [(1, 1), (3, 33), (257, 70)])
+def test_unpack_inverts_pack(isa, K, M, n_out):
+    """Packing is pure layout (no kernel needed), and unpack_codes gives the codes back exactly."""
+    codes = np.random.default_rng(K + M).integers(0, K, (n_out, M)).astype(np.uint8)
+    back = sh.unpack_codes(sh.pack_codes(codes, K, isa))
+    assert back.dtype == np.uint8 and not back.flags.writeable
+    np.testing.assert_array_equal(back, codes)
+
+
+def test_qlinear_keeps_only_the_packed_codes(rng=np.random.default_rng(0)):
+    """After the first compiled forward pass QLinear drops its unpacked codes; reading them unpacks."""
+    from qcnn_lite import kernels
+    from qcnn_lite.layers import QLinear
+
+    codes = rng.integers(0, 32, (70, 12)).astype(np.uint8)
+    q = QLinear(rng.standard_normal((12, 32, 4)).astype(np.float32), codes, np.zeros(70, np.float32))
+    x = rng.standard_normal((2, 48)).astype(np.float32)
+    y = q(x)
+    if kernels.backend() != "numpy" and sh.available_isas():
+        assert q._codes is None
+    np.testing.assert_array_equal(q.codes, codes)  # unpacked on demand
+    np.testing.assert_array_equal(q(x), y)
+    q.table_dtype = "float32"
+    assert np.allclose(q(x), x @ q.dense_weight().T, rtol=1e-4, atol=1e-4)
+
+
 def test_bad_codes_rejected():
     rng = np.random.default_rng(0)
     codes = rng.integers(0, 16, (10, 8)).astype(np.uint8)

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _numpy, _shuffle, _targets
 
-__all__ = ["CONV_TABLE_DTYPES", "linear_lut", "linear_lut_u8", "pack_linear_codes", "conv2d_lut", "lrn", "backend",
+__all__ = ["CONV_TABLE_DTYPES", "linear_lut", "linear_lut_u8", "pack_linear_codes", "unpack_linear_codes", "conv2d_lut", "lrn", "backend",
            "set_backend", "available_backends", "target", "set_target", "built_targets", "runnable_targets", "describe",
            "direct_available", "conv2d_direct", "linear_direct", "conv_epilogue"]
 
@@ -185,6 +185,11 @@ def pack_linear_codes(codes: np.ndarray, K: int):
     if _name == "numpy" or not _shuffle.available_isas():
         return None
     return _shuffle.pack_codes(codes, K)
+
+
+def unpack_linear_codes(packed) -> np.ndarray:
+    """The fc codes (out, M) that :func:`pack_linear_codes` packed (read-only)."""
+    return _shuffle.unpack_codes(packed)
 
 
 def linear_lut_u8(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bias: np.ndarray, packed=None) -> np.ndarray:

@@ -45,7 +45,7 @@ except ImportError:  # built without a C++ compiler
     _lut_simd = None
 
 __all__ = [
-    "ISAS", "BLOCK", "PackedCodes", "available_isas", "default_isa", "pack_codes", "quantize_tables",
+    "ISAS", "BLOCK", "PackedCodes", "available_isas", "default_isa", "pack_codes", "unpack_codes", "quantize_tables",
     "emulate_sums", "emulate_linear", "quantize_compiled", "accumulate", "linear_lut_u8",
 ]
 
@@ -145,6 +145,17 @@ def pack_codes(codes: np.ndarray, K: int, isa: str | None = None) -> PackedCodes
     data = data.reshape(-1)
     data.flags.writeable = False
     return PackedCodes(data, n_out, M, K, isa, B)
+
+
+def unpack_codes(packed: PackedCodes) -> np.ndarray:
+    """The codes (out, M) uint8 that :func:`pack_codes` packed, read-only: its exact inverse."""
+    data = packed.data.reshape(-1, packed.data.size // (packed.block * -(-packed.n_out // packed.block)), packed.block)
+    c = data.transpose(0, 2, 1)  # (nb, B, P)
+    if packed.nibble:
+        c = np.stack([c & 0xF, c >> 4], axis=-1).reshape(c.shape[0], c.shape[1], -1)
+    codes = np.ascontiguousarray(c.reshape(-1, c.shape[2])[: packed.n_out, : packed.n_subspaces])
+    codes.flags.writeable = False
+    return codes
 
 
 # -- the numpy emulation: the reference of the integer scheme ---------------------
