@@ -2,7 +2,8 @@
 every precision against the float reference, overflow and validation.
 
 ``QCNN_LITE_SIMD_SO`` / ``QCNN_LITE_KERNELS_SO`` run these tests on other builds of the
-extensions (``make test-asan`` uses them for AddressSanitizer builds).
+extensions (``make test-asan`` uses them for AddressSanitizer builds); ``kernels._targets``
+loads the Pythran one itself.
 """
 import importlib.util
 import os
@@ -11,8 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-for _env, _name in (("QCNN_LITE_SIMD_SO", "qcnn_lite.kernels.simd._lut_simd"),
-                    ("QCNN_LITE_KERNELS_SO", "qcnn_lite.kernels._pythran")):
+for _env, _name in (("QCNN_LITE_SIMD_SO", "qcnn_lite.kernels.simd._lut_simd"),):
     if os.environ.get(_env):  # before qcnn_lite.kernels is imported
         _spec = importlib.util.spec_from_file_location(_name.rsplit(".", 1)[1], os.environ[_env])
         _mod = importlib.util.module_from_spec(_spec)
