@@ -45,7 +45,7 @@ reproduce: setup data
 test: setup system-deps data
 	$(PYTEST) tests
 	QCNN_LITE_BACKEND=numpy $(PYTEST) -q tests/test_layers.py tests/test_engine.py tests/test_quantize.py tests/test_kernels.py
-	QCNN_LITE_TARGET=baseline $(PYTEST) -q tests/test_kernels.py tests/test_dispatch.py tests/test_shuffle.py
+	QCNN_LITE_TARGET=baseline $(PYTEST) -q tests/test_kernels.py tests/test_dispatch.py tests/test_shuffle.py tests/test_conv8.py
 	$(MAKE) test-asan
 	$(MAKE) test-notebooks
 

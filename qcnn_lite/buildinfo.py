@@ -58,10 +58,13 @@ def collect() -> dict[str, Any]:
     info["target"] = kernels.describe()  # the CPU target of the Pythran kernels, why, and every built one
     if info["target"]["target"]:
         info["kernels_path"] = info["target"]["built"][info["target"]["target"]]["path"]
-    from .kernels import _shuffle
+    from .kernels import _convq, _shuffle
 
     isas = _shuffle.available_isas()
+    conv_isas = _convq.conv_isas()
     info["kernels"] = {
+        "conv (int tables)": ("numpy emulation" if info["backend"] == "numpy"
+                              else _convq.default_conv_isa() if conv_isas else "pythran"),
         "conv (float tables)": "pythran" if "pythran" in info["available_backends"] else "numpy",
         "fc (8-bit tables)": _shuffle.default_isa() if isas and info["backend"] != "numpy" else "numpy emulation",
     }
