@@ -209,6 +209,24 @@ class _QuantizedLayer:
     def sub_dim(self) -> int:
         return self.codebooks.shape[2]
 
+    @property
+    def table_dtype(self) -> str:
+        """Precision of the look-up tables, one of the class's ``TABLE_DTYPES`` (fastest first):
+        QLinear ``"uint8"`` or ``"float32"``; QConv2d ``"int8"`` (int16 sums), ``"int16"`` (int32 sums)
+        or ``"float32"``."""
+        return self._table_dtype
+
+    @table_dtype.setter
+    def table_dtype(self, value: str) -> None:
+        if value not in self.TABLE_DTYPES:
+            raise ValueError(f"{type(self).__name__} table_dtype must be one of "
+                             f"{', '.join(map(repr, self.TABLE_DTYPES))}, got {value!r}")
+        self._check_table_dtype(value)
+        self._table_dtype = value
+
+    def _check_table_dtype(self, value: str) -> None:
+        """Raise ValueError when this layer's shape rules out ``value`` tables."""
+
     def _validate(self) -> None:
         M, K, d = self.codebooks.shape
         if self.codes.shape[-1] != M:
@@ -270,18 +288,9 @@ class QLinear(_QuantizedLayer):
         """
         return "uint8" if K <= 256 else "float32"
 
-    @property
-    def table_dtype(self) -> str:
-        """Precision of the look-up tables: ``"float32"`` or ``"uint8"``."""
-        return self._table_dtype
-
-    @table_dtype.setter
-    def table_dtype(self, value: str) -> None:
-        if value not in self.TABLE_DTYPES:
-            raise ValueError(f"QLinear table_dtype must be 'float32' or 'uint8', got {value!r}")
+    def _check_table_dtype(self, value: str) -> None:
         if value == "uint8" and self.n_codewords > 256:
             raise ValueError(f"8-bit tables take K <= 256, this layer has K={self.n_codewords}")
-        self._table_dtype = value
 
     @property
     def in_features(self) -> int:
@@ -383,20 +392,11 @@ class QConv2d(_QuantizedLayer):
             return "int8"
         return "int16" if n <= 32767 else "float32"
 
-    @property
-    def table_dtype(self) -> str:
-        """Precision of the look-up tables: ``"int8"`` (int16 sums), ``"int16"`` (int32 sums) or ``"float32"``."""
-        return self._table_dtype
-
-    @table_dtype.setter
-    def table_dtype(self, value: str) -> None:
-        if value not in self.TABLE_DTYPES:
-            raise ValueError(f"QConv2d table_dtype must be one of {', '.join(map(repr, self.TABLE_DTYPES))}, got {value!r}")
+    def _check_table_dtype(self, value: str) -> None:
         kh, kw = self.kernel_size
         n = kh * kw * self.n_subspaces
         if value != "float32" and n > 32767:
             raise ValueError(f"integer tables take kh*kw*M <= 32767 (an int16 sum could overflow); this layer has {n}")
-        self._table_dtype = value
 
     @property
     def in_channels(self) -> int:

@@ -102,6 +102,22 @@ def _add1(acc, a):
         acc[t] += a[t]
 
 
+def _run_offsets(kh, kw, M, K, stride, plane, P, Wq):
+    """Where the table run of item q = (i, j, m) starts, whatever the output channel:
+    item_base[q] (sub-space m: m*K planes of ``plane`` entries) + codeword * plane
+    + item_start[q] (phase of tap (i, j), P entries each, and its shift inside the phase)."""
+    n_items = kh * kw * M
+    item_base = np.empty(n_items, np.int64)
+    item_start = np.empty(n_items, np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            for m in range(M):
+                q = (i * kw + j) * M + m
+                item_base[q] = m * K * plane
+                item_start[q] = ((i % stride) * stride + j % stride) * P + (i // stride) * Wq + j // stride
+    return item_base, item_start
+
+
 def _run(flat_lut, plane0, row, item_base, item_start, q, L):
     """The table run item q adds: a 1-D slice of length L of the flattened table.
 
@@ -138,14 +154,7 @@ def conv_accumulate(lut, codes, bias, stride, OH, OW, Wq):
     # Tabulated once, so the hot loop does no integer division.
     SS, P = lut.shape[2], lut.shape[3]
     plane = SS * P
-    item_base = np.empty(n_items, np.int64)
-    item_start = np.empty(n_items, np.int64)
-    for i in range(kh):
-        for j in range(kw):
-            for m in range(M):
-                q = (i * kw + j) * M + m
-                item_base[q] = m * K * plane
-                item_start[q] = ((i % stride) * stride + j % stride) * P + (i // stride) * Wq + j // stride
+    item_base, item_start = _run_offsets(kh, kw, M, K, stride, plane, P, Wq)
     flat = codes.reshape((Ct, n_items))  # codes[oc, i, j, m] = flat[oc, q]
     flat_lut = lut.reshape(-1)
     out = np.empty((Ct, OH, OW), np.float32)
@@ -270,14 +279,7 @@ def conv_int_accumulate(q, codes, bias, scale, stride, OH, OW, Wq, acc, out):
     P = SP // (stride * stride)
     L = OH * Wq
     n_items = kh * kw * M
-    item_base = np.empty(n_items, np.int64)
-    item_start = np.empty(n_items, np.int64)
-    for i in range(kh):
-        for j in range(kw):
-            for m in range(M):
-                qi = (i * kw + j) * M + m
-                item_base[qi] = m * K * SP
-                item_start[qi] = ((i % stride) * stride + j % stride) * P + (i // stride) * Wq + j // stride
+    item_base, item_start = _run_offsets(kh, kw, M, K, stride, SP, P, Wq)
     flat = codes.reshape((Ct, n_items))
     flat_q = q.reshape(-1)
     for oc in range(Ct):

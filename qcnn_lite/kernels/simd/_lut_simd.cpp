@@ -113,12 +113,14 @@ QL_TARGET_AVX2 float quantize_avx2(const float* lut, int M, int K, uint8_t* q, f
 }
 #endif
 
-PyObject* py_isas(PyObject*, PyObject*) {
+// The names[i] whose supported(i) holds, as a Python list (new reference; nullptr on error).
+template <typename Supported>
+PyObject* supported_names(const char* const* names, int n, Supported supported) {
     PyObject* out = PyList_New(0);
     if (!out) return nullptr;
-    for (int i = 0; i < 4; i++)
-        if (isa_supported((Isa)i)) {
-            PyObject* s = PyUnicode_FromString(ISA_NAMES[i]);
+    for (int i = 0; i < n; i++)
+        if (supported(i)) {
+            PyObject* s = PyUnicode_FromString(names[i]);
             if (!s || PyList_Append(out, s) < 0) {
                 Py_XDECREF(s);
                 Py_DECREF(out);
@@ -127,6 +129,10 @@ PyObject* py_isas(PyObject*, PyObject*) {
             Py_DECREF(s);
         }
     return out;
+}
+
+PyObject* py_isas(PyObject*, PyObject*) {
+    return supported_names(ISA_NAMES, 4, [](int i) { return isa_supported((Isa)i); });
 }
 
 const char DOC_ACCUMULATE[] =
@@ -260,19 +266,7 @@ bool parse_conv_isa(const char* name, qlconv::ConvIsa* isa) {
 }
 
 PyObject* py_conv_isas(PyObject*, PyObject*) {
-    PyObject* out = PyList_New(0);
-    if (!out) return nullptr;
-    for (int i = 0; i < 3; i++)
-        if (qlconv::conv_isa_supported((qlconv::ConvIsa)i)) {
-            PyObject* s = PyUnicode_FromString(CONV_ISA_NAMES[i]);
-            if (!s || PyList_Append(out, s) < 0) {
-                Py_XDECREF(s);
-                Py_DECREF(out);
-                return nullptr;
-            }
-            Py_DECREF(s);
-        }
-    return out;
+    return supported_names(CONV_ISA_NAMES, 3, [](int i) { return qlconv::conv_isa_supported((qlconv::ConvIsa)i); });
 }
 
 // The geometry of qcnn_lite.kernels._compiled.conv_geometry, recomputed here so that no
