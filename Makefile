@@ -8,10 +8,11 @@ STAMP   := $(VENV)/.setup-done
 # meson-python's editable install rebuilds on import and needs meson/ninja on PATH
 export PATH := $(abspath $(BIN)):$(PATH)
 PYTEST  := $(PY) -m pytest -p no:cacheprovider
-# The kernels' compiler: clang++ when found (it compiled the kernel loops 1.5-2.7x faster than g++, issue 13).
+# The kernels' compiler: clang++ when found (it compiled the kernel loops 1.5-2.7x faster than g++).
 # meson reads $$CXX only when it sets a build up: `make clean setup` after changing it. CI keeps a g++
 # build: test-asan (and tests/test_build.py) build with g++.
-KERNELS_CXX ?= $(shell command -v clang++ >/dev/null 2>&1 && echo clang++ || echo c++)
+# Looked up when the recipe runs, after system-deps has installed clang on a fresh machine.
+KERNELS_CXX ?= $$(command -v clang++ >/dev/null 2>&1 && echo clang++ || echo c++)
 
 .PHONY: help setup system-deps data test test-notebooks test-asan bench bench-layers models reproduce lab device-check-arm64 clean
 
@@ -26,7 +27,7 @@ help:
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt meson.build meson.options
+$(STAMP): pyproject.toml constraints.txt meson.build meson.options | system-deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# build requirements first: the editable install builds without isolation (as SciPy's dev docs do)
 	$(PY) -m pip install -q -c constraints.txt "torch==2.13.0" meson-python meson ninja numpy pythran

@@ -1,7 +1,7 @@
-"""``python -m qcnn_lite <command>``: the command line lives in :mod:`qcnn_lite.cli`."""
+"""``python -m qcnn_lite <command>``: the command line lives in :mod:`qcnn_lite.cli.main`."""
 import sys
 
-from .cli import main
+from qcnn_lite.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

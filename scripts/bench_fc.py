@@ -10,7 +10,7 @@ of ``--runs`` runs of a loop of at least ``--min-time`` seconds:
   kernel per instruction set, table build + quantization included (the layer's
   real cost per input), and its sums alone; faiss ``IndexPQFastScan`` (K=16,
   4-bit codes over the weight rows, the same M, inner product:
-  :func:`qcnn_lite.measure.faiss_fastscan`) searching k=1 and k=all outputs. Ratios are against ours on the best instruction set.
+  :func:`qcnn_lite.bench.faiss_peer.faiss_fastscan`) searching k=1 and k=all outputs. Ratios are against ours on the best instruction set.
 Same random weights for every column (timings do not depend on the values;
 faiss trains its codebooks on the weight rows, ours are random).
 """
@@ -85,7 +85,7 @@ def main() -> None:
     import torch
     from qcnn_lite import kernels
     from qcnn_lite.kernels import _shuffle as sh
-    from qcnn_lite.measure import faiss_fastscan  # the one definition of the faiss peer (bench-layers uses it too)
+    from qcnn_lite.bench.faiss_peer import (faiss_fastscan)  # the one definition of the faiss peer (bench-layers uses it too)
 
     torch.set_num_threads(1)
     faiss = None

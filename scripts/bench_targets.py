@@ -19,16 +19,19 @@ import sys
 
 import numpy as np
 
-from qcnn_lite import kernels, models
-from qcnn_lite.layers import QLinear
-from qcnn_lite.measure import machine, quantized_layer, single_thread, time_call
-from qcnn_lite.paper import RELEASED_ALEXNET
+from qcnn_lite import kernels
+from qcnn_lite.nn import models
+from qcnn_lite.nn.layers import QLinear
+from qcnn_lite.bench.machine import machine
+from qcnn_lite.bench.synthetic import quantized_layer
+from qcnn_lite.bench.timing import single_thread, time_call
+from qcnn_lite.paper.constants import RELEASED_ALEXNET
 
 
 def _layer_rows(name: str, repeat: int, seed: int = 0) -> list[dict]:
     import torch
 
-    from qcnn_lite.torch_bridge import torch_layer
+    from qcnn_lite.reference.bridge import torch_layer
 
     assert torch.get_num_threads() == 1, "import torch before single_thread() so that it is limited too"
 

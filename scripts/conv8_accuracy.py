@@ -1,4 +1,4 @@
-"""Top-1 of the mini networks with every conv layer on look-up tables, per table precision (issue 13).
+"""Top-1 of the mini networks with every conv layer on look-up tables, per table precision.
 
 Quantizes each reference network at Table 1 setting 1 (error correction, as ``evaluate``), then
 evaluates the full Fashion-MNIST test set with float, int16 and int8 conv tables (Cauchy-Schwarz
@@ -9,10 +9,11 @@ import time
 
 import numpy as np
 
-from qcnn_lite import data, layers, modelfile, paths
-from qcnn_lite.evaluate import evaluate_network
-from qcnn_lite.paper import MINI_SETTINGS
-from qcnn_lite.quantize import quantize_network
+from qcnn_lite.io import datasets as data, modelfile, paths
+from qcnn_lite.nn import layers, table_policy
+from qcnn_lite.nn.accuracy import evaluate_network
+from qcnn_lite.paper.constants import MINI_SETTINGS
+from qcnn_lite.quant.quantize import quantize_network
 
 n_test = int(sys.argv[1]) if len(sys.argv) > 1 else None
 settings = [int(s) for s in sys.argv[2].split(",")] if len(sys.argv) > 2 else [1]
@@ -35,7 +36,7 @@ for arch in MINI_SETTINGS:
         q = quantize_network(net, calib, MINI_SETTINGS[arch][setting - 1], error_correction=True, n_iter=4, seed=0)
         top1 = {}
         for dt, mode in VARIANTS:
-            layers.CONV_SCALE_MODE = mode
+            table_policy.CONV_SCALE_MODE = mode
             for _, L in q.param_layers():
                 p = q.params[L["name"]]
                 if isinstance(p, layers.QConv2d):

@@ -1,4 +1,4 @@
-"""Measure the conv table costs behind QConv2d.uses_tables (issue 13): per layer of the full-size and
+"""Measure the conv table costs behind QConv2d.uses_tables: per layer of the full-size and
 mini networks, thread CPU time of int8 tables, float tables and the decoded weight (one image, one
 thread), beside the layer's operation counts. Prints one row per layer and the fitted cost per
 table multiply-add (build) and per table addition, in units of a decoded-weight multiply-add.
@@ -10,10 +10,9 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from qcnn_lite import models
-from qcnn_lite.layers import QConv2d
-from qcnn_lite.measure import quantized_layer
-from qcnn_lite.paper import MINI_SETTINGS, RELEASED_ALEXNET
+from qcnn_lite.nn import models
+from qcnn_lite.bench.synthetic import quantized_layer
+from qcnn_lite.paper.constants import MINI_SETTINGS, RELEASED_ALEXNET
 
 
 def t(f, r=21):

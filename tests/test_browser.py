@@ -98,7 +98,7 @@ def jupyterlab(tmp_path_factory):
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
                JUPYTER_DATA_DIR=str(tmp_path / "data"), QCNN_PROGRESS="0")
     # quantize the default model (first use only, then cached) before the browser's clock starts
-    from qcnn_lite import demo
+    from qcnn_lite.apps import demo
 
     demo.load_models()
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
@@ -209,7 +209,7 @@ def test_refused_camera_falls_back_to_upload(jupyterlab):
     _check_top5(names)
     assert "source: upload coffee.jpg" in timing
     # the browser's upload went through the same path as a direct call in Python
-    from qcnn_lite import demo
+    from qcnn_lite.apps import demo
 
     net, _, _ = demo.load_models()
     expect = demo.classify(net, PHOTO.read_bytes()).top

@@ -78,7 +78,7 @@ def test_kernels_build_with_compiler(cxx, tmp_path):
     assert info["kernel_targets"] == want  # every target of the host architecture by default
     sos = {so.name.split(".")[0]: so for so in out.glob("_pythran_*.so")}
     assert sorted(sos) == sorted(f"_pythran_{t}" for t in want)
-    from qcnn_lite.kernels import _cpu
+    from qcnn_lite.kernels import cpu as _cpu
 
     here = _cpu.detect()
     for t in want:  # each target this CPU runs, against numpy

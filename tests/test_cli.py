@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from qcnn_lite import buildinfo
-from qcnn_lite.cli import main
+from qcnn_lite.kernels import buildinfo
+from qcnn_lite.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["table1", "reproduce", "evaluate", "search", "model-info", "classify", "info", "bench-layers", "bench",
@@ -40,7 +40,7 @@ def test_no_module_has_its_own_entry_point():
 
 
 def test_help_needs_no_torch():
-    code = "import sys; from qcnn_lite.cli import main\ntry: main(['--help'])\nexcept SystemExit: pass\nprint('torch' in sys.modules)"
+    code = "import sys; from qcnn_lite.cli.main import main\ntry: main(['--help'])\nexcept SystemExit: pass\nprint('torch' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "False"

@@ -1,4 +1,4 @@
-"""Integer conv tables (issue 13): C++ kernels and Pythran kernels against the exact numpy emulation,
+"""Integer conv tables: C++ kernels and Pythran kernels against the exact numpy emulation,
 every precision against the float reference, overflow and validation.
 
 ``QCNN_LITE_SIMD_SO`` / ``QCNN_LITE_KERNELS_SO`` run these tests on other builds of the
@@ -21,8 +21,8 @@ for _env, _name in (("QCNN_LITE_SIMD_SO", "qcnn_lite.kernels.simd._lut_simd"),):
 
 from conftest import rel_err
 from qcnn_lite import kernels
-from qcnn_lite.kernels import _convq, _numpy
-from qcnn_lite.layers import QConv2d
+from qcnn_lite.kernels import _convq, _numpy, geometry
+from qcnn_lite.nn.layers import QConv2d
 
 ISAS = _convq.conv_isas()
 needs_simd = pytest.mark.skipif(not ISAS, reason="the simd extension (integer conv kernels) is not built")
@@ -102,7 +102,7 @@ def test_compiled_conv_is_the_emulation(isa, table_dtype, name, rng):
     got = _convq.conv2d_compiled(*args, bits=bits, isa=isa, scales=scales)
     assert got.shape == want.shape and got.dtype == np.float32
     assert rel_err(got, want) < 1e-5
-    np.testing.assert_array_equal(scales, _scales(*args[:3], *args[4:], bits, "bound"))
+    np.testing.assert_array_equal(scales, _scales(*args[:3], *args[4:], bits, _convq.DEFAULT_SCALE_MODE))
 
 
 @needs_simd
@@ -196,7 +196,7 @@ def test_scale_modes(rng):
 # -- overflow: the sums are exact at the bound ----------------------------------------------
 def _adversarial(rng, bits, kh, kw, M, K, C, H, W, stride, padding, Ct=3):
     d = C // M
-    OH, OW, Hq, Wq = _numpy.conv_geometry(H, W, kh, kw, stride, padding)
+    OH, OW, Hq, Wq = geometry.conv_geometry(H, W, kh, kw, stride, padding)
     qmax = _convq.qmax_of(bits, kh * kw * M)
     SP = stride * stride * Hq * Wq
     sign = np.where(rng.random((M * K, SP)) < 0.5, -1, 1)
@@ -226,7 +226,7 @@ def test_adversarial_tables_sum_exactly(bits, geom, rng):
     if HAVE_PYTHRAN:
         from qcnn_lite.kernels import _pythran
 
-        OH, OW, Hq, Wq = _numpy.conv_geometry(H, W, kh, kw, stride, padding)
+        OH, OW, Hq, Wq = geometry.conv_geometry(H, W, kh, kw, stride, padding)
         out = np.empty((codes.shape[0], OH, OW), np.float32)
         acc = np.empty(OH * Wq, np.int16 if bits == 8 else np.int32)
         _pythran.conv_int_accumulate(q, codes, np.zeros(codes.shape[0], np.float32), np.float32(1), stride, OH, OW,
@@ -247,7 +247,7 @@ def test_out_of_range_codes_stop_before_any_kernel(table_dtype, backend, rng, mo
     previous = kernels.backend()
     kernels.set_backend(backend)
     try:
-        monkeypatch.setattr(kernels._impl, "conv2d_lut", reached)
+        monkeypatch.setattr(kernels.dispatch.impl(), "conv2d_lut", reached)
         monkeypatch.setattr(_convq, "conv2d_compiled", reached)
         monkeypatch.setattr(_convq, "conv2d_int", reached)
         with pytest.raises(ValueError, match="codes must be < K"):
@@ -288,12 +288,12 @@ def test_qconv_table_dtype_default_and_setter(rng):
 
 
 def test_qconv_runs_its_table_dtype(rng):
-    from qcnn_lite import layers
+    from qcnn_lite.nn import table_policy
 
     x, books, codes, bias, s, p, g = _case(rng, *SHAPES["mini-conv"])
     layer = QConv2d(books, codes, bias, s, p, g)
     for dt in ("int8", "int16"):
         layer.table_dtype = dt
         assert layer.uses_tables(*x.shape[2:])
-        want = kernels.conv2d_lut(x, books, codes, bias, s, p, g, table_dtype=dt, scale_mode=layers.CONV_SCALE_MODE)
+        want = kernels.conv2d_lut(x, books, codes, bias, s, p, g, table_dtype=dt, scale_mode=table_policy.CONV_SCALE_MODE)
         np.testing.assert_array_equal(layer(x), want)

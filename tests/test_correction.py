@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from qcnn_lite import QConv2d, QLinear
-from qcnn_lite.correction import ResponseStats, response_error
+from qcnn_lite.quant.correction import ResponseStats, response_error
+from qcnn_lite.quant.quantize import quantize_conv2d, quantize_linear
 
 
 def correlated(rng, n, dim, rank=6, noise=0.05):
@@ -21,8 +21,8 @@ def test_linear_error_correction_beats_plain_pq(rng):
     w = rng.standard_normal((48, 64)).astype(np.float32)
     b = rng.standard_normal(48).astype(np.float32)
     T = X @ w.T + b
-    plain = QLinear.from_dense(w, b, 4, 16)
-    ec = QLinear.from_dense(w, b, 4, 16, calib=X, n_iter=6)
+    plain = quantize_linear(w, b, 4, 16)
+    ec = quantize_linear(w, b, 4, 16, calib=X, n_iter=6)
     e_plain, e_ec = rel_response_error(plain, X, T), rel_response_error(ec, X, T)
     assert e_ec < 0.25 * e_plain, (e_plain, e_ec)
     # the recorded history starts at plain PQ and never rises
@@ -51,8 +51,8 @@ def _conv_reference(x, w, padding, groups):
 def test_conv_error_correction_never_worse(rng):
     x = np.cumsum(rng.standard_normal((12, 8, 10, 10)), axis=1).astype(np.float32)  # correlated channels
     w = rng.standard_normal((12, 4, 3, 3)).astype(np.float32)
-    plain = QConv2d.from_dense(w, None, 1, 1, 2, sub_dim=2, n_codewords=8)
-    ec = QConv2d.from_dense(w, None, 1, 1, 2, sub_dim=2, n_codewords=8, calib=x, n_iter=3)
+    plain = quantize_conv2d(w, None, 1, 1, 2, sub_dim=2, n_codewords=8)
+    ec = quantize_conv2d(w, None, 1, 1, 2, sub_dim=2, n_codewords=8, calib=x, n_iter=3)
     ref = _conv_reference(x, w, 1, 2)
     e = lambda q: float(((q(x) - ref) ** 2).sum() / (ref**2).sum())  # noqa: E731
     assert e(ec) < 0.7 * e(plain), (e(plain), e(ec))
@@ -66,8 +66,8 @@ def test_error_correction_with_external_targets(rng):
     w = rng.standard_normal((16, 32)).astype(np.float32)
     w2 = w + 0.3 * rng.standard_normal(w.shape).astype(np.float32)
     T = X @ w2.T
-    q_own = QLinear.from_dense(w, None, 4, 8, calib=X, n_iter=4)
-    q_tgt = QLinear.from_dense(w, None, 4, 8, calib=X, targets=T, n_iter=4)
+    q_own = quantize_linear(w, None, 4, 8, calib=X, n_iter=4)
+    q_tgt = quantize_linear(w, None, 4, 8, calib=X, targets=T, n_iter=4)
     assert rel_response_error(q_tgt, X, T) < rel_response_error(q_own, X, T)
 
 

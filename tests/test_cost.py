@@ -2,8 +2,11 @@
 import numpy as np
 import pytest
 
-from qcnn_lite import models, paper, tables
-from qcnn_lite.cost import layer_costs, network_cost
+from qcnn_lite.nn import models
+from qcnn_lite.paper import constants as paper
+from qcnn_lite.io.results import render
+from qcnn_lite.repro import rows as tables
+from qcnn_lite.paper.cost import layer_costs, network_cost
 
 
 def test_cnn_storage_matches_paper():
@@ -44,8 +47,8 @@ def test_one_layer_against_a_count_on_real_layers(rng):
     """Costs of one conv and one fc layer against what running and storing real layers takes:
     CNN multiply-adds = outputs x taps each; Q-CNN = table entries (input positions x codewords x
     sub-vector length, per sub-space) + one look-up per (output, tap, sub-space); bytes = the arrays."""
-    from qcnn_lite.layers import Conv2d, Linear
-    from qcnn_lite.quantize import quantize_conv2d, quantize_linear
+    from qcnn_lite.nn.layers import Conv2d, Linear
+    from qcnn_lite.quant.quantize import quantize_conv2d, quantize_linear
 
     spec = [{"type": "conv", "name": "c", "out": 16, "kernel": 3, "stride": 1, "padding": 1, "groups": 2},
             {"type": "flatten"}, {"type": "fc", "name": "f", "out": 10}]
@@ -93,7 +96,7 @@ def test_table2_rows_from_a_bench_result():
     assert (q["model"], q["engine"], q["time_ms"], q["memory_mib"]) == ("Q-CNN", "qcnn-pythran", 20.0, 60.0)
     assert q["speedup_vs_dense"] == 5.0 and q["speedup_vs_torch_int8"] is None
     assert q["paper_speedup"] == pytest.approx(2.93 / 0.95, abs=0.01)
-    assert "| alexnet | Q-CNN |" in tables.render([cnn, q])
+    assert "| alexnet | Q-CNN |" in render([cnn, q])
 
 
 def test_table2_rows_with_the_noblas_baseline():

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qcnn_lite import data
-from qcnn_lite.cli import main as cli_main
+from qcnn_lite.io import datasets as data
+from qcnn_lite.cli.main import main as cli_main
 
 
 def _official_dir() -> Path:

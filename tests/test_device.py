@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from qcnn_lite import device_results as dr
-from qcnn_lite import tables
-from qcnn_lite.cli import main as cli_main
+from qcnn_lite.bench import device as dr
+from qcnn_lite.repro.device_plot import plot_table2
+from qcnn_lite.repro import rows as tables
+from qcnn_lite.cli.main import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = ROOT / "device"
@@ -313,7 +314,7 @@ def test_plot_table2():
 
     other = copy.deepcopy(_valid())
     other["name"] = "second"
-    fig = dr.plot_table2([_valid(), other])
+    fig = plot_table2([_valid(), other])
     axes = fig.axes
     assert len(axes) == 3 and all(ax.get_yscale() == "log" for ax in axes)
     # paper: 4 bars (2 networks x 2 variants); each result has AlexNet only: 2 bars each

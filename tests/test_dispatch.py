@@ -15,7 +15,8 @@ import pytest
 
 from conftest import rel_err
 from qcnn_lite import kernels
-from qcnn_lite.kernels import _cpu, _numpy, _targets
+from qcnn_lite.kernels import _numpy, _targets
+from qcnn_lite.kernels import cpu as _cpu
 
 INTEL_SPR = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -215,14 +216,18 @@ def test_api_reports_the_target_in_use():
 
 
 @needs_pythran
-def test_env_error_is_clear():
-    """A forced target this build lacks: the import fails with the reason, not a deep traceback to decode."""
+@pytest.mark.parametrize("var", ["QCNN_LITE_TARGET", "QCNN_LITE_BACKEND"])
+def test_env_error_is_clear(var):
+    """A forced target this build lacks, or an unknown backend: the import still works (so ``--help``
+    does), warns once with the reason, runs the numpy kernels and records the error for the CLI."""
     bad = next((t for t in ("dotprod", "v3", "native") if t not in kernels.runnable_targets()), None)
-    env = {**os.environ, "QCNN_LITE_TARGET": bad}
-    r = subprocess.run([sys.executable, "-c", "import qcnn_lite.kernels"], capture_output=True, text=True,
-                       timeout=300, env=env)
-    assert r.returncode != 0
-    assert f"ValueError: QCNN_LITE_TARGET='{bad}'" in r.stderr.strip().splitlines()[-1]
+    env = {**os.environ, var: bad if var == "QCNN_LITE_TARGET" else "foo"}
+    code = "from qcnn_lite.kernels import dispatch; print(dispatch.backend()); print(dispatch.ENV_ERROR)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    backend, error = r.stdout.strip().splitlines()
+    assert backend == "numpy" and error.startswith(var if var == "QCNN_LITE_BACKEND" else f"{var}={bad!r}")
+    assert "RuntimeWarning" in r.stderr and error in r.stderr
 
 
 def _conv(rng):
@@ -257,7 +262,8 @@ def test_every_runnable_target_matches_numpy(target, rng):
 
 def test_info_and_bench_report_the_target():
     """`python -m qcnn_lite info` names the target and every built one; bench results carry it and the CPU model."""
-    from qcnn_lite import buildinfo, measure
+    from qcnn_lite.kernels import buildinfo
+    from qcnn_lite.bench import machine
 
     info = buildinfo.collect()
     text = buildinfo.render(info)
@@ -265,12 +271,12 @@ def test_info_and_bench_report_the_target():
     assert f"kernel target       : {kernels.target() or '-'}" in text
     for t in kernels.built_targets():
         assert f"built {t:<12}:" in text
-    m = measure.machine()
+    m = machine.machine()
     assert m["kernel_target"] == kernels.target() and m["cpu"] and m["kernel_targets_built"] == kernels.built_targets()
 
 
 def test_set_target_without_kernels_is_an_import_error(monkeypatch):
-    monkeypatch.setattr(kernels, "_load_pythran", lambda: None)
+    monkeypatch.setattr(kernels.dispatch, "_load_pythran", lambda: None)
     with pytest.raises(ImportError, match="not built"):
         kernels.set_target("baseline")
     assert kernels.target() is None

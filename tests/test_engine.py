@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from qcnn_lite import Network, models
-from qcnn_lite.engine import lrn, maxpool, output_shapes, softmax
+from qcnn_lite import Network
+from qcnn_lite.nn import models
+from qcnn_lite.nn.engine import lrn, maxpool, output_shapes, softmax
 from conftest import rel_err
 
 torch = pytest.importorskip("torch")
@@ -104,8 +105,8 @@ def test_bad_spec_and_input_are_clear_errors():
 @pytest.mark.parametrize("quantized", [False, True])
 def test_fused_conv_relu_equals_unfused(quantized, rng):
     """forward() fuses conv + ReLU; layer by layer (run_layer) they run apart: the same numbers."""
-    from qcnn_lite.measure import quantized_network
-    from qcnn_lite.paper import MINI_SETTINGS
+    from qcnn_lite.bench.synthetic import quantized_network
+    from qcnn_lite.paper.constants import MINI_SETTINGS
 
     net = quantized_network("mini-cnns", MINI_SETTINGS["mini-cnns"][0]) if quantized else models.synthetic("mini-cnns", 0)
     x = rng.standard_normal((2,) + net.input_shape, dtype=np.float32)

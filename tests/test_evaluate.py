@@ -2,30 +2,33 @@
 import numpy as np
 import pytest
 
-from qcnn_lite import evaluate, models
-from qcnn_lite.layers import QLinear
-from qcnn_lite.modelfile import save
+from qcnn_lite.nn.accuracy import evaluate_network, topk_errors
+from qcnn_lite.paper.constants import MINI_OF, MINI_SETTINGS
+from qcnn_lite.repro import accuracy as evaluate
+from qcnn_lite.nn import models
+from qcnn_lite.nn.layers import QLinear
+from qcnn_lite.io.modelfile import save
 
 
 def test_topk_errors_against_a_direct_count(rng):
     scores = rng.standard_normal((500, 10))
     labels = rng.integers(0, 10, 500)
-    err = evaluate.topk_errors(scores, labels)
+    err = topk_errors(scores, labels)
     top1 = 100 * np.mean(scores.argmax(1) != labels)
     top5 = 100 * np.mean([labels[i] not in np.argsort(-scores[i])[:5] for i in range(500)])
     assert err[1] == pytest.approx(top1) and err[5] == pytest.approx(top5)
-    assert evaluate.topk_errors(np.eye(3), np.arange(3)) == {1: 0.0, 5: 0.0}
+    assert topk_errors(np.eye(3), np.arange(3)) == {1: 0.0, 5: 0.0}
 
 
 def test_mini_settings_fit_their_networks():
     """Every mini setting fits its network (counted from the weights it would quantize) and keeps the
     paper's fc settings: the C's of TABLE1_SETTINGS, K at most the paper's and the sub-vectors a layer has."""
-    from qcnn_lite import paper
-    from qcnn_lite.quantize import layer_settings
+    from qcnn_lite.paper import constants as paper
+    from qcnn_lite.quant.quantize import layer_settings
 
-    for arch, settings in evaluate.MINI_SETTINGS.items():
+    for arch, settings in MINI_SETTINGS.items():
         net = models.synthetic(arch)
-        for st, ref in zip(settings, paper.TABLE1_SETTINGS[evaluate.MINI_OF[arch]]):
+        for st, ref in zip(settings, paper.TABLE1_SETTINGS[MINI_OF[arch]]):
             plan = layer_settings(net, st)
             assert set(plan) == set(net.params)
             for name, (d, k) in plan.items():
@@ -42,7 +45,7 @@ def test_mini_settings_fit_their_networks():
 
 @pytest.fixture
 def fashion():
-    from qcnn_lite import data
+    from qcnn_lite.io import datasets as data
 
     try:
         data.find_fashion_mnist()
@@ -116,9 +119,9 @@ def _imagenet_folder(root, n_classes=3, per_class=2, seed=0):
 def test_imagenet_path_plumbing(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
     pytest.importorskip("PIL")
-    from qcnn_lite import data
-    from qcnn_lite.engine import output_shapes
-    from qcnn_lite.torch_bridge import TORCHVISION_KEYS
+    from qcnn_lite.io import datasets as data
+    from qcnn_lite.nn.engine import output_shapes
+    from qcnn_lite.reference.bridge import TORCHVISION_KEYS
 
     _imagenet_folder(tmp_path / "val")
     # a randomly initialised torchvision-format AlexNet state dict
@@ -145,7 +148,7 @@ def test_imagenet_path_plumbing(tmp_path, monkeypatch):
     x, y = np.concatenate(x)[2:], np.concatenate(y)[2:]
     # class folders in sorted order give labels 0, 0, 1, 1, 2, 2; the first two images calibrated
     assert y.tolist() == [1, 1, 2, 2]
-    from qcnn_lite.torch_bridge import from_torchvision
+    from qcnn_lite.reference.bridge import from_torchvision
 
-    direct = evaluate.evaluate_network(from_torchvision(tmp_path / "alexnet.pth", "alexnet"), x, y)
+    direct = evaluate_network(from_torchvision(tmp_path / "alexnet.pth", "alexnet"), x, y)
     assert rows[0]["top1_err"] == direct["top1_err"] and rows[0]["top5_err"] == direct["top5_err"]

@@ -1,6 +1,6 @@
 """The settings explorer (notebook 08), driven headless: sliders set from code, readout checked.
 
-The displayed storage and speed-up must be the cost model's (:func:`qcnn_lite.cost.network_cost`
+The displayed storage and speed-up must be the cost model's (:func:`qcnn_lite.paper.cost.network_cost`
 on the layer plan), the quantized network must be what the sliders say, and the cache must
 make a slider moved back quantize nothing.
 """
@@ -14,10 +14,12 @@ import pytest
 
 pytest.importorskip("ipywidgets")
 
-from qcnn_lite import cost, models  # noqa: E402
-from qcnn_lite.explorer import Explorer, default_groups, pareto_points  # noqa: E402
-from qcnn_lite.explorer_ui import ExplorerUI, readout_html  # noqa: E402
-from qcnn_lite.layers import Conv2d, QConv2d, QLinear  # noqa: E402
+from qcnn_lite.paper import cost  # noqa: E402
+from qcnn_lite.nn import models
+from qcnn_lite.apps.explorer import Explorer, default_groups, pareto_points  # noqa: E402
+from qcnn_lite.apps.explorer_ui import ExplorerUI, readout_html  # noqa: E402
+from qcnn_lite.nn.layers import Conv2d, QLinear  # noqa: E402
+from qcnn_lite.quant.quantize import quantize_conv2d
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +118,7 @@ def test_default_groups_and_errors(explorer):
         explorer.layer_plan({"fc": (4, 8), "classifier": (4, 64)})  # fc8 has 10 outputs
     with pytest.raises(ValueError, match="already quantized"):
         q = net.copy()
-        q.params["conv1"] = QConv2d.from_dense(net.params["conv1"].weight, net.params["conv1"].bias, 1, 2, 1,
+        q.params["conv1"] = quantize_conv2d(net.params["conv1"].weight, net.params["conv1"].bias, 1, 2, 1,
                                                sub_dim=1, n_codewords=4)
         Explorer(q, explorer.images, explorer.labels)
 
@@ -131,7 +133,7 @@ def test_pareto_points(tmp_path):
 
 
 def test_readout_html_escapes():
-    from qcnn_lite.explorer import Readout
+    from qcnn_lite.apps.explorer import Readout
 
     r = Readout({"a<b": (1, 2)}, 1.0, 2.0, 2.0, 1.5, 0.1, 0.2, 50.0, 60.0, False)
     assert "a&lt;b 1x2" in readout_html(r)

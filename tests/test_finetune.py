@@ -1,13 +1,13 @@
-"""Codebook fine-tuning (ec+ft, issue 15): lowers the training loss, codes untouched, a normal model file."""
+"""Codebook fine-tuning (ec+ft): lowers the training loss, codes untouched, a normal model file."""
 import numpy as np
 import pytest
 
-from qcnn_lite import modelfile
-from qcnn_lite.layers import QConv2d, QLinear
-from qcnn_lite.quantize import quantize_network
+from qcnn_lite.io import modelfile
+from qcnn_lite.nn.layers import QConv2d, QLinear
+from qcnn_lite.quant.quantize import quantize_network
 
 pytest.importorskip("torch")
-from qcnn_lite import finetune  # noqa: E402
+from qcnn_lite.quant import finetune  # noqa: E402
 
 from test_search import tiny_net  # noqa: E402
 

@@ -119,7 +119,7 @@ def test_batch_and_uint16_codes_with_small_K(rng):
 def test_conv_matches_torch_dense(backend, name, rng):
     """The LUT convolution equals torch's conv2d of the reconstructed dense weight."""
     torch = pytest.importorskip("torch")
-    from qcnn_lite.layers import QConv2d
+    from qcnn_lite.nn.layers import QConv2d
 
     x, books, codes, bias, s, p, g = _conv_case(rng, *CONV_SHAPES[name], n=2)
     layer = QConv2d(books, codes, bias, s, p, g, table_dtype="float32")  # integer tables: test_conv8
@@ -138,7 +138,7 @@ def test_conv_matches_torch_dense(backend, name, rng):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_linear_matches_torch_dense(backend, rng):
     torch = pytest.importorskip("torch")
-    from qcnn_lite.layers import QLinear
+    from qcnn_lite.nn.layers import QLinear
 
     x, books, codes, bias = _fc_case(rng, 9216, 37, 4, 32, n=2)
     layer = QLinear(books, codes, bias, table_dtype="float32")
@@ -171,8 +171,8 @@ def guarded(request, monkeypatch):
     def reached(*a, **k):
         raise AssertionError("a kernel ran on invalid input")
 
-    monkeypatch.setattr(kernels._impl, "conv2d_lut", reached)
-    monkeypatch.setattr(kernels._impl, "linear_lut", reached)
+    monkeypatch.setattr(kernels.dispatch.impl(), "conv2d_lut", reached)
+    monkeypatch.setattr(kernels.dispatch.impl(), "linear_lut", reached)
     yield request.param
     kernels.set_backend(previous)
 

@@ -4,9 +4,11 @@ import itertools
 import numpy as np
 import pytest
 
-from qcnn_lite import Conv2d, Linear, QConv2d, QLinear, kernels, models
-from qcnn_lite.cost import layer_costs
-from qcnn_lite.layers import LUT_MIN_SPEEDUP
+from qcnn_lite import Conv2d, Linear, QConv2d, QLinear, kernels
+from qcnn_lite.nn import models
+from qcnn_lite.paper.cost import layer_costs
+from qcnn_lite.nn.table_policy import LUT_MIN_SPEEDUP
+from qcnn_lite.quant.quantize import quantize_conv2d, quantize_linear
 from conftest import rel_err
 
 torch = pytest.importorskip("torch")
@@ -21,7 +23,7 @@ def test_qlinear_matches_torch_linear(rng):
     w = rng.standard_normal((50, 36)).astype(np.float32)
     b = rng.standard_normal(50).astype(np.float32)
     for d, K in [(1, 4), (3, 16), (4, 32), (12, 8)]:
-        q = QLinear.from_dense(w, b, d, K, seed=1)
+        q = quantize_linear(w, b, d, K, seed=1)
         assert q.codes.shape == (50, 36 // d) and q.codebooks.shape == (36 // d, K, d)
         x = rng.standard_normal((7, 36)).astype(np.float32)
         ref = F.linear(t(x), t(q.dense_weight()), t(q.bias)).numpy()
@@ -48,7 +50,7 @@ def test_qlinear_table_dtype_checked(rng):
 def _conv_case(rng, cin, cout, k, stride, padding, groups, H, W, d=2, K=8):
     w = rng.standard_normal((cout, cin // groups, k, k)).astype(np.float32)
     b = rng.standard_normal(cout).astype(np.float32)
-    q = QConv2d.from_dense(w, b, stride, padding, groups, sub_dim=d, n_codewords=K, kmeans_iter=5)
+    q = quantize_conv2d(w, b, stride, padding, groups, sub_dim=d, n_codewords=K, kmeans_iter=5)
     q.table_dtype = "float32"  # exact tables here; the integer ones are tested in test_conv8
     x = rng.standard_normal((2, cin, H, W)).astype(np.float32)
     ref = F.conv2d(t(x), t(q.dense_weight()), t(q.bias), stride, padding, 1, groups).numpy()
@@ -96,7 +98,7 @@ def test_dense_layers_match_torch(rng):
 def test_zero_padding_contributes_nothing(rng):
     # a padded LUT conv equals the dense conv on an explicitly zero-padded input
     w = rng.standard_normal((4, 4, 5, 5)).astype(np.float32)
-    q = QConv2d.from_dense(w, None, 1, 2, 1, sub_dim=2, n_codewords=4)
+    q = quantize_conv2d(w, None, 1, 2, 1, sub_dim=2, n_codewords=4)
     x = rng.standard_normal((1, 4, 6, 6)).astype(np.float32)
     xp = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))
     q0 = QConv2d(q.codebooks, q.codes, q.bias, 1, 0, 1, table_dtype="float32")
@@ -119,24 +121,24 @@ def test_qconv_bad_settings(rng, kwargs, msg):
     args = dict(sub_dim=4, n_codewords=4)
     args.update(kwargs)
     with pytest.raises(ValueError, match=msg):
-        QConv2d.from_dense(w, None, **args)
+        quantize_conv2d(w, None, **args)
 
 
 def test_nan_weights_rejected(rng):
     w = rng.standard_normal((4, 8)).astype(np.float32)
     w[1, 2] = np.inf
     with pytest.raises(ValueError, match="NaN or Inf"):
-        QLinear.from_dense(w, None, 2, 2)
+        quantize_linear(w, None, 2, 2)
 
 
 def test_wrong_input_shape_is_a_clear_error(rng):
-    q = QLinear.from_dense(rng.standard_normal((4, 8)), None, 2, 2)
+    q = quantize_linear(rng.standard_normal((4, 8)), None, 2, 2)
     with pytest.raises(ValueError, match=r"expects input of shape \(n, 8\)"):
         q(np.zeros((1, 9), np.float32))
 
 
 def test_lut_speedup_is_the_cost_models_ratio():
-    # the paper's FLOP formulas (qcnn_lite.cost) are the independent reference
+    # the paper's FLOP formulas (qcnn_lite.paper.cost) are the independent reference
     net = models.synthetic("alexnet")
     settings = {"conv": (8, 128), "fc": (4, 32), "fc8": (1, 16)}
     dims = net.input_dims()
@@ -159,7 +161,7 @@ def test_lut_speedup_is_the_cost_models_ratio():
 
 def test_dense_path_refuses_corrupted_codes(rng):
     w = rng.standard_normal((8, 3, 11, 11)).astype(np.float32)
-    q = QConv2d.from_dense(w, None, 4, 0, 1, sub_dim=3, n_codewords=16, kmeans_iter=3)
+    q = quantize_conv2d(w, None, 4, 0, 1, sub_dim=3, n_codewords=16, kmeans_iter=3)
     q.table_dtype = "float32"
     x = rng.standard_normal((1, 3, 35, 35)).astype(np.float32)
     assert not q.uses_tables(35, 35)
@@ -170,7 +172,7 @@ def test_dense_path_refuses_corrupted_codes(rng):
 
 @pytest.mark.parametrize("budget", [1, 2000, 17280, 1 << 20, None])  # one row, a few rows, uneven blocks, images, all
 def test_dense_conv_blocks_match_torch(rng, budget):
-    from qcnn_lite.layers import _conv_dense
+    from qcnn_lite.nn.layers import _conv_dense
 
     for stride, padding, groups in [(1, 1, 1), (2, 0, 2), (4, 2, 1), (3, 1, 2)]:
         w = rng.standard_normal((6, 8 // groups, 3, 3)).astype(np.float32)
@@ -191,6 +193,6 @@ def test_small_maps_keep_their_tables():
     assert q.uses_tables(2, 2)
     # on a 28x28 map the float tables (3.2 MB) outgrow the weight: decoded
     assert q.lut_speedup(28, 28) < LUT_MIN_SPEEDUP and not q.uses_tables(28, 28)
-    # int8 tables (0.98 MB, 16-bit adds) pay off there (issue 13's cost model)
+    # int8 tables (0.98 MB, 16-bit adds) pay off there (the measured cost model)
     q.table_dtype = "int8"
     assert q.uses_tables(2, 2) and q.uses_tables(28, 28)

@@ -11,13 +11,14 @@ import struct
 import numpy as np
 import pytest
 
-from qcnn_lite import cost, models, paper, precision
-from qcnn_lite.engine import Network, build_layer, output_shapes
-from qcnn_lite.layers import Conv2d, Linear, QConv2d, QLinear
-from qcnn_lite.cli import describe
-from qcnn_lite.cli import main as cli_main
-from qcnn_lite.modelfile import ModelFormatError, load, read_manifest, save
-from qcnn_lite.quantize import quantize_network
+from qcnn_lite.paper import cost, constants as paper
+from qcnn_lite.nn import models, precision
+from qcnn_lite.nn.engine import Network, build_layer, output_shapes
+from qcnn_lite.nn.layers import Conv2d, Linear, QConv2d, QLinear
+from qcnn_lite.cli.main import describe
+from qcnn_lite.cli.main import main as cli_main
+from qcnn_lite.io.modelfile import ModelFormatError, load, read_manifest, save
+from qcnn_lite.quant.quantize import quantize_network
 
 MAGIC = b"QCNNLITE"
 
@@ -212,7 +213,7 @@ def test_codes_are_packed_msb_first(tmp_path, K):
 @pytest.mark.parametrize("K", [3, 100, 1024])
 def test_packing_in_small_chunks(tmp_path, monkeypatch, K):
     """Packing and unpacking work in chunks of codes; chunk edges must not shift the stream."""
-    import qcnn_lite.modelfile as mf
+    import qcnn_lite.io.modelfile as mf
 
     net = tiny_net({"c1": K, "f1": K}, seed=4)
     whole = save(net, tmp_path / "a.qcnn").read_bytes()
@@ -256,7 +257,7 @@ def test_refuses_to_overwrite(tmp_path):
 
 
 def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
-    import qcnn_lite.modelfile as mf
+    import qcnn_lite.io.modelfile as mf
 
     p = tmp_path / "m.qcnn"
     save(tiny_net(), p)
@@ -419,7 +420,7 @@ def test_version_1_quantized_file_loads_with_default_precision(tmp_path):
 
 
 def test_committed_model_files_still_load():
-    from qcnn_lite import paths
+    from qcnn_lite.io import paths
 
     for f in sorted(paths.models_dir().glob("*.qcnn")):
         net = load(f)
@@ -457,7 +458,7 @@ def test_version_mismatches_of_the_table_field(tmp_path, qfile):
 
 
 def test_newer_format_version(tmp_path, qfile):
-    from qcnn_lite.manifest import FORMAT_VERSION
+    from qcnn_lite.io.manifest import FORMAT_VERSION
 
     _, data = qfile
     _, man, payload = split(data)
@@ -506,7 +507,7 @@ def test_wrong_shape_in_manifest(tmp_path, qfile, layer, role, shape, match):
 def test_code_at_or_above_K(tmp_path, qfile, monkeypatch, io_chunk):
     """Codes >= K and non-zero padding bits are refused; the index is the code's place in the whole array
     even when the codes are read in slices (io_chunk=16: slices of 16 codes, 14 bytes)."""
-    import qcnn_lite.modelfile as mf
+    import qcnn_lite.io.modelfile as mf
 
     if io_chunk:
         monkeypatch.setattr(mf, "_IO_CHUNK", io_chunk)
@@ -530,7 +531,7 @@ def test_code_at_or_above_K(tmp_path, qfile, monkeypatch, io_chunk):
 def test_codes_read_in_slices(tmp_path, monkeypatch, io_chunk):
     """Codes are read and unpacked a slice of about _IO_CHUNK bytes at a time (at least 8 codes, always
     whole bytes); slice edges must not shift the stream, whatever the bits per code."""
-    import qcnn_lite.modelfile as mf
+    import qcnn_lite.io.modelfile as mf
 
     files = {K: save(tiny_net({"c1": K, "c2": K, "f1": K, "f2": K}, seed=K), tmp_path / f"{K}.qcnn") for K in (1, 3, 100, 1024)}
     monkeypatch.setattr(mf, "_IO_CHUNK", io_chunk)
@@ -726,7 +727,7 @@ def test_load_streams_the_file(tmp_path, monkeypatch):
     file, nor a whole array's packed codes (floats are read straight into their array)."""
     import tracemalloc
 
-    import qcnn_lite.modelfile as mf
+    import qcnn_lite.io.modelfile as mf
 
     # Four fc layers whose 4-bit codes take 2 MiB each in the file, 4 MiB each decoded.
     n, rng = 2048, np.random.default_rng(11)
@@ -756,7 +757,7 @@ def test_load_streams_the_file(tmp_path, monkeypatch):
 
 def _change_after_pass_1(monkeypatch, path, change) -> None:
     """Make load's checksum pass succeed on the file as it is, then apply ``change`` to it in place."""
-    import qcnn_lite.modelfile as mf
+    import qcnn_lite.io.modelfile as mf
 
     real = mf._check_checksum
 
@@ -816,7 +817,7 @@ def test_file_changed_between_passes(tmp_path, qfile, monkeypatch):
 
 def test_builtin_sha256_matches_hashlib():
     """The checksum uses CPython's builtin SHA-256 where there is one; it must be SHA-256 exactly."""
-    import qcnn_lite.modelfile as mf
+    import qcnn_lite.io.modelfile as mf
 
     rng = np.random.default_rng(5)
     for n in (0, 1, 55, 56, 63, 64, 65, 127, 1000, 100_003):
@@ -838,7 +839,7 @@ def test_import_does_not_load_openssl():
 
     if not any(importlib.util.find_spec(m) for m in ("_sha2", "_sha256")):
         pytest.skip("this Python has no builtin SHA-256 module; hashlib is the fallback")
-    code = ("import sys, numpy, qcnn_lite.modelfile\n"
+    code = ("import sys, numpy, qcnn_lite.io.modelfile\n"
             "print(sorted(m for m in ('_hashlib', 'hashlib', 'secrets') if m in sys.modules))")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
@@ -847,7 +848,7 @@ def test_import_does_not_load_openssl():
 
 def test_io_errors_and_special_files(tmp_path, qfile, monkeypatch):
     """An I/O error while reading is an OSError, not a verdict on the file; a device is not a model file."""
-    import qcnn_lite.modelfile as mf
+    import qcnn_lite.io.modelfile as mf
 
     p = tmp_path / "m.qcnn"
     p.write_bytes(qfile[1])

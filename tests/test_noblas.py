@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 from conftest import rel_err
-from qcnn_lite import kernels, models
-from qcnn_lite.layers import Conv2d, Linear
+from qcnn_lite import kernels
+from qcnn_lite.nn import models
+from qcnn_lite.nn.layers import Conv2d, Linear
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not kernels.direct_available(), reason="no-BLAS kernels (_noblas_kernels) not built")
@@ -46,7 +47,7 @@ def test_linear_direct_matches_numpy(n_in, n_out, rng):
 
 
 def test_noblas_network_matches_dense(rng):
-    from qcnn_lite.noblas import DirectConv2d, DirectLinear, noblas_network
+    from qcnn_lite.bench.noblas import DirectConv2d, DirectLinear, noblas_network
 
     dense = models.synthetic("mini-alexnet", 0)
     nb = noblas_network(dense)
@@ -57,9 +58,9 @@ def test_noblas_network_matches_dense(rng):
 
 
 def test_noblas_refuses_quantized_network():
-    from qcnn_lite.measure import quantized_network
-    from qcnn_lite.noblas import noblas_network
-    from qcnn_lite.paper import MINI_SETTINGS
+    from qcnn_lite.bench.synthetic import quantized_network
+    from qcnn_lite.bench.noblas import noblas_network
+    from qcnn_lite.paper.constants import MINI_SETTINGS
 
     q = quantized_network("mini-alexnet", MINI_SETTINGS["mini-alexnet"][0])
     with pytest.raises(ValueError, match="dense networks only"):

@@ -1,6 +1,6 @@
 """The notebooks as committed: listed in the README, executed without errors, python3 kernels.
 
-Also covers :mod:`qcnn_lite.figures`, the notebooks' figure/fast-mode helper.
+Also covers :mod:`qcnn_lite.repro.figures`, the notebooks' figure/fast-mode helper.
 These tests read the .ipynb JSON only; running the notebooks is CI's
 ``pytest --nbval-lax notebooks/`` job.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from qcnn_lite import figures
+from qcnn_lite.repro import figures
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))

@@ -1,7 +1,8 @@
 """Default locations resolve to the project, whatever the working folder (notebooks run in notebooks/)."""
 import pytest
 
-from qcnn_lite import paths, reproduce
+from qcnn_lite.io import paths
+from qcnn_lite.io.results import load_table
 
 
 def test_defaults_do_not_depend_on_the_working_folder(tmp_path, monkeypatch):
@@ -22,8 +23,8 @@ def test_model_file_prefers_qcnn_models_and_explains_a_missing_model(tmp_path, m
 
 def test_reproduce_load_reads_the_project_results(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    rows = reproduce.load("table1")
+    rows = load_table("table1")
     if rows is None:
         pytest.skip("results/table1.json has not been written (make reproduce)")
     assert {r["network"] for r in rows} == {"alexnet", "cnns", "vgg16"}
-    assert reproduce.load("no-such-table") is None
+    assert load_table("no-such-table") is None

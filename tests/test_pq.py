@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from qcnn_lite import ProductQuantizer
-from qcnn_lite.pq import kmeans
+from qcnn_lite.quant.pq import kmeans
 
 
 def clustered(rng, n=3000, d=8, centers=20):

@@ -1,4 +1,4 @@
-"""faiss's ProductQuantizer as an independent check of qcnn_lite.pq.ProductQuantizer (issue 14).
+"""faiss's ProductQuantizer as an independent check of qcnn_lite.quant.pq.ProductQuantizer.
 
 Same data (the weight rows of the mini AlexNet's fc layers), same M, K and 25
 Lloyd iterations: our reconstruction error must be no worse than faiss's (1%
@@ -16,8 +16,8 @@ import pytest
 
 faiss = pytest.importorskip("faiss")
 
-from qcnn_lite import modelfile  # noqa: E402
-from qcnn_lite.pq import ProductQuantizer  # noqa: E402
+from qcnn_lite.io import modelfile  # noqa: E402
+from qcnn_lite.quant.pq import ProductQuantizer  # noqa: E402
 
 MODEL = Path(__file__).resolve().parents[1] / "data" / "models" / "mini-alexnet.qcnn"
 
@@ -44,8 +44,8 @@ def test_reconstruction_no_worse_than_faiss(layer, sub_dim, K):
 
 
 def test_fastscan_peer_computes_the_layer_sums(rng):
-    """The bench peer (measure.faiss_fastscan) is a layer: every output's x . w_o, approximated at K=16."""
-    from qcnn_lite.measure import faiss_fastscan
+    """The bench peer (bench.faiss_peer.faiss_fastscan) is a layer: every output's x . w_o, approximated at K=16."""
+    from qcnn_lite.bench.faiss_peer import faiss_fastscan
 
     w = rng.standard_normal((300, 64)).astype(np.float32)
     x = rng.standard_normal((1, 64)).astype(np.float32)
@@ -58,7 +58,7 @@ def test_fastscan_peer_computes_the_layer_sums(rng):
 
 
 def test_bench_table_says_n_a_without_faiss():
-    from qcnn_lite import bench
+    from qcnn_lite.bench import benchmarks as bench
 
     t = {"numpy-dense": {"cpu_median_ms": 2.0, "median_ms": 2.0, "min_ms": 2.0, "max_ms": 2.0},
          bench._FAISS: None, "qcnn-pythran": {"cpu_median_ms": 1.0, "median_ms": 1.0, "min_ms": 1.0, "max_ms": 1.0}}

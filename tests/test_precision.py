@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 from qcnn_lite import Conv2d, Linear, Network, QConv2d, QLinear, load, quantize_network, save
-from qcnn_lite import precision
-from qcnn_lite.layers import _conv_dense
+from qcnn_lite.nn import precision
+from qcnn_lite.quant import guard
+from qcnn_lite.nn.layers import _conv_dense
 
 
 def _net(rng):
@@ -57,7 +58,7 @@ def test_bad_layer_falls_back_fine_layer_keeps_its_fast_tables(rng, sabotage):
     x = _images(rng, 300)
     # random small nets have small top-1 margins: real 8-bit tables flip 0-2% of them, so the
     # threshold sits between that and the sabotaged layer's loss; the ladder test below uses 0.2
-    rep = precision.guard_tables(q, x, threshold=3.0, batch_size=64)
+    rep = guard.guard_tables(q, x, threshold=3.0, batch_size=64)
     assert q.params["f2"].table_dtype == "float32" and rep["layers"]["f2"]["table_dtype"] == "float32"
     assert rep["layers"]["f2"]["tried"]["uint8"] > 10  # noise flips most predictions
     assert q.params["f1"].table_dtype == "uint8" and rep["layers"]["f1"]["tried"]["uint8"] <= 3.0
@@ -76,7 +77,7 @@ def test_guard_with_labels_measures_the_accuracy_change(rng, sabotage):
     q.params["f1"]._sabotaged = True
     x = _images(rng, 200)
     labels = _top1(net, x)  # any labels: the dense network's
-    rep = precision.guard_tables(q, x, labels, threshold=1.0)
+    rep = guard.guard_tables(q, x, labels, threshold=1.0)
     ref = precision.with_table_dtypes(q, "float32")
     low = precision.with_table_dtypes(ref, {"f1": "uint8"})
     want = 100.0 * float(_top1(ref, x, labels).mean() - _top1(low, x, labels).mean())
@@ -120,7 +121,7 @@ def test_fallback_walks_down_the_precisions(rng):
     c = q.params["c1"]
     q.params["c1"] = _TwoStepConv(c.codebooks, c.codes, c.bias, c.stride, c.padding, c.groups)
     assert precision.table_dtypes(q.params["c1"]) == ("bad", "good", "float32")
-    rep = precision.guard_tables(q, _images(rng, 200))
+    rep = guard.guard_tables(q, _images(rng, 200))
     assert rep["layers"]["c1"]["table_dtype"] == "good" == q.params["c1"].table_dtype
     assert list(rep["layers"]["c1"]["tried"]) == ["bad", "good"] and rep["layers"]["c1"]["tried"]["bad"] > 10
 
@@ -151,11 +152,11 @@ def test_guard_is_skipped_without_images_and_checks_its_arguments(rng):
     q = quantize_network(net, None, {"conv": (2, 8), "fc": (4, 16), "f2": (2, 8)}, error_correction=False, show_progress=False)
     assert q.meta["quantization"]["table_guard"] is None and q.params["f1"].table_dtype == "uint8"
     with pytest.raises(ValueError, match="threshold"):
-        precision.guard_tables(q, _images(rng, 5), threshold=-1)
+        guard.guard_tables(q, _images(rng, 5), threshold=-1)
     with pytest.raises(ValueError, match="guard images"):
-        precision.guard_tables(q, np.zeros((5, 3, 6, 6), np.float32))
+        guard.guard_tables(q, np.zeros((5, 3, 6, 6), np.float32))
     with pytest.raises(ValueError, match="guard labels"):
-        precision.guard_tables(q, _images(rng, 5), np.zeros(4))
+        guard.guard_tables(q, _images(rng, 5), np.zeros(4))
     with pytest.raises(ValueError, match="table_dtype must be one of"):
         precision.set_table_dtype(q.params["f1"], "int4")
     with pytest.raises(ValueError, match="float32 tables only"):

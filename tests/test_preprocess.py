@@ -11,8 +11,8 @@ import pytest
 Image = pytest.importorskip("PIL.Image")
 from PIL import ImageDraw, ImageOps  # noqa: E402
 
-from qcnn_lite import data as datasets  # noqa: E402
-from qcnn_lite.preprocess import MAX_IMAGE_PIXELS, ImageError, fashion_image, load_image, prepare  # noqa: E402
+from qcnn_lite.io import datasets  # noqa: E402
+from qcnn_lite.io.preprocess import MAX_IMAGE_PIXELS, ImageError, fashion_image, load_image, prepare  # noqa: E402
 
 
 def photo(size=(640, 480), box=(280, 60, 360, 420), bg=(228, 225, 220), fg=(40, 35, 50), seed=0):

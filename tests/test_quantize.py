@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from qcnn_lite import Conv2d, Linear, Network, QConv2d, QLinear, quantize_network
-from qcnn_lite.quantize import layer_settings
+from qcnn_lite.quant.quantize import layer_settings
+from qcnn_lite.quant.quantize import quantize_conv2d, quantize_linear
 
 
 def small_net(rng, channels=8):
@@ -112,9 +113,9 @@ def test_deterministic_for_a_seed(rng):
 
 
 def _layerwise_pq_before_v2(blocks, K, kmeans_iter, seed):
-    """The quantizer's k-means initialisation as layers.py had it before Architecture v2 (issue 12),
+    """The quantizer's k-means initialisation as layers.py had it before Architecture v2,
     kept as the reference: blocks (O, T, M, d), one k-means per sub-space m over all outputs and taps."""
-    from qcnn_lite.pq import code_dtype, kmeans
+    from qcnn_lite.quant.pq import code_dtype, kmeans
 
     O, T, M, d = blocks.shape
     gen = np.random.default_rng(seed)
@@ -130,7 +131,6 @@ def _layerwise_pq_before_v2(blocks, K, kmeans_iter, seed):
 @pytest.mark.parametrize("K", [8, 300])  # uint8 and uint16 codes
 def test_pq_initialisation_is_the_old_one_bit_for_bit(rng, K):
     """ProductQuantizer.fit + labels_ replaced layers._init_pq: model files must stay byte-identical."""
-    from qcnn_lite.quantize import quantize_conv2d, quantize_linear
 
     w = rng.standard_normal((40, 8, 3, 3)).astype(np.float32)
     q = quantize_conv2d(w, None, 1, 1, 2, sub_dim=2, n_codewords=K, seed=7, kmeans_iter=4)
@@ -141,16 +141,16 @@ def test_pq_initialisation_is_the_old_one_bit_for_bit(rng, K):
     ql = quantize_linear(wl, None, 3, K, seed=2, kmeans_iter=3)
     books, codes = _layerwise_pq_before_v2(wl.reshape(K + 5, 1, 4, 3), K, 3, 2)
     assert ql.codebooks.tobytes() == books.tobytes() and ql.codes.tobytes() == codes.reshape(K + 5, 4).tobytes()
-    assert QConv2d.from_dense(w, None, 1, 1, 2, sub_dim=2, n_codewords=K, seed=7, kmeans_iter=4).codes.tobytes() \
+    assert quantize_conv2d(w, None, 1, 1, 2, sub_dim=2, n_codewords=K, seed=7, kmeans_iter=4).codes.tobytes() \
         == q.codes.tobytes()  # the layer's shortcut delegates to the quantizer
 
 
 def test_layers_do_not_import_the_quantizer():
-    """layers.py runs layers; the quantizer (quantize, correction, k-means) builds them."""
+    """nn.layers runs layers; the quantizer (quantize, correction, k-means) builds them."""
     import ast
     import inspect
 
-    import qcnn_lite.layers as layers
+    import qcnn_lite.nn.layers as layers
 
     tree = ast.parse(inspect.getsource(layers))
     top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]

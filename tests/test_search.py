@@ -1,13 +1,15 @@
-"""The settings search (issue 15) on a tiny synthetic network: grid, costs, allocation, errors, cache."""
+"""The settings search on a tiny synthetic network: grid, costs, allocation, errors, cache."""
 import itertools
 import math
 
 import numpy as np
 import pytest
 
-from qcnn_lite import cost, modelfile, search, search_run
-from qcnn_lite.engine import Network, build_layer, output_shapes
-from qcnn_lite.quantize import layer_settings, quantize_network
+from qcnn_lite.paper import cost
+from qcnn_lite.io import modelfile
+from qcnn_lite.quant import search, search_run
+from qcnn_lite.nn.engine import Network, build_layer, output_shapes
+from qcnn_lite.quant.quantize import layer_settings, quantize_network
 
 K_SMALL = (4, 8, 16)
 

@@ -1,4 +1,4 @@
-"""The byte-shuffle fc kernels (issue 14): every instruction set against the numpy emulation.
+"""The byte-shuffle fc kernels: every instruction set against the numpy emulation.
 
 References: ``emulate_sums`` (exact integer sums, q[m, code] added in numpy),
 ``quantize_tables`` (the 8-bit scheme in numpy) and the float kernel
@@ -176,7 +176,7 @@ def test_unpack_inverts_pack(isa, K, M, n_out):
 def test_qlinear_keeps_only_the_packed_codes(rng=np.random.default_rng(0)):
     """After the first compiled forward pass QLinear drops its unpacked codes; reading them unpacks."""
     from qcnn_lite import kernels
-    from qcnn_lite.layers import QLinear
+    from qcnn_lite.nn.layers import QLinear
 
     codes = rng.integers(0, 32, (70, 12)).astype(np.uint8)
     q = QLinear(rng.standard_normal((12, 32, 4)).astype(np.float32), codes, np.zeros(70, np.float32))

@@ -7,8 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from qcnn_lite import models  # noqa: E402
-from qcnn_lite.torch_bridge import from_torchvision, to_network, to_torch  # noqa: E402
+from qcnn_lite.nn import models  # noqa: E402
+from qcnn_lite.reference.bridge import from_torchvision, to_network, to_torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

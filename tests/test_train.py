@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qcnn_lite import data, models
-from qcnn_lite.cli import main as cli_main
+from qcnn_lite.io import datasets as data
+from qcnn_lite.nn import models
+from qcnn_lite.cli.main import main as cli_main
 
 torch = pytest.importorskip("torch")
-from qcnn_lite import train  # noqa: E402
+from qcnn_lite.reference import train  # noqa: E402
 
 MODELS = Path(__file__).resolve().parents[1] / "data" / "models"
 MINI = ["mini-alexnet", "mini-cnns", "mini-vgg16"]
@@ -101,7 +102,7 @@ def test_committed_model_reproduces_its_record(arch):
     if not model.exists() or not record.exists():
         pytest.skip(f"{model} or its record is missing: train it with `python -m qcnn_lite train --arch {arch}`")
     _need_data()
-    from qcnn_lite import modelfile
+    from qcnn_lite.io import modelfile
 
     net = modelfile.load(model)
     rec = json.loads(record.read_text())

@@ -21,12 +21,13 @@ pytest.importorskip("anywidget")
 Image = pytest.importorskip("PIL.Image")
 from PIL import ImageDraw  # noqa: E402
 
-from qcnn_lite import data as datasets  # noqa: E402
-from qcnn_lite import demo, paths, widgets  # noqa: E402
-from qcnn_lite.cli import main as cli_main  # noqa: E402
-from qcnn_lite.engine import Network  # noqa: E402
-from qcnn_lite.layers import Conv2d, Linear, QConv2d, QLinear  # noqa: E402
-from qcnn_lite.quantize import quantize_network  # noqa: E402
+from qcnn_lite.io import datasets  # noqa: E402
+from qcnn_lite.apps import demo, webcam_ui as widgets  # noqa: E402
+from qcnn_lite.io import paths
+from qcnn_lite.cli.main import main as cli_main  # noqa: E402
+from qcnn_lite.nn.engine import Network  # noqa: E402
+from qcnn_lite.nn.layers import Conv2d, Linear, QConv2d, QLinear  # noqa: E402
+from qcnn_lite.quant.quantize import quantize_network  # noqa: E402
 
 CLASSES = ["tall bar", "wide bar", "square", "disc"]
 REPO = Path(__file__).resolve().parents[1]
@@ -212,7 +213,7 @@ def test_real_photo_sample_goes_through(qnet):
 
 
 def test_load_models_quantizes_a_dense_file(tmp_path, monkeypatch):
-    from qcnn_lite import modelfile
+    from qcnn_lite.io import modelfile
 
     dense = template_network(quantized=False)
     path = modelfile.save(dense, tmp_path / "templates.qcnn")
@@ -224,7 +225,7 @@ def test_load_models_quantizes_a_dense_file(tmp_path, monkeypatch):
 
 
 def test_default_model_search(tmp_path, monkeypatch):
-    from qcnn_lite import modelfile
+    from qcnn_lite.io import modelfile
 
     monkeypatch.setenv("QCNN_MODELS", str(tmp_path))
     q = template_network()
@@ -236,7 +237,7 @@ def test_default_model_search(tmp_path, monkeypatch):
 
 
 def test_command_line(tmp_path, capsys):
-    from qcnn_lite import modelfile
+    from qcnn_lite.io import modelfile
 
     model = modelfile.save(template_network(), tmp_path / "templates-q.qcnn")
     good, bad = tmp_path / "disc.jpg", tmp_path / "notes.txt"
@@ -251,7 +252,7 @@ def test_command_line(tmp_path, capsys):
 
 
 def test_dense_default_is_quantized_once_and_cached_by_hash(tmp_path, monkeypatch):
-    from qcnn_lite import modelfile
+    from qcnn_lite.io import modelfile
 
     monkeypatch.setattr(paths, "project_root", lambda: tmp_path)  # cache under tmp_path/results/cache/models
     monkeypatch.setenv("QCNN_MODELS", str(tmp_path / "models"))
@@ -276,7 +277,7 @@ def test_dense_default_is_quantized_once_and_cached_by_hash(tmp_path, monkeypatc
 
 
 def test_quantize_file_and_stale_detection(tmp_path, monkeypatch):
-    from qcnn_lite import modelfile
+    from qcnn_lite.io import modelfile
 
     try:
         datasets.find_fashion_mnist()
@@ -307,13 +308,13 @@ def test_quantize_file_and_stale_detection(tmp_path, monkeypatch):
 def test_command_line_json(tmp_path, capsys):
     import json
 
-    from qcnn_lite import modelfile
+    from qcnn_lite.io import modelfile
 
     model = modelfile.save(template_network(), tmp_path / "templates-q.qcnn")
     dense = modelfile.save(template_network(quantized=False), tmp_path / "templates.qcnn")
     good = tmp_path / "disc.jpg"
     good.write_bytes(jpeg(shape_photo("disc")))
-    from qcnn_lite.cli import main
+    from qcnn_lite.cli.main import main
 
     assert main(["classify", str(good), "--model", str(model), "--dense", str(dense), "--json", "--repeat", "3"]) == 0
     out = json.loads(capsys.readouterr().out)

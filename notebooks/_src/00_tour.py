@@ -12,10 +12,10 @@ cells = [
 
     **What you need**
     - nothing beyond the installed `qcnn_lite` package: this notebook only uses the *cost model*
-      (`qcnn_lite.cost`), which works on architecture specifications and never touches weights;
+      (`qcnn_lite.paper.cost`), which works on architecture specifications and never touches weights;
     - it runs in a few seconds.
     """),
-    setup(NB, "import pandas as pd\nfrom qcnn_lite import cost, kernels, models, paper"),
+    setup(NB, "import pandas as pd\nfrom qcnn_lite.paper import cost, constants as paper\nfrom qcnn_lite import kernels\nfrom qcnn_lite.nn import models"),
     md(r"""
     ## 1. The problem: a CNN's cost, layer by layer
 
@@ -32,8 +32,8 @@ cells = [
     Storage is 4 bytes (float32) per weight plus the biases. A convolution reuses each weight at every
     one of its $d_t^2$ output positions; an fc layer uses each weight exactly once. So we should expect the
     **conv layers to dominate the arithmetic** and the **fc layers to dominate the memory**.
-    `qcnn_lite.cost.layer_costs` evaluates these formulas on the exact BVLC AlexNet specification
-    (`qcnn_lite.models.spec("alexnet")`).
+    `qcnn_lite.paper.cost.layer_costs` evaluates these formulas on the exact BVLC AlexNet specification
+    (`qcnn_lite.nn.models.spec("alexnet")`).
     """),
     code(r"""
     input_shape, spec = models.spec("alexnet")
@@ -93,7 +93,7 @@ cells = [
     $$
 
     The authors released one quantized AlexNet with $C'_s=8, K=128$ for the conv layers, $C'_s=4, K=32$ for
-    fc6/fc7 and $C'_s=1, K=16$ for fc8 (`qcnn_lite.paper.RELEASED_ALEXNET`). They report a theoretical speed-up
+    fc6/fc7 and $C'_s=1, K=16$ for fc8 (`qcnn_lite.paper.constants.RELEASED_ALEXNET`). They report a theoretical speed-up
     of 4.16x and 232.56 MiB → 12.60 MiB. The cost model reproduces it:
     """),
     code(r"""
@@ -180,7 +180,7 @@ cells = [
     - **Kernel backend**: the look-up-table kernels have a pure-numpy reference and optional compiled Pythran
       kernels. `QCNN_LITE_BACKEND=numpy|pythran|auto` picks one at import (default `auto`: Pythran when built);
       `qcnn_lite.kernels.set_backend(...)` switches at run time.
-    - **Figures** are saved as PNG under `figures/<notebook>/` before they are shown (`qcnn_lite.figures.savefig`).
+    - **Figures** are saved as PNG under `figures/<notebook>/` before they are shown (`qcnn_lite.repro.figures.savefig`).
       Fast-mode runs save theirs to a temporary folder instead, so they never overwrite the committed full-mode
       figures; set `QCNN_FIGURES` to choose the folder yourself.
     """),

@@ -18,12 +18,12 @@ cells = [
     - about a minute in full mode, a few seconds with `QCNN_FAST=1`.
 
     **From scratch, then the package.** Each algorithm is first written in a few lines of numpy in this
-    notebook, then `assert`ed equal to `qcnn_lite.pq` (`kmeans`, `ProductQuantizer`) on the same seed.
+    notebook, then `assert`ed equal to `qcnn_lite.quant.pq` (`kmeans`, `ProductQuantizer`) on the same seed.
 
     **Notation** (used in every notebook): sub-space $m$ has a codebook $D^{(m)} \in \mathbb{R}^{K \times C'_s}$
     whose **rows** $D^{(m)}_k$ are the codewords, stored as `codebooks_[m]`, shape `(K, C's)`.
     """),
-    setup(NB, "from IPython.display import Markdown, display\nimport pandas as pd\nfrom tqdm.auto import tqdm\nfrom qcnn_lite import data\nfrom qcnn_lite import pq as pq_module\nfrom qcnn_lite.pq import ProductQuantizer, kmeans"),
+    setup(NB, "from IPython.display import Markdown, display\nimport pandas as pd\nfrom tqdm.auto import tqdm\nfrom qcnn_lite.io import datasets as data\nfrom qcnn_lite.quant import pq as pq_module\nfrom qcnn_lite.quant.pq import ProductQuantizer, kmeans"),
     md(r"""
     ## 0. A worked example by hand
 
@@ -104,7 +104,7 @@ cells = [
     then move every codeword to the mean of its points. It stops when $E$ no longer falls (relative change
     below $10^{-7}$). An empty codeword restarts at the worst-served point. Here it is in numpy; the starting
     codebook comes from the package's k-means++ seeding (spread-out points, chosen at random with a fixed seed),
-    so that our result and `qcnn_lite.pq.kmeans` can be compared exactly. A 2-D toy example with correlated data:
+    so that our result and `qcnn_lite.quant.pq.kmeans` can be compared exactly. A 2-D toy example with correlated data:
     """),
     code(r"""
     def lloyd(X, init, n_iter=25, tol=1e-7):
@@ -138,7 +138,7 @@ cells = [
     centers, labels = kmeans(toy, 16, seed=0)
     assert np.allclose(my_centers, centers) and (my_labels == labels).all()  # from scratch == package
     print(f"Lloyd's k-means, K=16: {len(E_history)} steps, distortion E per step:", np.round(E_history, 4))
-    print("numpy version == qcnn_lite.pq.kmeans (same codebook, same labels)")
+    print("numpy version == qcnn_lite.quant.pq.kmeans (same codebook, same labels)")
     """),
     code(r"""
     vq_err = ((toy - centers[labels]) ** 2).sum(1).mean()
@@ -428,7 +428,7 @@ cells = [
 
     - **By hand** ($8 \times 4$ matrix, $C'_s = 2$, $K = 2$): each codeword is the mean of its group, the table has
       $M K = 4$ entries, and every output is a sum of $M = 2$ of them, exactly $\hat W q$.
-    - **Lloyd's k-means** in a dozen lines of numpy gives the same codebook and labels as `qcnn_lite.pq.kmeans`
+    - **Lloyd's k-means** in a dozen lines of numpy gives the same codebook and labels as `qcnn_lite.quant.pq.kmeans`
       from the same seeding ({len(E_history)} steps on the toy data); PQ training, encoding and the LUT inner
       product likewise match `ProductQuantizer` exactly.
     - Product quantization quantizes $M$ sub-spaces independently: $K^M$ reproduction values from $MK$ codewords,

@@ -19,11 +19,11 @@ cells = [
     - the trained reference model `data/models/mini-alexnet.qcnn` (`make models`) and Fashion-MNIST (`make data`);
     - a few minutes in full mode (the full test set), about a minute with `QCNN_FAST=1` (2,000 test images).
     """),
-    setup(NB, "import time\nfrom pathlib import Path\nimport pandas as pd\nfrom tqdm.auto import tqdm\nimport qcnn_lite\nfrom qcnn_lite import data, kernels, modelfile, paths\nfrom qcnn_lite.correction import ResponseStats, response_error\nfrom qcnn_lite.layers import Linear, QLinear", one_blas_thread=True),
+    setup(NB, "import time\nfrom pathlib import Path\nimport pandas as pd\nfrom tqdm.auto import tqdm\nimport qcnn_lite\nfrom qcnn_lite.io import datasets as data, modelfile, paths\nfrom qcnn_lite import kernels\nfrom qcnn_lite.quant.correction import ResponseStats, response_error\nfrom qcnn_lite.nn.layers import Linear, QLinear\nfrom qcnn_lite.quant.quantize import quantize_linear", one_blas_thread=True),
     md(r"""
     ## 1. A trained network and one of its fc layers
 
-    The mini AlexNet (`qcnn_lite.models.mini_alexnet`) keeps AlexNet's traits at Fashion-MNIST size: five conv
+    The mini AlexNet (`qcnn_lite.nn.models.mini_alexnet`) keeps AlexNet's traits at Fashion-MNIST size: five conv
     layers with LRN, overlapping pooling and grouped convolutions, then three fc layers that hold most of the
     parameters. We quantize its first fc layer, `fc6`, and leave everything else dense.
     """),
@@ -90,14 +90,14 @@ cells = [
 
     At test time (notebook 01): $\mathrm{LUT}[m, k] = \langle x^{(m)}, D^{(m)}_k\rangle$ and
     $y_o = b_o + \sum_m \mathrm{LUT}[m, b_o^{(m)}]$: $C_s K + C_t M$ operations instead of $C_s C_t$.
-    `QLinear.from_dense(weight, bias, sub_dim, n_codewords)` without calibration data does exactly this.
+    `quantize_linear(weight, bias, sub_dim, n_codewords)` without calibration data does exactly this.
     With float32 tables the table-based forward pass equals a dense product with the reconstructed weight.
     (By default `qcnn_lite` stores the tables in 8 bits, one scale per table, for speed; that rounds each
     output slightly, as the second cell shows.)
     """),
     code(r"""
     # NBVAL_CHECK_OUTPUT
-    q_pq = QLinear.from_dense(fc6.weight, fc6.bias, sub_dim=4, n_codewords=32, seed=0)
+    q_pq = quantize_linear(fc6.weight, fc6.bias, sub_dim=4, n_codewords=32, seed=0)
     print("codebooks", q_pq.codebooks.shape, "codes", q_pq.codes.shape, q_pq.codes.dtype)
     dense_out = S_val @ q_pq.dense_weight().T + q_pq.bias  # Linear with the reconstructed weight
     q_pq.table_dtype = "float32"  # float32 tables: exact up to float rounding
@@ -139,7 +139,7 @@ cells = [
     \qquad G = \sum_n S_n S_n^\top \;(C_s \times C_s), \quad P = \sum_n S_n T_n^\top \;(C_s \times C_t).
     $$
 
-    (`qcnn_lite.correction.ResponseStats` accumulates $G$ and $P$; the bias is refitted at the end as
+    (`qcnn_lite.quant.correction.ResponseStats` accumulates $G$ and $P$; the bias is refitted at the end as
     $\bar T - \hat W \bar S$.) Because $G$ is shared, $E$ splits over outputs $o$. Write $G_{mm'}$ for the
     $C'_s \times C'_s$ blocks of $G$, $P_{m,o}$ for the $m$-th block of column $o$ of $P$, and hold every
     sub-space but $m$ fixed. Then the part of $E$ that depends on sub-space $m$ is
@@ -173,14 +173,14 @@ cells = [
     3. Sweep over $m = 1..M$, and repeat for a few iterations.
 
     Each step solves its sub-problem exactly, so $E$ never increases, and it starts from the plain PQ
-    solution above. `QLinear.from_dense(..., calib=S)` runs it; `history_` records the relative response
+    solution above. `quantize_linear(..., calib=S)` runs it; `history_` records the relative response
     error after each sweep.
     """),
     code(r"""
     n_iter = 4 if FAST else 8
     M = fc6.in_features // 4
     with tqdm(total=n_iter * M, desc="error correction, fc6 C's=4 K=32") as bar:
-        q_ec = QLinear.from_dense(fc6.weight, fc6.bias, sub_dim=4, n_codewords=32, seed=0,
+        q_ec = quantize_linear(fc6.weight, fc6.bias, sub_dim=4, n_codewords=32, seed=0,
                                   calib=S, n_iter=n_iter, progress=lambda: bar.update(1))
     hist = np.array(q_ec.history_)
     val_pq = response_error(q_pq.dense_weight(), stats_val)
@@ -241,8 +241,8 @@ cells = [
     settings = [(4, 32), (16, 32)] if FAST else [(3, 32), (4, 32), (8, 32), (16, 32)]
     rows = []
     for d, K in tqdm(settings, desc="settings"):
-        layers = {"plain PQ": QLinear.from_dense(fc6.weight, fc6.bias, sub_dim=d, n_codewords=K, seed=0),
-                  "error correction": QLinear.from_dense(fc6.weight, fc6.bias, sub_dim=d, n_codewords=K, seed=0,
+        layers = {"plain PQ": quantize_linear(fc6.weight, fc6.bias, sub_dim=d, n_codewords=K, seed=0),
+                  "error correction": quantize_linear(fc6.weight, fc6.bias, sub_dim=d, n_codewords=K, seed=0,
                                                          calib=S, n_iter=n_iter)}
         right = {m: correct(ql) for m, ql in layers.items()}
         diff, lo, hi = paired_bootstrap(right["error correction"], right["plain PQ"])
@@ -308,7 +308,7 @@ cells = [
         for name, i, nxt in (("fc6", i_fc6, i_fc7), ("fc7", i_fc7, None)):
             dense_layer = net.params[name]
             kw = dict(calib=xq, targets=dense_layer(xd), n_iter=n_iter) if corrected else {}
-            q.params[name] = QLinear.from_dense(dense_layer.weight, dense_layer.bias, sub_dim=d, n_codewords=K, seed=0, **kw)
+            q.params[name] = quantize_linear(dense_layer.weight, dense_layer.bias, sub_dim=d, n_codewords=K, seed=0, **kw)
             if nxt is not None:
                 xq, xd = q.forward(xq, start=i, stop=nxt), net.forward(xd, start=i, stop=nxt)
         return q.forward(S_test, start=i_fc6).argmax(1) == test_y[:n_test]
@@ -381,7 +381,7 @@ cells = [
     except ImportError:
         print("torch not installed: torch baselines skipped")
     if kernels.direct_available():  # the paper's condition: its own dense code, no tuned BLAS
-        from qcnn_lite.noblas import LABEL as NOBLAS_LABEL, direct_layer
+        from qcnn_lite.bench.noblas import LABEL as NOBLAS_LABEL, direct_layer
         fc6_noblas = direct_layer(fc6, "fc6")
         baselines[f"fp32 {NOBLAS_LABEL}"] = fc6_noblas
 
@@ -461,7 +461,7 @@ cells = [
     S7 = net.forward(S, start=i_fc6, stop=i_fc7); S7_val = net.forward(S_val, start=i_fc6, stop=i_fc7)
     fc7 = net.params["fc7"]; st7 = ResponseStats(fc7.in_features, fc7.out_features).update(S7_val, fc7(S7_val))
     for kw in ({}, dict(calib=S7, n_iter=n_iter)):
-        q7 = QLinear.from_dense(fc7.weight, fc7.bias, sub_dim=4, n_codewords=32, seed=0, **kw)
+        q7 = quantize_linear(fc7.weight, fc7.bias, sub_dim=4, n_codewords=32, seed=0, **kw)
         print(kw.keys(), response_error(q7.dense_weight(), st7))
     print("zeros:", (S == 0).mean(), (S7 == 0).mean())
     ```
@@ -477,7 +477,7 @@ cells = [
     """, r"""
     ```python
     for n in (100, 500, 1000):
-        q = QLinear.from_dense(fc6.weight, fc6.bias, sub_dim=4, n_codewords=32, seed=0, calib=S[:n], n_iter=n_iter)
+        q = quantize_linear(fc6.weight, fc6.bias, sub_dim=4, n_codewords=32, seed=0, calib=S[:n], n_iter=n_iter)
         print(n, q.history_[-1], response_error(q.dense_weight(), stats_val))
     ```
     With fewer images than fc6's 576 inputs, $G$ is singular and the codebooks fit the calibration set's noise:
@@ -487,7 +487,7 @@ cells = [
     Show that $\hat W = W$ gives $E = 0$, and that `response_error` equals a direct computation on `S_val`.
     """, r"""
     The relative response error is $\sum_n \lVert T_n - \hat W S_n - \hat b\rVert^2 / \sum_n \lVert T_n - \bar T\rVert^2$,
-    with the bias refitted; check the definition in `qcnn_lite.correction.response_error`.
+    with the bias refitted; check the definition in `qcnn_lite.quant.correction.response_error`.
     """, r"""
     ```python
     print(response_error(fc6.weight, stats_val))  # 0 up to rounding

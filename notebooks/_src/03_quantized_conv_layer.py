@@ -24,7 +24,7 @@ cells = [
     - torch is optional (one more exactness check and timing);
     - about two minutes in full mode, about one with `QCNN_FAST=1`.
     """),
-    setup(NB, "import time\nfrom pathlib import Path\nimport qcnn_lite\nfrom qcnn_lite import data, kernels, models\nfrom qcnn_lite.layers import Conv2d, QConv2d\nfrom qcnn_lite.kernels import _numpy as numpy_kernels", one_blas_thread=True),
+    setup(NB, "import time\nfrom pathlib import Path\nimport qcnn_lite\nfrom qcnn_lite.io import datasets as data\nfrom qcnn_lite import kernels\nfrom qcnn_lite.nn import models\nfrom qcnn_lite.nn.layers import Conv2d, QConv2d\nfrom qcnn_lite.kernels import _numpy as numpy_kernels\nfrom qcnn_lite.quant.quantize import quantize_conv2d, quantize_linear", one_blas_thread=True),
     md(r"""
     ## 1. The maths
 
@@ -70,7 +70,7 @@ cells = [
     """),
     code(r"""
     import os
-    from qcnn_lite import modelfile
+    from qcnn_lite.io import modelfile
 
     REPO = Path(qcnn_lite.__file__).resolve().parents[1]
     # $QCNN_MODELS first (as the demos do), then the repository's data/models
@@ -88,7 +88,7 @@ cells = [
     dense = net.params["conv2"]
     print("conv2 weight", dense.weight.shape, "stride", dense.stride, "padding", dense.padding, "groups", dense.groups)
 
-    q = QConv2d.from_dense(dense.weight, dense.bias, dense.stride, dense.padding, dense.groups,
+    q = quantize_conv2d(dense.weight, dense.bias, dense.stride, dense.padding, dense.groups,
                            sub_dim=8, n_codewords=128, seed=0)
     print("codebooks", q.codebooks.shape, " codes", q.codes.shape, q.codes.dtype, " bias", q.bias.shape)
     # the suite's one weight-error metric (as in 02): ||W - W_hat||^2 / ||W||^2
@@ -205,7 +205,7 @@ cells = [
         for cs, ctn, k, s, p, grp, sd, kk, side in cases:
             w = check_rng.standard_normal((ctn, cs // grp, k, k)).astype(np.float32)
             b = check_rng.standard_normal(ctn).astype(np.float32)
-            ql = QConv2d.from_dense(w, b, s, p, grp, sub_dim=sd, n_codewords=kk, seed=0)
+            ql = quantize_conv2d(w, b, s, p, grp, sub_dim=sd, n_codewords=kk, seed=0)
             xin = check_rng.standard_normal((2, cs, side, side)).astype(np.float32)
             y = ql(xin)
             refs = {"Conv2d": Conv2d(ql.dense_weight(), ql.bias, s, p, grp)(xin)}
@@ -264,7 +264,7 @@ cells = [
     # an AlexNet-conv3-shaped layer; random weights are fine for timing
     w3 = (np.random.default_rng(3).standard_normal((384, 256, 3, 3)) * 0.03).astype(np.float32)
     d3 = Conv2d(w3, np.zeros(384, np.float32), stride=1, padding=1)
-    q3 = QConv2d.from_dense(d3.weight, d3.bias, 1, 1, 1, sub_dim=8, n_codewords=128, seed=0,
+    q3 = quantize_conv2d(d3.weight, d3.bias, 1, 1, 1, sub_dim=8, n_codewords=128, seed=0,
                             kmeans_iter=5 if FAST else 25)
     x2 = net.forward(data.to_input(test_images[:64], mean, std), stop=i_conv2)
     x3 = np.random.default_rng(4).standard_normal((64, 256, 13, 13)).astype(np.float32)
@@ -274,7 +274,7 @@ cells = [
     DENSE = "dense fp32, numpy im2col + BLAS"
     NOBLAS = None
     if kernels.direct_available():  # the paper's condition: its own dense code, no tuned BLAS
-        from qcnn_lite.noblas import LABEL as NOBLAS_LABEL, direct_layer
+        from qcnn_lite.bench.noblas import LABEL as NOBLAS_LABEL, direct_layer
         NOBLAS = f"fp32 {NOBLAS_LABEL}"
     rows = []
     one_thread = threadpool_limits(1) if threadpool_limits is not None else contextlib.nullcontext()
@@ -312,7 +312,7 @@ cells = [
     timing.pivot_table(index=["layer", "batch"], columns="path", values="ms").round(2)
     """),
     code(r"""
-    from qcnn_lite import cost
+    from qcnn_lite.paper import cost
     for lname, (dl, ql, xs) in layers.items():
         spec = [{"type": "conv", "name": "c", "out": dl.out_channels, "kernel": dl.kernel_size[0],
                  "stride": dl.stride, "padding": dl.padding, "groups": dl.groups}]
@@ -393,7 +393,7 @@ cells = [
     all-zero codebooks and codes: the decision depends only on the shapes.
     """),
     code(r"""
-    from qcnn_lite.layers import LUT_MIN_SPEEDUP
+    from qcnn_lite.nn.table_policy import LUT_MIN_SPEEDUP
 
 
     def c_for(ql, H, W):
@@ -475,8 +475,8 @@ cells = [
     The layer is the mini AlexNet's `fc6` ($C'_s = 8$, $K = 32$), calibrated on training images.
     """),
     code(r"""
-    from qcnn_lite.correction import ResponseStats, refine, response_error
-    from qcnn_lite.layers import QLinear
+    from qcnn_lite.quant.correction import ResponseStats, refine, response_error
+    from qcnn_lite.nn.layers import QLinear
 
     train_images, _ = data.load_fashion_mnist("train")
     n_calib = 300 if FAST else 1000
@@ -485,7 +485,7 @@ cells = [
     fc6 = net.params["fc6"]
     S6 = net.forward(data.to_input(train_images[calib_idx[:n_calib]], mean, std), stop=i_fc6).reshape(n_calib, -1)
     stats6 = ResponseStats(fc6.in_features, fc6.out_features).update(S6, fc6(S6))
-    start = QLinear.from_dense(fc6.weight, fc6.bias, sub_dim=8, n_codewords=32, seed=0)  # plain PQ: the start
+    start = quantize_linear(fc6.weight, fc6.bias, sub_dim=8, n_codewords=32, seed=0)  # plain PQ: the start
 
 
     def bcd_sweep(books, codes, G, P, ridge=1e-6):
@@ -516,14 +516,14 @@ cells = [
     assert np.allclose(my_books, pkg_books, rtol=1e-3, atol=1e-4 * np.abs(pkg_books).max())
     assert same_codes > 0.999  # identical but for float-rounding ties
     my_err = response_error(my_books[np.arange(my_books.shape[0]), my_codes].reshape(fc6.out_features, -1), stats6)
-    print(f"numpy sweep == qcnn_lite.correction.refine: codebooks equal, {100 * same_codes:.2f} % of codes equal")
+    print(f"numpy sweep == qcnn_lite.quant.correction.refine: codebooks equal, {100 * same_codes:.2f} % of codes equal")
     print(f"relative response error (calibration): plain PQ {pkg_hist[0]:.4f} -> one sweep {my_err:.4f} "
           f"(package {pkg_hist[1]:.4f})")
     """),
     md(r"""
     ## 8. Error correction on a conv layer
 
-    `QConv2d.from_dense(..., calib=X)` runs the same descent on a conv layer: its calibration samples are the
+    `quantize_conv2d(..., calib=X)` runs the same descent on a conv layer: its calibration samples are the
     input patches at (a random subset of) output positions, and its codebook step solves the coupled system of
     the taps. We correct `conv2` at two settings and compare with plain PQ on held-out inputs and on the test set,
     with the rest of the network dense.
@@ -551,7 +551,7 @@ cells = [
     ec_rows = []
     for d, K in tqdm([(8, 128), (16, 32)], desc="conv2 error correction"):
         for method, kw in (("plain PQ", {}), ("error correction", dict(calib=X2_cal, n_iter=2 if FAST else 4))):
-            ql = QConv2d.from_dense(dense.weight, dense.bias, dense.stride, dense.padding, dense.groups,
+            ql = quantize_conv2d(dense.weight, dense.bias, dense.stride, dense.padding, dense.groups,
                                     sub_dim=d, n_codewords=K, seed=0, **kw)
             ec_rows.append({"C's": d, "K": K, "method": method, "held-out resp. err": conv_response_error(ql),
                             "top-1 %": top1_with(ql)})
@@ -580,7 +580,7 @@ cells = [
     - A table addition costs {c_lo:.2f} to {c_hi:.2f} multiply-adds here, more as the table outgrows the cache; the
       rule $F_{{\text{{dense}}}} > F_{{\text{{table}}}} + c A$ with $c$ priced at the table's size picks the faster
       path on {agree} of {len(timed)} timed layers, the fixed threshold on {agree_pkg}.
-    - One sweep of block coordinate descent in numpy equals `qcnn_lite.correction.refine`; on conv2 error
+    - One sweep of block coordinate descent in numpy equals `qcnn_lite.quant.correction.refine`; on conv2 error
       correction lifts top-1 from {e8['top-1 %', 'plain PQ']:.2f} % to {e8['top-1 %', 'error correction']:.2f} % at
       $C'_s = 8$, $K = 128$.
 
@@ -590,14 +590,14 @@ cells = [
     Quantize `conv2` with $C'_s \in \{2, 4, 8, 16\}$ and $K \in \{16, 64, 128\}$ and plot the relative weight
     error against the cost-model speed-up. Which settings would you pick?
     """, r"""
-    Loop over the settings with `QConv2d.from_dense(...)`, compute `np.linalg.norm(ql.dense_weight() - dense.weight) ** 2 / np.linalg.norm(dense.weight) ** 2`
+    Loop over the settings with `quantize_conv2d(...)`, compute `np.linalg.norm(ql.dense_weight() - dense.weight) ** 2 / np.linalg.norm(dense.weight) ** 2`
     and `ql.lut_speedup(13, 13)`.
     """, r"""
     ```python
     pts = []
     for d in (2, 4, 8, 16):
         for K in (16, 64, 128):
-            ql = QConv2d.from_dense(dense.weight, dense.bias, dense.stride, dense.padding, dense.groups, sub_dim=d, n_codewords=K, seed=0)
+            ql = quantize_conv2d(dense.weight, dense.bias, dense.stride, dense.padding, dense.groups, sub_dim=d, n_codewords=K, seed=0)
             pts.append((ql.lut_speedup(13, 13), np.linalg.norm(ql.dense_weight() - dense.weight) ** 2 / np.linalg.norm(dense.weight) ** 2, d, K))
     for p in sorted(pts): print(p)
     ```
@@ -626,4 +626,4 @@ cells = [
 ]
 
 if __name__ == "__main__":
-    build(NB, cells, constants={"3.5": "QConv2d.uses_tables docstring: add/MAC cost measured on x86 in issue 3"})
+    build(NB, cells, constants={"3.5": "QConv2d.uses_tables docstring: add/MAC cost measured on x86"})

@@ -21,7 +21,7 @@ cells = [
     - a few minutes in full mode (the 10,000 test images), about 2 minutes with `QCNN_FAST=1`
       (2,000 test images, fewer settings).
     """),
-    setup(NB, "import tempfile\nfrom pathlib import Path\nimport pandas as pd\nfrom tqdm.auto import tqdm\nimport qcnn_lite\nfrom qcnn_lite import cost, data, modelfile, paths, quantize_network\nfrom qcnn_lite.evaluate import MINI_SETTINGS", one_blas_thread=True),
+    setup(NB, "import tempfile\nfrom pathlib import Path\nimport pandas as pd\nfrom tqdm.auto import tqdm\nimport qcnn_lite\nfrom qcnn_lite.paper import cost\nfrom qcnn_lite.io import datasets as data, modelfile, paths\nfrom qcnn_lite import quantize_network\nfrom qcnn_lite.paper.constants import MINI_SETTINGS\nfrom qcnn_lite.quant.quantize import quantize_linear", one_blas_thread=True),
     code(r"""
     REPO = paths.project_root()
     path = paths.model_file("mini-alexnet")  # $QCNN_MODELS first, then the repository's data/models
@@ -79,7 +79,7 @@ cells = [
     layers.)
 
     We use the paper's Table 1 setting 2 for AlexNet, scaled to the mini network
-    (`qcnn_lite.evaluate.MINI_SETTINGS`): conv $C'_s=4$ instead of 8, because the mini network has a quarter of
+    (`qcnn_lite.paper.constants.MINI_SETTINGS`): conv $C'_s=4$ instead of 8, because the mini network has a quarter of
     AlexNet's channels (notebook 05 explains, and section 2 below shows the unscaled setting), and $K=8$ for fc8,
     which has only 10 outputs:
     """),
@@ -107,8 +107,8 @@ cells = [
     isolates the layer; compensation makes the over-fitting worse, not better.
     """),
     code(r"""
-    from qcnn_lite.correction import ResponseStats, response_error
-    from qcnn_lite.layers import QLinear
+    from qcnn_lite.quant.correction import ResponseStats, response_error
+    from qcnn_lite.nn.layers import QLinear
 
     i_fc7 = next(i for i, L in net.param_layers() if L["name"] == "fc7")
     fc7 = net.params["fc7"]
@@ -122,11 +122,11 @@ cells = [
     over = []
     for n in tqdm(sizes, desc="n_calib"):
         for sweeps in (2, 4):
-            q7 = QLinear.from_dense(fc7.weight, fc7.bias, sub_dim=d7, n_codewords=K7, seed=0, calib=S7_fit[:n], n_iter=sweeps)
+            q7 = quantize_linear(fc7.weight, fc7.bias, sub_dim=d7, n_codewords=K7, seed=0, calib=S7_fit[:n], n_iter=sweeps)
             over.append({"n_calib": n, "sweeps": sweeps, "calibration": q7.history_[-1],
                          "held out": response_error(q7.dense_weight(), stats_out)})
     over = pd.DataFrame(over)
-    plain7 = response_error(QLinear.from_dense(fc7.weight, fc7.bias, sub_dim=d7, n_codewords=K7, seed=0).dense_weight(), stats_out)
+    plain7 = response_error(quantize_linear(fc7.weight, fc7.bias, sub_dim=d7, n_codewords=K7, seed=0).dense_weight(), stats_out)
     fig, ax = plt.subplots(figsize=(7, 3.8))
     for sweeps, g in over.groupby("sweeps"):
         ax.plot(g["n_calib"], g["calibration"], "o--", label=f"calibration, {sweeps} sweeps")
@@ -254,7 +254,7 @@ cells = [
     md(r"""
     ## 3. The model file
 
-    `qcnn_lite.modelfile.save` writes a network to one pickle-free, checksummed file: a JSON manifest (the
+    `qcnn_lite.io.modelfile.save` writes a network to one pickle-free, checksummed file: a JSON manifest (the
     spec, the settings, the layer classes) and the raw arrays; codes are **bit-packed** at $\lceil\log_2 K\rceil$
     bits. The cost model predicts the quantized storage as
 

@@ -18,11 +18,11 @@ cells = [
     - the committed reference models in `data/models/` and, for the accuracy column, the results that
       `make reproduce` wrote to `results/` (this notebook computes them if they are missing: a few minutes).
     """),
-    setup(NB, "import inspect\nimport pandas as pd\nfrom qcnn_lite import cost, evaluate, models, paper, reproduce, tables"),
+    setup(NB, "import inspect\nimport pandas as pd\nfrom qcnn_lite.paper import cost, constants as paper\nfrom qcnn_lite.repro import accuracy as evaluate, reproduce, rows as tables\nfrom qcnn_lite.nn import models\nfrom qcnn_lite.io.results import load_table, render\nfrom qcnn_lite.nn.accuracy import evaluate_network"),
     md(r"""
     ## 1. Speed-up and compression follow from the architecture
 
-    For every conv and fc layer the cost model (`qcnn_lite.cost`, notebook 00) counts multiply-adds and bytes,
+    For every conv and fc layer the cost model (`qcnn_lite.paper.cost`, notebook 00) counts multiply-adds and bytes,
     for the CNN and for its Q-CNN with $M = \lceil C_s / C'_s \rceil$ sub-spaces of $K$ codewords:
 
     $$
@@ -36,7 +36,7 @@ cells = [
 
     The paper does not publish its two settings per network. Its notes say: conv layers $C'_s=8$, $K=128$
     (VGG-16: $C'_s=6$), fc layers $K=32$ with $C'_s=3$ (setting 1) or $C'_s=4$ (setting 2), and a smaller codebook
-    for the last fc layer. `qcnn_lite.paper.TABLE1_SETTINGS` holds the choices that fit the published figures best:
+    for the last fc layer. `qcnn_lite.paper.constants.TABLE1_SETTINGS` holds the choices that fit the published figures best:
     """),
     code(r"""
     for net, settings in paper.TABLE1_SETTINGS.items():
@@ -111,14 +111,14 @@ cells = [
     10 classes) with scaled-down versions of the three networks, trained here (`python -m qcnn_lite train`):
     `mini-alexnet` (large first kernel, LRN, grouped convs), `mini-cnns` (strided first conv with LRN) and
     `mini-vgg16` (stacks of 3x3 convs). Each is quantized at the paper's two settings, scaled to its channels
-    (`qcnn_lite.evaluate.MINI_SETTINGS`), three ways:
+    (`qcnn_lite.paper.constants.MINI_SETTINGS`), three ways:
 
     - **ec**: error correction with accumulated-error compensation, the paper's method;
     - **plain**: k-means on the weights only (plain product quantization);
     - **dense**: not quantized.
 
     Calibration uses training images without their labels. `make reproduce` wrote the results; we load the same file
-    (`reproduce.load`), or compute it through the same function when it is missing.
+    (`load_table`), or compute it through the same function when it is missing.
 
     **Which error rate is compared with which.** The paper reports the **top-5** error increase on 1000 ImageNet
     classes. With 10 classes, top-5 is almost always right (the dense mini networks' top-5 error is a fraction of a
@@ -140,7 +140,7 @@ cells = [
         return min(ms), max(ms)
 
 
-    for mini, settings in evaluate.MINI_SETTINGS.items():
+    for mini, settings in paper.MINI_SETTINGS.items():
         for i, st in enumerate(settings, start=1):
             print(f"{mini:13s} setting {i}: " + ", ".join(f"{k} {d}x{K}" for k, (d, K) in st.items()))
     print()
@@ -160,7 +160,7 @@ cells = [
     sweeps lower the held-out error further (notebook 04's curve), at the cost of time.
     """),
     code(r"""
-    acc = reproduce.load("table1_accuracy")
+    acc = load_table("table1_accuracy")
     if acc is None:  # not reproduced yet: compute (cached in results/cache, so make reproduce reuses it)
         acc = evaluate.table1_accuracy(n_test=2000 if FAST else None, n_calib=2500, n_iter=2)  # the recipe (04)
     acc = pd.DataFrame(acc)
@@ -278,8 +278,8 @@ cells = [
     fit the calibration set better than the test set (notebook 04's curve).
     """),
     exercise(4, r"""
-    Quantize `mini-cnns` at the paper's literal conv setting, `dict(evaluate.MINI_SETTINGS["mini-cnns"][0], conv=(8, 128))`,
-    with `quantize_network` and measure it with `evaluate.evaluate_network`. Which conv layer loses most?
+    Quantize `mini-cnns` at the paper's literal conv setting, `dict(paper.MINI_SETTINGS["mini-cnns"][0], conv=(8, 128))`,
+    with `quantize_network` and measure it with `evaluate_network`. Which conv layer loses most?
     """, r"""
     Quantize one conv layer at a time (settings for the others: keep them dense by building the network by hand as in
     notebook 03, section 8).

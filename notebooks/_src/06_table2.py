@@ -16,7 +16,7 @@ cells = [
     - `make reproduce` has written `results/table2.json`; if it has not, this notebook measures (about 2 minutes, fewer
       repeats in fast mode).
     """),
-    setup(NB, "import json\nfrom pathlib import Path\nimport pandas as pd\nfrom qcnn_lite import bench, device_results, kernels, paper, paths, reproduce, tables"),
+    setup(NB, "import json\nfrom pathlib import Path\nimport pandas as pd\nfrom qcnn_lite.bench import benchmarks as bench, device as device_results\nfrom qcnn_lite import kernels\nfrom qcnn_lite.paper import constants as paper\nfrom qcnn_lite.io import paths\nfrom qcnn_lite.repro import reproduce, rows as tables\nfrom qcnn_lite.io.results import load_table, render\nfrom qcnn_lite.repro.device_plot import plot_table2"),
     md(r"""
     ## 1. What is measured
 
@@ -37,7 +37,7 @@ cells = [
     Shared machines are noisy, so speeds are reported as **ratios** against baselines measured in the same run.
     """),
     code(r"""
-    rows = reproduce.load("table2")
+    rows = load_table("table2")
     if rows is None:  # not reproduced yet: measure now, through the same functions as make reproduce
         res = bench.bench_networks(repeat=3 if FAST else 10)
         rows = tables.table2_rows(res)
@@ -84,7 +84,7 @@ cells = [
     for r in results:
         d = r["device"]
         print(f"{r['kind']:18s} {r['name']}: {d['model']}, {d['arch']}, {d['cores']} cores")
-    fig = device_results.plot_table2(results)
+    fig = plot_table2(results)
     show(fig, "table2_devices")
     """),
     code(r"""
@@ -120,7 +120,7 @@ cells = [
     """),
     exercise(1, r"""
     Run `python -m qcnn_lite bench-layers` and find the layer with the smallest speed-up. Does the cost model
-    (`qcnn_lite.cost.layer_costs`) predict it?
+    (`qcnn_lite.paper.cost.layer_costs`) predict it?
     """, r"""
     Compare each layer's measured ratio with `cnn_flops / qcnn_flops`; remember notebook 03's add/MAC constant.
     """, r"""

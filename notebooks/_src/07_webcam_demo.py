@@ -28,7 +28,7 @@ cells = [
 Apart from the one-off quantization, nothing here is slow; `QCNN_FAST=1` shortens the
 accuracy check and the timing loop.
 """),
-    setup(NB, "import io\nfrom pathlib import Path\nfrom PIL import Image\nfrom qcnn_lite import data as datasets, kernels\nfrom qcnn_lite.preprocess import fashion_image, load_image, prepare\nfrom qcnn_lite.demo import classify, load_models\nfrom qcnn_lite.paths import project_root", one_blas_thread=True),
+    setup(NB, "import io\nfrom pathlib import Path\nfrom PIL import Image\nfrom qcnn_lite.io import datasets\nfrom qcnn_lite import kernels\nfrom qcnn_lite.io.preprocess import fashion_image, load_image, prepare\nfrom qcnn_lite.apps.demo import classify, load_models\nfrom qcnn_lite.io.paths import project_root", one_blas_thread=True),
     code(r"""
 PHOTO = project_root() / "data" / "samples" / "coffee.jpg"
 print("kernel backend:", kernels.backend())
@@ -40,7 +40,7 @@ print("kernel backend:", kernels.backend())
 quantized one is `data/models/mini-alexnet-q.qcnn` when it was made from the dense file beside
 it; otherwise the dense `data/models/mini-alexnet.qcnn` is quantized here, once (about a minute)
 and cached in `results/cache/models/`. The recipe is the paper's AlexNet setting 2 scaled to the
-mini network (`qcnn_lite.evaluate.MINI_SETTINGS`: conv C's = 4, K = 128; fc C's = 4, K = 32;
+mini network (`qcnn_lite.paper.constants.MINI_SETTINGS`: conv C's = 4, K = 128; fc C's = 4, K = 32;
 fc8 C's = 1, K = 8) with error correction; the cell below prints the calibration the file
 records, to compare with the suite's recipe (notebook 04: 2,500 images, 2 sweeps). Both networks
 run through the same numpy engine, `Network.forward`.
@@ -63,7 +63,7 @@ print(f"calibration recorded in the file: n_calib={qinfo.get('n_calib')}, n_iter
 Fashion-MNIST pictures are product photos (Zalando's catalogue) that were trimmed to the
 object, scaled so that its longer side fills 28 pixels, turned to grey and **inverted**:
 a light object on a black background. A webcam photo is the opposite: a dark-ish object
-somewhere in a light, busy room. `qcnn_lite.preprocess.fashion_image` closes the gap:
+somewhere in a light, busy room. `qcnn_lite.io.preprocess.fashion_image` closes the gap:
 
 1. decode, apply the EXIF orientation (phones store pictures sideways), grayscale;
 2. look at a band around the border: if it is light (median > 0.5), invert the picture,
@@ -72,10 +72,10 @@ somewhere in a light, busy room. `qcnn_lite.preprocess.fashion_image` closes the
 4. crop to the bounding box of the pixels above 10 % of the brightest, pad it square
    around its centre, and resize to 28x28: the object fills the frame, as in training;
 5. normalise with the mean and std stored in the model (`Network.meta`), exactly as in
-   training (`qcnn_lite.data.to_input`).
+   training (`qcnn_lite.io.datasets.to_input`).
 
 ImageNet-size networks (3x224x224 or 3x227x227) take the paper's Caffe pipeline instead
-(`qcnn_lite.data.imagenet_preprocess`): shorter side to 256, centre crop, BGR order, mean
+(`qcnn_lite.io.datasets.imagenet_preprocess`): shorter side to 256, centre crop, BGR order, mean
 pixel subtracted.
 
 Every bad file — empty, not an image, truncated, larger than 64 megapixels (a
@@ -114,7 +114,7 @@ If the page is not a secure context, there is no camera, or you refuse permissio
 the widget says so and you use the upload.
 """),
     code(r"""
-from qcnn_lite.widgets import classify_app
+from qcnn_lite.apps.webcam_ui import classify_app
 
 app = classify_app()
 app
@@ -122,7 +122,7 @@ app
     md(r"""
 ## The same code path, without a camera
 
-The app calls `qcnn_lite.demo.classify(net, file_bytes, dense)` for every frame and
+The app calls `qcnn_lite.apps.demo.classify(net, file_bytes, dense)` for every frame and
 upload. Here it classifies a few Fashion-MNIST test images, first as the 28x28 PNG files
 they are, then "photographed": upscaled to 224x224, inverted to a white background and
 pasted off-centre on a larger page, saved as JPEG. The pre-processing has to undo all of
@@ -237,7 +237,7 @@ A high threshold crops to the brightest part only (objects are cut, accuracy dro
 background noise in the box (the object shrinks in the frame). The default sits between.
 """),
     exercise(3, r"""
-Quantize with fewer codewords (`K = 16` for the fc layers, see `qcnn_lite.demo.quantize_for_demo`) and compare
+Quantize with fewer codewords (`K = 16` for the fc layers, see `qcnn_lite.apps.demo.quantize_for_demo`) and compare
 the top-5 probabilities with the dense network's on the same photos.
 """, r"""
 `quantize_for_demo(dense, ...)` takes the settings from `demo_settings`; pass your own dict to

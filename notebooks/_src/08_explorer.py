@@ -22,17 +22,17 @@ cells = [
     group is product-quantized at the new setting **without** error correction (k-means only: fast enough to
     drag), the quantized layers are cached by (layer, $C'_s$, $K$), and the readout shows:
 
-    - **storage** and the **cost-model speed-up** from `qcnn_lite.cost` (exactly the formulas of notebook 00);
+    - **storage** and the **cost-model speed-up** from `qcnn_lite.paper.cost` (exactly the formulas of notebook 00);
     - the **measured time per image** (median of a few forward passes, batch of 8), against the dense network;
     - **top-1** on a fixed subset of 1,000 test images.
 
     The **error correction** button re-quantizes the current setting with error correction, each layer on
     the dense network's inputs to it (layer-wise, so corrected layers can be cached alone too; notebook 04's
-    accumulated-error compensation does slightly better). The logic lives in `qcnn_lite.explorer`, the widgets
-    in `qcnn_lite.explorer_ui`; `tests/test_explorer.py` drives the sliders from code and checks that the
+    accumulated-error compensation does slightly better). The logic lives in `qcnn_lite.apps.explorer`, the widgets
+    in `qcnn_lite.apps.explorer_ui`; `tests/test_explorer.py` drives the sliders from code and checks that the
     displayed size and speed-up are the cost model's.
     """),
-    setup(NB, "import pandas as pd\nimport ipywidgets as widgets\nfrom IPython.display import display\nfrom qcnn_lite import data, models, modelfile, paths\nfrom qcnn_lite.explorer import Explorer, pareto_points\nfrom qcnn_lite.explorer_ui import ExplorerUI", one_blas_thread=True),
+    setup(NB, "import pandas as pd\nimport ipywidgets as widgets\nfrom IPython.display import display\nfrom qcnn_lite.io import datasets as data, modelfile, paths\nfrom qcnn_lite.nn import models\nfrom qcnn_lite.apps.explorer import Explorer, pareto_points\nfrom qcnn_lite.apps.explorer_ui import ExplorerUI", one_blas_thread=True),
     code(r"""
     try:
         net = modelfile.load(paths.model_file("mini-alexnet"))
@@ -131,7 +131,7 @@ cells = [
     report(r"""
     ## Summary
 
-    - Storage and the cost-model speed-up follow from the settings alone (`qcnn_lite.cost`); the explorer shows
+    - Storage and the cost-model speed-up follow from the settings alone (`qcnn_lite.paper.cost`); the explorer shows
       them exactly. From the mildest to the harshest setting above, compression goes from
       {static['compression'].iloc[0]:.1f}x to {harsh_plain['compression']:.1f}x and the model speed-up from
       {static['speed-up (model)'].iloc[0]:.2f}x to {harsh_plain['speed-up (model)']:.2f}x.

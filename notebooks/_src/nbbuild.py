@@ -114,7 +114,7 @@ except ImportError:
 %matplotlib inline
 import numpy as np
 import matplotlib.pyplot as plt
-from qcnn_lite import figures
+from qcnn_lite.repro import figures
 {imports.strip()}
 
 NOTEBOOK = "{notebook}"

@@ -14,7 +14,8 @@ from types import ModuleType
 import numpy as np
 
 from . import _convq, _targets
-from ._numpy import conv_geometry, linear_tables
+from .geometry import conv_geometry, phase_planes
+from ._numpy import linear_tables
 
 _pythran: ModuleType = _targets.current()
 
@@ -43,31 +44,16 @@ def conv_tables(x: np.ndarray, codebooks: np.ndarray, stride: int, padding: int,
     xp being x with ``padding`` zeros around it (and zeros past its end).
     Zero pixels give zero entries: a tap in the padding adds exactly 0.
     """
-    C, H, W = x.shape
     M, K, d = codebooks.shape
     s = stride
-    xp = np.zeros((C, Hq * s, Wq * s), np.float32)
-    xp[:, padding:padding + H, padding:padding + W] = x
-    if s > 1:
-        # (C, Hq, a, Wq, b) -> (C, a, b, Hq, Wq): each phase one contiguous plane
-        xp = np.ascontiguousarray(xp.reshape(C, Hq, s, Wq, s).transpose(0, 2, 4, 1, 3))
-    xs = xp.reshape(M, d, s * s * Hq * Wq)
+    xs = phase_planes(x, s, padding, Hq, Wq).reshape(M, d, s * s * Hq * Wq)
     lut = np.matmul(codebooks, xs)  # (M, K, P): one (K x d) @ (d x P) product per sub-space
     return lut.reshape(1, M * K, s * s, Hq * Wq)
 
 
-def conv2d_lut(
-    x: np.ndarray,
-    codebooks: np.ndarray,
-    codes: np.ndarray,
-    bias: np.ndarray,
-    stride: int,
-    padding: int,
-    groups: int,
-    table_dtype: str = "float32",
-    scale_mode: str = "bound",
-    relu: bool = False,
-) -> np.ndarray:
+def conv2d_lut(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bias: np.ndarray, stride: int, padding: int,
+               groups: int, table_dtype: str = "float32", scale_mode: str = _convq.DEFAULT_SCALE_MODE,
+               relu: bool = False) -> np.ndarray:
     """x (n, C, H, W) f32; codebooks (M, K, d); codes (Ct, kh, kw, M); bias (Ct,) -> (n, Ct, OH, OW) f32.
 
     Integer tables run in the C++ extension (``simd/conv_kernels.h``) when it is built,
@@ -94,7 +80,7 @@ def conv2d_lut(
 
 
 def conv2d_int_pythran(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bias: np.ndarray, stride: int,
-                       padding: int, groups: int, bits: int = 8, scale_mode: str = "bound",
+                       padding: int, groups: int, bits: int = 8, scale_mode: str = _convq.DEFAULT_SCALE_MODE,
                        relu: bool = False) -> np.ndarray:
     """The portable integer-table conv: Pythran ``conv_table_int`` + ``conv_int_accumulate``."""
     n, C, H, W = x.shape
@@ -108,7 +94,7 @@ def conv2d_int_pythran(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, 
     out = np.empty((n, Ct, OH, OW), np.float32)
     for i in range(n):
         for g in range(groups):
-            xp = _convq.phase_split(x[i, g * cg:(g + 1) * cg], stride, padding, Hq, Wq)
+            xp = phase_planes(x[i, g * cg:(g + 1) * cg], stride, padding, Hq, Wq).reshape(cg, -1)
             s = _pythran.conv_table_int(xp, codebooks, qmax, scale_mode == "exact", q)
             o = slice(g * ctg, (g + 1) * ctg)
             _pythran.conv_int_accumulate(q, codes[o], bias[o], np.float32(s), stride, OH, OW, Wq, acc, out[i, o])

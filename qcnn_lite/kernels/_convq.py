@@ -1,4 +1,4 @@
-"""Integer look-up tables for convolution: 8-bit tables with 16-bit sums, 16-bit with 32-bit (issue 13).
+"""Integer look-up tables for convolution: 8-bit tables with 16-bit sums, 16-bit with 32-bit.
 
 The float conv kernel streams a float table from L3 (AlexNet conv2: 3 MB per
 group). Quantized to int8 the same table is 0.76 MB and stays in L2, and the
@@ -30,9 +30,8 @@ kernels of the simd extension (``simd/conv_kernels.h``, ``simd/conv_driver.h``:
 generic, AVX2 and AVX-512BW functions picked at run time, ``QCNN_LITE_TARGET``
 forces one; tables over 1 MiB run in L2-sized tiles of sub-spaces); and the
 portable Pythran kernels ``conv_table_int`` / ``conv_int_accumulate`` where
-the extension is not built. Measured on an AVX-512 Xeon, one thread, batch 1
-(``bench-layers``): AlexNet conv2 1.33 ms and conv3 1.03 ms with int8 tables,
-2.5x and 2.6x torch fp32, 2.9x and 3.5x the float tables.
+the extension is not built. ``bench-layers`` measures them against torch and the
+float tables; docs/measurements.md keeps the figures.
 """
 from __future__ import annotations
 
@@ -40,20 +39,20 @@ import os
 
 import numpy as np
 
-from ._numpy import conv_geometry
+from .geometry import conv_geometry, phase_planes
 
 try:
     from .simd import _lut_simd
 except ImportError:  # built without a C++ compiler
     _lut_simd = None
 
-__all__ = ["TABLE_BITS", "SCALE_MODES", "qmax_of", "phase_split", "table_bound", "scale_of", "quantized_table",
+__all__ = ["TABLE_BITS", "SCALE_MODES", "qmax_of", "table_bound", "scale_of", "quantized_table",
            "table_sums", "conv2d_int", "conv_isas", "default_conv_isa", "conv2d_compiled", "compiled_table",
            "compiled_sums"]
 
 TABLE_BITS = {"int8": 8, "int16": 16}
-SCALE_MODES = ("bound", "exact")
-_ACC = {8: np.int16, 16: np.int32}
+SCALE_MODES = ("exact", "bound")  # the first is the default everywhere
+DEFAULT_SCALE_MODE = SCALE_MODES[0]
 _Q = {8: np.int8, 16: np.int16}
 _TINY = np.float32(np.finfo(np.float32).tiny)
 
@@ -61,15 +60,6 @@ _TINY = np.float32(np.finfo(np.float32).tiny)
 def qmax_of(bits: int, n_items: int) -> int:
     """Largest |entry| for which a sum of n_items entries fits the accumulator (int16 for 8 bits, else int32)."""
     return min(127, 32767 // n_items) if bits == 8 else min(32767, (2**31 - 1) // n_items)
-
-
-def phase_split(x: np.ndarray, stride: int, padding: int, Hq: int, Wq: int) -> np.ndarray:
-    """x (C, H, W) -> (C, stride*stride*Hq*Wq) float32: zero-padded, phase ``a*stride + b`` planes of Hq x Wq."""
-    C, H, W = x.shape
-    s = stride
-    xp = np.zeros((C, Hq * s, Wq * s), np.float32)
-    xp[:, padding:padding + H, padding:padding + W] = x
-    return np.ascontiguousarray(xp.reshape(C, Hq, s, Wq, s).transpose(0, 2, 4, 1, 3)).reshape(C, -1)
 
 
 def _fold_products(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -105,7 +95,7 @@ def scale_of(bound, qmax: int) -> np.float32:
 
 
 def quantized_table(x: np.ndarray, codebooks: np.ndarray, kh: int, kw: int, stride: int, padding: int,
-                    bits: int = 8, scale_mode: str = "bound") -> tuple[np.ndarray, np.float32]:
+                    bits: int = 8, scale_mode: str = DEFAULT_SCALE_MODE) -> tuple[np.ndarray, np.float32]:
     """One image and group: x (M*d, H, W), codebooks (M, K, d) -> (q (M*K, SP) int8/int16, scale).
 
     Bit-identical to the extension's ``conv_table`` (same float32 operations, round half to even).
@@ -113,7 +103,7 @@ def quantized_table(x: np.ndarray, codebooks: np.ndarray, kh: int, kw: int, stri
     C, H, W = x.shape
     M, K, d = codebooks.shape
     _, _, Hq, Wq = conv_geometry(H, W, kh, kw, stride, padding)
-    xp = phase_split(x, stride, padding, Hq, Wq)
+    xp = phase_planes(x, stride, padding, Hq, Wq).reshape(x.shape[0], -1)
     t = table_floats(xp, codebooks)
     bound = np.abs(t).max() if scale_mode == "exact" else table_bound(xp, codebooks)
     qmax = qmax_of(bits, kh * kw * M)
@@ -143,7 +133,7 @@ def table_sums(q: np.ndarray, codes: np.ndarray, H: int, W: int, stride: int, pa
 
 
 def conv2d_int(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bias: np.ndarray, stride: int, padding: int,
-               groups: int, bits: int = 8, scale_mode: str = "bound", relu: bool = False) -> np.ndarray:
+               groups: int, bits: int = 8, scale_mode: str = DEFAULT_SCALE_MODE, relu: bool = False) -> np.ndarray:
     """The integer-table convolution in numpy, bit-exact with the compiled kernels.
 
     x (n, C, H, W) f32, codebooks (M, K, d), codes (Ct, kh, kw, M), bias (Ct,) -> (n, Ct, OH, OW) f32.
@@ -193,7 +183,7 @@ def default_conv_isa() -> str:
 
 
 def conv2d_compiled(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bias: np.ndarray, stride: int,
-                    padding: int, groups: int, bits: int = 8, scale_mode: str = "bound", relu: bool = False,
+                    padding: int, groups: int, bits: int = 8, scale_mode: str = DEFAULT_SCALE_MODE, relu: bool = False,
                     isa: str | None = None, scales: np.ndarray | None = None,
                     tile_bytes: int | None = None) -> np.ndarray:
     """The extension's integer conv (arguments validated by :func:`qcnn_lite.kernels.conv2d_lut`).
@@ -215,7 +205,7 @@ def conv2d_compiled(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bia
 
 
 def compiled_table(x: np.ndarray, codebooks: np.ndarray, kh: int, kw: int, stride: int, padding: int,
-                   bits: int = 8, scale_mode: str = "bound", isa: str | None = None) -> tuple[np.ndarray, float]:
+                   bits: int = 8, scale_mode: str = DEFAULT_SCALE_MODE, isa: str | None = None) -> tuple[np.ndarray, float]:
     """The extension's table of one image and group (as :func:`quantized_table`), for tests."""
     isa = default_conv_isa() if isa is None else isa
     C, H, W = x.shape

@@ -11,7 +11,7 @@ from types import ModuleType
 import numpy as np
 
 from . import _targets
-from ._layout import phase_split
+from .geometry import phase_split
 
 _MODULES: dict[str, ModuleType] = {}
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _convq
+from .geometry import conv_output_size
+
 
 def linear_tables(x: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
     """LUT[n, m*K + k] = <x[n, m-th block], codebooks[m, k]>: x (n, M*d), codebooks (M, K, d) -> (n, M*K).
@@ -28,32 +31,6 @@ def linear_lut(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bias: np
     return lut[:, flat].sum(-1, dtype=np.float32) + bias
 
 
-def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    return (size + 2 * padding - kernel) // stride + 1
-
-
-def conv_geometry(H: int, W: int, kh: int, kw: int, stride: int, padding: int) -> tuple[int, int, int, int]:
-    """(OH, OW, Hq, Wq): output size and the size of one phase plane of the table.
-
-    A phase plane covers the zero-padded input with step ``stride``; it is at
-    least as wide as OW plus the largest column shift, so a valid output never
-    reads across a row end, and one row taller than the last row read, so the
-    scratch columns never run past the plane.
-    """
-    OH, OW = conv_output_size(H, kh, stride, padding), conv_output_size(W, kw, stride, padding)
-    s = stride
-    Hq = max(-(-(H + 2 * padding) // s), OH + (kh - 1) // s) + 1
-    Wq = max(-(-(W + 2 * padding) // s), OW + (kw - 1) // s)
-    return OH, OW, Hq, Wq
-
-
-def _tap_range(size_in: int, size_out: int, tap: int, stride: int, padding: int) -> tuple[int, int]:
-    """Output positions o in [lo, hi) whose input position o*stride + tap - padding is inside the map."""
-    lo = max(0, -((tap - padding) // stride))  # ceil((padding - tap) / stride)
-    hi = min(size_out, (size_in - 1 + padding - tap) // stride + 1)
-    return lo, max(lo, hi)
-
-
 def conv_lut_tables(x: np.ndarray, codebooks: np.ndarray, groups: int) -> np.ndarray:
     """The conv look-up table over the unpadded input map.
 
@@ -66,18 +43,9 @@ def conv_lut_tables(x: np.ndarray, codebooks: np.ndarray, groups: int) -> np.nda
     return lut.reshape(n, groups, M * K, H, W)
 
 
-def conv2d_lut(
-    x: np.ndarray,
-    codebooks: np.ndarray,
-    codes: np.ndarray,
-    bias: np.ndarray,
-    stride: int,
-    padding: int,
-    groups: int,
-    table_dtype: str = "float32",
-    scale_mode: str = "bound",
-    relu: bool = False,
-) -> np.ndarray:
+def conv2d_lut(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bias: np.ndarray, stride: int, padding: int,
+               groups: int, table_dtype: str = "float32", scale_mode: str = _convq.DEFAULT_SCALE_MODE,
+               relu: bool = False) -> np.ndarray:
     """Look-up-table convolution (``table_dtype`` int8/int16: the exact emulation in :mod:`._convq`).
 
     x (n, C, H, W) f32; codebooks (M, K, d) f32 shared by all taps and groups,
@@ -85,8 +53,6 @@ def conv2d_lut(
     Taps that fall into the zero padding are skipped: they would add <0, codeword> = 0.
     """
     if table_dtype != "float32":
-        from . import _convq  # imports this module
-
         bits = _convq.TABLE_BITS[table_dtype]
         return _convq.conv2d_int(x, codebooks, codes, bias, stride, padding, groups, bits, scale_mode, relu)
     n, C, H, W = x.shape
@@ -129,3 +95,10 @@ def lrn(x: np.ndarray, size: int, alpha: float, beta: float, k: float) -> np.nda
     csum = np.concatenate([np.zeros((n, 1, H, W), np.float32), csum], 1)
     win = csum[:, size:] - csum[:, :-size]  # sum over the window of each channel
     return (x / np.power(k + (alpha / size) * win, beta)).astype(np.float32)
+
+
+def _tap_range(size_in: int, size_out: int, tap: int, stride: int, padding: int) -> tuple[int, int]:
+    """Output positions o in [lo, hi) whose input position o*stride + tap - padding is inside the map."""
+    lo = max(0, -((tap - padding) // stride))  # ceil((padding - tap) / stride)
+    hi = min(size_out, (size_in - 1 + padding - tap) // stride + 1)
+    return lo, max(lo, hi)

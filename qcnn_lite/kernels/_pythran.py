@@ -14,7 +14,7 @@ The split of the work follows the paper:
 
 No BLAS here (the extension is built with ``-DPYTHRAN_BLAS_NONE``): only loops.
 
-Integer tables (issue 13): ``conv_table_int`` builds and quantizes a conv table
+Integer tables: ``conv_table_int`` builds and quantizes a conv table
 in one pass (int8 or int16 entries, one scale) and ``conv_int_accumulate``
 sums its runs in int16/int32: the portable path of
 :mod:`qcnn_lite.kernels._convq`, whose numpy emulation they match exactly.
@@ -182,13 +182,13 @@ def conv_accumulate(lut, codes, bias, stride, OH, OW, Wq):
     return out
 
 
-# -- integer tables (issue 13): the portable path of qcnn_lite.kernels._convq -----------
+# -- integer tables: the portable path of qcnn_lite.kernels._convq -----------
 #pythran export conv_table_int(float32[:, :], float32[:, :, :], int, bool, int8[:, :])
 #pythran export conv_table_int(float32[:, :], float32[:, :, :], int, bool, int16[:, :])
 def conv_table_int(xp, codebooks, qmax, exact, q):
     """One image and group's quantized table, built and quantized in one pass; returns the scale.
 
-    xp (M*d, SP) float32: the zero-padded phase-split input (``_convq.phase_split``);
+    xp (M*d, SP) float32: the zero-padded phase-split input (``geometry.phase_planes``);
     codebooks (M, K, d); q (M*K, SP) int8/int16, written. Entry t = sum_j c[j] * x[j]
     summed left to right; q = clip(rint(t / s), -qmax, qmax) with s = bound / qmax, the
     bound Cauchy-Schwarz (max codeword norm * max pixel norm, known before the table) or,

@@ -1,4 +1,4 @@
-"""Byte-shuffle fc kernels: 8-bit look-up tables summed with SIMD shuffles (issue 14).
+"""Byte-shuffle fc kernels: 8-bit look-up tables summed with SIMD shuffles.
 
 The float kernel (:func:`qcnn_lite.kernels.linear_lut`) reads one float table
 entry per code. Here the table of each input is quantized to 8 bits and the
@@ -20,7 +20,7 @@ AVX-512, 16 NEON; the scalar path runs any): two 4-bit codes a byte for
 K <= 16, one byte for K <= 256. It validates the codes (< K); the kernels are
 memory safe whatever the bytes, but only valid codes give the right sums.
 
-``QCNN_LITE_TARGET`` (the target names of :mod:`._cpu`, shared with the Pythran
+``QCNN_LITE_TARGET`` (the target names of :mod:`.cpu`, shared with the Pythran
 kernels) forces an instruction set: ``baseline`` (and its aliases ``v1``, ``v2``,
 ``generic``) -> scalar on x86-64, neon on aarch64 (NEON is part of armv8-a);
 ``v3`` -> avx2; ``v4`` -> avx512vbmi when the CPU has VBMI (x86-64-v4 does not
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _cpu
+from . import cpu as _cpu
 from ._numpy import linear_tables
 
 try:
@@ -52,7 +52,7 @@ __all__ = [
 ISAS = ("scalar", "avx2", "avx512vbmi", "neon")
 BLOCK = {"scalar": 32, "avx2": 32, "avx512vbmi": 64, "neon": 16}
 _PREFERENCE = ("avx512vbmi", "avx2", "neon", "scalar")
-# _cpu's targets -> the ISA each may use here (native: the best available, below)
+# the targets of cpu.py -> the ISA each may use here (native: the best available, below)
 _TARGET_ISA = {"baseline": "scalar", "v3": "avx2", "v4": "avx512vbmi", "dotprod": "neon"}
 
 

@@ -1,7 +1,7 @@
 """The compiled Pythran kernels, one extension per CPU target: which are built, which runs here, which is in use.
 
 meson compiles ``_pythran.py`` once per target into ``qcnn_lite.kernels._pythran_<target>``
-(see ``kernels/meson.build``; the names and the CPU checks are in :mod:`._cpu`).
+(see ``kernels/meson.build``; the names and the CPU checks are in :mod:`.cpu`).
 :func:`select` loads one: ``QCNN_LITE_TARGET`` when it is set (an error if that
 target is not built or this CPU cannot run it), else the best built target this
 CPU runs. ``QCNN_LITE_KERNELS_SO=path/to/_pythran_<target>*.so`` replaces the
@@ -21,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import _cpu
+from . import cpu as _cpu
 
 __all__ = ["built", "runnable", "select", "current", "target", "describe", "cpu", "ENV_TARGET", "ENV_SO"]
 

@@ -1,4 +1,4 @@
-// The integer conv layer driver (issue 13): scratch, tiles of sub-spaces, the whole layer.
+// The integer conv layer driver: scratch, tiles of sub-spaces, the whole layer.
 //
 // Included by _lut_simd.cpp; builds on the per-ISA pieces of conv_kernels.h (layout,
 // scales, loop orders and measured trade-offs are documented there). Per image and group:

@@ -1,4 +1,4 @@
-// Integer look-up-table convolution (issue 13): 8-bit tables summed in 16-bit
+// Integer look-up-table convolution: 8-bit tables summed in 16-bit
 // accumulators (or 16-bit tables in 32-bit accumulators).
 //
 // Included by conv_driver.h (the layer driver); no Python here. qcnn_lite.kernels._convq holds the

@@ -1,4 +1,4 @@
-// Byte-shuffle look-up accumulation for quantized fc layers (issue 14).
+// Byte-shuffle look-up accumulation for quantized fc layers.
 //
 // Included by the CPython extension _lut_simd.cpp and by the standalone
 // NEON test driver neon_check.cpp; no Python here.

@@ -1,0 +1,1 @@
+"""Files in and out: the model file and its manifest, datasets, photos, paths, results and their cache."""

@@ -1,0 +1,1 @@
+"""The torch reference: train the reference networks and move networks between torch and numpy."""
