@@ -181,7 +181,7 @@ N_FC = len(CASES)
 
 # conv: one group's run-adds from a given table, against _convq.table_sums (exact int64 sums)
 def _conv_sums_case(id_, gen, bits, mb):
-    """gen(rng) -> (q (M*K, SP), codes (Ct, kh, kw, M), C, H, W, d, stride, padding, must_hit_bound)."""
+    """gen(rng, bits) -> (q (M*K, SP), codes (Ct, kh, kw, M), C, H, W, d, stride, padding, at_bound)."""
     @case(id_)
     def make():
         q, codes, C, H, W, d, stride, padding, at_bound = gen(np.random.default_rng(zlib.crc32(id_.encode())), bits)
@@ -201,33 +201,33 @@ def _conv_sums_case(id_, gen, bits, mb):
         return record, [(np.int32, Ct * L)], check
 
 
-def _bound_table(rng, bits, kh, kw, M, K, C, H, W, stride, padding, Ct):
-    """Entries +-qmax; channel 0 picks the all +qmax rows, channel 1 the all -qmax rows, the rest random."""
-    OH, OW, Hq, Wq = _numpy.conv_geometry(H, W, kh, kw, stride, padding)
-    qmax = _convq.qmax_of(bits, kh * kw * M)
-    SP = stride * stride * Hq * Wq
-    q = np.where(rng.random((M * K, SP)) < 0.5, -qmax, qmax).astype(np.int8 if bits == 8 else np.int16)
-    q.reshape(M, K, SP)[:, 0] = qmax
-    q.reshape(M, K, SP)[:, 1] = -qmax
-    codes = rng.integers(0, K, (Ct, kh, kw, M)).astype(np.uint8 if K <= 256 else np.uint16)
-    codes[0], codes[1] = 0, 1
-    return q, codes
+WHOLE = 1 << 30  # sub-spaces per tile: the whole table at once
+
+
+def _bound_gen(kh, kw, M, K, C, H, W, stride, padding, Ct):
+    """Tables of +-qmax entries; channel 0 picks the all +qmax rows, channel 1 the all -qmax rows, the rest random."""
+    def gen(rng, bits):
+        _, _, Hq, Wq = _numpy.conv_geometry(H, W, kh, kw, stride, padding)
+        qmax = _convq.qmax_of(bits, kh * kw * M)
+        SP = stride * stride * Hq * Wq
+        q = np.where(rng.random((M * K, SP)) < 0.5, -qmax, qmax).astype(np.int8 if bits == 8 else np.int16)
+        q.reshape(M, K, SP)[:, 0] = qmax
+        q.reshape(M, K, SP)[:, 1] = -qmax
+        codes = rng.integers(0, K, (Ct, kh, kw, M)).astype(np.uint8)
+        codes[0], codes[1] = 0, 1
+        return q, codes, C, H, W, C // M, stride, padding, True
+    return gen
 
 
 ADVERSARIAL = next(m.args[1] for m in tc.test_adversarial_tables_sum_exactly.pytestmark
-                   if m.name == "parametrize" and m.args[0] == "geom")
+                   if m.name == "parametrize" and m.args[0] == "geom")  # (kh, kw, M, K, C, H, W, stride, padding)
 for bits in (8, 16):
-    for geom in ADVERSARIAL:  # test_conv8's adversarial geometries, whole table and tiles of 1 and 5 sub-spaces
-        for mb in (1 << 30, 1, 5):
-            kh, kw, M, K, C, H, W, stride, padding = geom
-            _conv_sums_case(f"conv-sums-bound-int{bits}-{'x'.join(map(str, geom))}-tiles{mb if mb < 99 else 'all'}",
-                            lambda rng, b, g=geom: (*_bound_table(rng, b, *g, Ct=4), g[4], g[5], g[6], g[4] // g[2],
-                                                    g[7], g[8], True), bits, mb)
-    # K = 2..256 at the bound: 3x3 taps, stride 2, odd map, 3 sub-spaces of d = 2
-    for K in (2, 3, 5, 16, 17, 31, 32, 33, 64, 100, 128, 129, 255, 256):
-        _conv_sums_case(f"conv-sums-bound-int{bits}-K{K}",
-                        lambda rng, b, K=K: (*_bound_table(rng, b, 3, 3, 3, K, 6, 7, 10, 2, 1, Ct=5), 6, 7, 10, 2, 2, 1,
-                                             True), bits, 1 << 30)
+    for geom in ADVERSARIAL:  # test_conv8's adversarial geometries: whole table, tiles of 1 and 5 sub-spaces
+        for mb in (WHOLE, 1, 5):
+            _conv_sums_case(f"conv-sums-bound-int{bits}-{'x'.join(map(str, geom))}-tiles{mb if mb < WHOLE else 'all'}",
+                            _bound_gen(*geom, Ct=4), bits, mb)
+    for K in (2, 3, 5, 16, 17, 31, 32, 33, 64, 100, 128, 129, 255, 256):  # 3x3 taps, stride 2, a 7x10 map, d = 2
+        _conv_sums_case(f"conv-sums-bound-int{bits}-K{K}", _bound_gen(3, 3, 3, K, 6, 7, 10, 2, 1, Ct=5), bits, WHOLE)
 
 
 def _shape_table(name):
@@ -245,14 +245,16 @@ def _shape_table(name):
 
 for bits in (8, 16):
     for name in tc.SHAPES:  # random tables in [-qmax, qmax] on every conv shape of test_conv8.py
-        for mb in (1 << 30, 1):
-            _conv_sums_case(f"conv-sums-int{bits}-{name}-tiles{'all' if mb > 1 else 1}", _shape_table(name), bits, mb)
+        for mb in (WHOLE, 1):
+            tiles = "all" if mb == WHOLE else mb
+            _conv_sums_case(f"conv-sums-int{bits}-{name}-tiles{tiles}", _shape_table(name), bits, mb)
 
 
 def _add_conv_layer(name, bits, mode, relu):
     @case(f"conv-layer-int{bits}-{mode}{'-relu' if relu else ''}-{name}")
     def make():
-        x, books, codes, bias, s, p, g = tc._case(np.random.default_rng(zlib.crc32(name.encode()) + bits), *tc.SHAPES[name], n=1)
+        rng = np.random.default_rng(zlib.crc32(name.encode()) + bits)
+        x, books, codes, bias, s, p, g = tc._case(rng, *tc.SHAPES[name], n=1)
         n, C, H, W = x.shape
         Ct, kh, kw, M = codes.shape
         K, d = books.shape[1:]
