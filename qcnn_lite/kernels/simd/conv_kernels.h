@@ -328,9 +328,9 @@ QC_TARGET_AVX2 static inline void accumulate_avx2_i8(const int8_t* tab, const in
 // int8 runs -> int16 accumulator, 16 values a step: saddl / saddl2 (vaddl_s8,
 // vaddl_high_s8) sign-extend two runs' bytes and add them in one instruction, i.e.
 // vmovl_s8 + vaddq_s16 fused; a tree of vaddq_s16 then sums the four pairs and the
-// accumulator. Per 16 values and eight runs: 8 loads, 8 widening adds, 8 plain adds,
-// against 16 sign extensions + 8 adds with vmovl_s8. Exact: every partial sum is a sum
-// of a subset of the channel's entries, |.| <= kh*kw*M*qmax <= 32767.
+// accumulator. Per 16 values and eight runs: 8 loads, 8 widening adds, 8 plain adds (tree
+// and accumulator), against 16 sign extensions + 16 adds with vmovl_s8. Exact: every
+// partial sum is a sum of a subset of the channel's entries, |.| <= kh*kw*M*qmax <= 32767.
 // tbl is not used: a run is contiguous (a plain load), and the alternative with tables
 // in registers (outputs held across all runs, rows gathered) lost on x86 (see above).
 // Why intrinsics (static instruction counts of the inner loop, 16 values x 8 runs, from the
