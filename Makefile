@@ -23,7 +23,7 @@ help:
 	@echo "make setup      - create $(VENV)/ and install qcnn-lite with every extra"
 	@echo "make data       - get Fashion-MNIST if it is missing"
 	@echo "make models     - retrain the three Fashion-MNIST reference networks"
-	@echo "make device-check-arm64 - build the kernels for aarch64 under qemu (root; ~16 min first time, 3-5 min later)"
+	@echo "make device-check-arm64 - build, install and test the package for aarch64 under qemu (root; slow: 16+ min first time)"
 
 setup: $(STAMP)
 

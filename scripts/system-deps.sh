@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests and notebooks use, when we can (root + apt-get).
-# Without them the suite still runs: the tests that need them skip with a reason.
+# Without them the suite still runs: the tests that need them skip with a reason
+# (except tests/test_neon_qemu.py under CI=true, which fails without the aarch64 tools).
+# g++-aarch64-linux-gnu + qemu-user-static: the NEON kernels cross-built and run under qemu-user.
 set -eu
 
-want=(clang shellcheck chromium dataset-fashion-mnist)
+want=(clang shellcheck chromium dataset-fashion-mnist g++-aarch64-linux-gnu qemu-user-static)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -4,8 +4,8 @@ References: ``emulate_sums`` (exact integer sums, q[m, code] added in numpy),
 ``quantize_tables`` (the 8-bit scheme in numpy) and the float kernel
 ``kernels._numpy.linear_lut`` (the bound M * scale / 2 per output).
 ``QCNN_LITE_SIMD_SO=path/to/_lut_simd*.so`` runs these tests on another build
-(an AddressSanitizer one, say). The NEON kernels run under qemu-user when the
-aarch64 cross compiler and qemu-aarch64-static are installed.
+(an AddressSanitizer one, say). The NEON cases of these tests also run on x86-64 hosts,
+cross-built and under qemu-user: tests/test_neon_qemu.py.
 """
 import importlib.util
 import os

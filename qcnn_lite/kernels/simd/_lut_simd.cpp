@@ -13,7 +13,6 @@
 #include <Python.h>
 
 #include <cstring>
-#include <type_traits>
 #include <vector>
 
 #include "lut_kernels.h"
@@ -96,12 +95,8 @@ T* grow(std::vector<T>& v, size_t n) {
     return v.data();
 }
 
-// The float table and its 8-bit form; per ISA so the loops vectorize with its width.
-float prep_generic(const float* x, const float* cb, int M, int K, int d, int Kp, float* lut, float* mn, uint8_t* q,
-                   double* off) {
-    build_table(x, cb, M, K, d, lut);
-    return quantize_table(lut, M, K, Kp, q, mn, off);
-}
+// The float table and its 8-bit form; per ISA so the loops vectorize with its width
+// (prep_generic, the plain loops, is in lut_kernels.h).
 #ifdef QL_X86
 QL_TARGET_AVX2 float prep_avx2(const float* x, const float* cb, int M, int K, int d, int Kp, float* lut, float* mn,
                                uint8_t* q, double* off) {
@@ -228,22 +223,16 @@ PyObject* py_linear(PyObject*, PyObject* args) {
     const float* xs = (const float*)x.buf;
     const float* b = (const float*)bias.buf;
     float* ys = (float*)y.buf;
+    const uint8_t* cs = (const uint8_t*)codes.buf;
+    const float* cbs = (const float*)cb.buf;
     Py_BEGIN_ALLOW_THREADS
     std::memset(qp, 0, (size_t)Mp * Kp);  // the padding entries the shuffles read must be 0
-    for (int r = 0; r < n; r++) {
-        double off;
-        float scale;
 #ifdef QL_X86
-        if (isa != SCALAR)
-            scale = prep_avx2(xs + (size_t)r * M * d, (const float*)cb.buf, M, K, d, Kp, lut, mn, qp, &off);
-        else
+    if (isa != SCALAR)
+        linear_layer(isa, prep_avx2, xs, n, cbs, M, K, d, cs, n_out, block, b, ys, qp, lut, mn, isum);
+    else
 #endif
-            scale = prep_generic(xs + (size_t)r * M * d, (const float*)cb.buf, M, K, d, Kp, lut, mn, qp, &off);
-        accumulate(isa, qp, M, K, (const uint8_t*)codes.buf, nb, isum, block);
-        const float offf = (float)off;
-        float* yr = ys + (size_t)r * n_out;
-        for (int o = 0; o < n_out; o++) yr[o] = scale * (float)isum[o] + (offf + b[o]);
-    }
+        linear_layer(isa, prep_generic, xs, n, cbs, M, K, d, cs, n_out, block, b, ys, qp, lut, mn, isum);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -284,14 +273,7 @@ bool conv_geometry(int C, int H, int W, int M, int K, int d, int Ct, int kh, int
         PyErr_SetString(PyExc_ValueError, "conv: the kernel does not fit the padded input");
         return false;
     }
-    const int s = stride;
-    g->C = C; g->H = H; g->W = W; g->M = M; g->K = K; g->d = d; g->Ct = Ct; g->kh = kh; g->kw = kw;
-    g->stride = s; g->padding = padding; g->OH = OH; g->OW = OW;
-    g->Hq = std::max((H + 2 * padding + s - 1) / s, OH + (kh - 1) / s) + 1;
-    g->Wq = std::max((W + 2 * padding + s - 1) / s, OW + (kw - 1) / s);
-    g->SP = (size_t)s * s * g->Hq * g->Wq;
-    g->PP = (g->SP + qlconv::BLK - 1) / qlconv::BLK * qlconv::BLK;
-    g->L = (size_t)OH * g->Wq;
+    *g = qlconv::geometry_of(C, H, W, M, K, d, Ct, kh, kw, stride, padding);
     if ((double)M * K * g->PP > 1e10 || qlconv::qmax_of(8, kh * kw * M) < 1) {
         PyErr_SetString(PyExc_ValueError, "conv: table too large, or kh*kw*M > 32767 (an int16 sum could overflow)");
         return false;
@@ -434,26 +416,16 @@ PyObject* py_conv_sums(PyObject*, PyObject* args) {
     }
     int32_t* o = (int32_t*)out.buf;
     Py_BEGIN_ALLOW_THREADS
-    qlconv::ConvScratch& sc = qlconv::conv_scratch();
-    auto run = [&](auto* t, const auto* src, auto acc_type, const auto* cds) {
-        using Q = std::remove_pointer_t<decltype(t)>;
-        using A = decltype(acc_type);
-        using Cd = std::remove_const_t<std::remove_pointer_t<decltype(cds)>>;
-        std::memset(t, 0, qlconv::table_size(g) * sizeof(Q));
-        for (size_t r = 0; r < rows; r++) std::memcpy(t + r * g.PP, src + r * g.SP, g.SP * sizeof(Q));
-        auto rows = [&](int m0, int) -> const Q* { return t + (size_t)m0 * g.K * g.PP; };
-        qlconv::group_sums<Q, A, Cd>(isa, cds, g, std::max(1, mb), sc, rows, [&](int oc, const A* acc) {
-            for (size_t i = 0; i < g.L; i++) o[(size_t)oc * g.L + i] = acc[i];
-        });
-    };
     if (bits == 8) {
-        int8_t* t = qlconv::table_buffer<int8_t>(sc, qlconv::table_size(g));
-        if (code_bytes == 1) run(t, (const int8_t*)tab.buf, int16_t(), (const uint8_t*)codes.buf);
-        else run(t, (const int8_t*)tab.buf, int16_t(), (const uint16_t*)codes.buf);
+        if (code_bytes == 1)
+            qlconv::sums_of_table<int8_t, int16_t>(isa, (const int8_t*)tab.buf, (const uint8_t*)codes.buf, g, mb, o);
+        else
+            qlconv::sums_of_table<int8_t, int16_t>(isa, (const int8_t*)tab.buf, (const uint16_t*)codes.buf, g, mb, o);
     } else {
-        int16_t* t = qlconv::table_buffer<int16_t>(sc, qlconv::table_size(g));
-        if (code_bytes == 1) run(t, (const int16_t*)tab.buf, int32_t(), (const uint8_t*)codes.buf);
-        else run(t, (const int16_t*)tab.buf, int32_t(), (const uint16_t*)codes.buf);
+        if (code_bytes == 1)
+            qlconv::sums_of_table<int16_t, int32_t>(isa, (const int16_t*)tab.buf, (const uint8_t*)codes.buf, g, mb, o);
+        else
+            qlconv::sums_of_table<int16_t, int32_t>(isa, (const int16_t*)tab.buf, (const uint16_t*)codes.buf, g, mb, o);
     }
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;

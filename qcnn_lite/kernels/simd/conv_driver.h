@@ -43,6 +43,24 @@ inline int16_t* acc_buffer<int16_t>(ConvScratch& s, size_t n) { return grow(s.ac
 template <>
 inline int32_t* acc_buffer<int32_t>(ConvScratch& s, size_t n) { return grow(s.acc32, n); }
 
+// The layer geometry of qcnn_lite.kernels._numpy.conv_geometry, for sizes the caller has
+// checked (positive, C = M*d, the kernel fits the padded input).
+inline Geometry geometry_of(int C, int H, int W, int M, int K, int d, int Ct, int kh, int kw, int stride,
+                            int padding) {
+    Geometry g;
+    const int s = stride;
+    g.C = C; g.H = H; g.W = W; g.M = M; g.K = K; g.d = d; g.Ct = Ct; g.kh = kh; g.kw = kw;
+    g.stride = s; g.padding = padding;
+    g.OH = (H + 2 * padding - kh) / s + 1;
+    g.OW = (W + 2 * padding - kw) / s + 1;
+    g.Hq = std::max((H + 2 * padding + s - 1) / s, g.OH + (kh - 1) / s) + 1;
+    g.Wq = std::max((W + 2 * padding + s - 1) / s, g.OW + (kw - 1) / s);
+    g.SP = (size_t)s * s * g.Hq * g.Wq;
+    g.PP = (g.SP + BLK - 1) / BLK * BLK;
+    g.L = (size_t)g.OH * g.Wq;
+    return g;
+}
+
 inline size_t table_size(const Geometry& g) { return (size_t)g.M * g.K * g.PP + 64; }  // slack: runs read up to 31 values past their end
 
 // Where item q = (i, j, m) starts inside its codeword's row: phase of tap (i, j) and its shift.
@@ -140,6 +158,21 @@ void group_sums(ConvIsa isa, const C* codes, const Geometry& g, int mb, ConvScra
         }
     }
     for (int oc = 0; oc < g.Ct; oc++) emit(oc, acc + (size_t)oc * Lv);
+}
+
+// Integer sums of one group from a given table src (M*K rows of SP entries, any |q| <= qmax):
+// out (Ct, L) int32, columns >= OW scratch; mb sub-spaces a tile. The tests' entry to the run-adds.
+template <typename Q, typename A, typename C>
+void sums_of_table(ConvIsa isa, const Q* src, const C* codes, const Geometry& g, int mb, int32_t* out) {
+    ConvScratch& sc = conv_scratch();
+    Q* t = table_buffer<Q>(sc, table_size(g));
+    std::memset(t, 0, table_size(g) * sizeof(Q));
+    const size_t rows = (size_t)g.M * g.K;
+    for (size_t r = 0; r < rows; r++) std::memcpy(t + r * g.PP, src + r * g.SP, g.SP * sizeof(Q));
+    auto tile = [&](int m0, int) -> const Q* { return t + (size_t)m0 * g.K * g.PP; };
+    group_sums<Q, A, C>(isa, codes, g, std::max(1, mb), sc, tile, [&](int oc, const A* acc) {
+        for (size_t i = 0; i < g.L; i++) out[(size_t)oc * g.L + i] = acc[i];
+    });
 }
 
 // The whole layer: x (n, groups*C, H, W), codes (groups*Ct, kh, kw, M), bias (groups*Ct,)

@@ -525,6 +525,32 @@ QL_INLINE float quantize_table(const float* lut, int M, int K, int Kp, uint8_t* 
     return scale;
 }
 
+// The whole fc layer, n input rows: per row the float table and its 8-bit form (prep: the
+// build + quantize of one ISA, returns the scale and writes the offset), the shuffle sums,
+// y[r, o] = scale * isum[o] + (offset + bias[o]). Scratch: qp (Mp x Kp, zeroed by the caller:
+// the padding entries the shuffles read must be 0), lut (M*K), mn (M), isum (nb*block).
+template <class Prep>
+inline void linear_layer(Isa isa, Prep prep, const float* x, int n, const float* cb, int M, int K, int d,
+                         const uint8_t* codes, int n_out, int block, const float* bias, float* y, uint8_t* qp,
+                         float* lut, float* mn, uint32_t* isum) {
+    const int Kp = kp_of(K, isa), nb = (n_out + block - 1) / block;
+    for (int r = 0; r < n; r++) {
+        double off;
+        const float scale = prep(x + (size_t)r * M * d, cb, M, K, d, Kp, lut, mn, qp, &off);
+        accumulate(isa, qp, M, K, codes, nb, isum, block);
+        const float offf = (float)off;
+        float* yr = y + (size_t)r * n_out;
+        for (int o = 0; o < n_out; o++) yr[o] = scale * (float)isum[o] + (offf + bias[o]);
+    }
+}
+
+// The plain table build + quantization as a prep of linear_layer.
+inline float prep_generic(const float* x, const float* cb, int M, int K, int d, int Kp, float* lut, float* mn,
+                          uint8_t* q, double* off) {
+    build_table(x, cb, M, K, d, lut);
+    return quantize_table(lut, M, K, Kp, q, mn, off);
+}
+
 #ifdef QL_X86
 QL_TARGET_AVX2 QL_INLINE float hmin8(__m256 v) {
     __m128 a = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
