@@ -19,7 +19,7 @@ for _env, _name in (("QCNN_LITE_SIMD_SO", "qcnn_lite.kernels.simd._lut_simd"),):
         _spec.loader.exec_module(_mod)
         sys.modules[_name] = _mod
 
-from conftest import rel_err
+from conftest import conv_case, rel_err
 from qcnn_lite import kernels
 from qcnn_lite.kernels import _convq, _numpy, geometry
 from qcnn_lite.nn.layers import QConv2d
@@ -51,14 +51,8 @@ SHAPES = {
 }
 
 
-def _case(rng, C, H, W, Ct, k, stride, padding, groups, d, K, n=2, code_dtype=None):
-    M = C // groups // d
-    x = rng.standard_normal((n, C, H, W), dtype=np.float32)
-    books = rng.standard_normal((M, K, d), dtype=np.float32)
-    dt = code_dtype or (np.uint8 if K <= 256 else np.uint16)
-    codes = rng.integers(0, K, (Ct, k, k, M)).astype(dt)
-    bias = rng.standard_normal(Ct, dtype=np.float32)
-    return x, books, codes, bias, stride, padding, groups
+def _case(rng, *shape, n=2, code_dtype=None):
+    return conv_case(rng, *shape, n=n, code_dtype=code_dtype)
 
 
 def _scales(x, books, codes, stride, padding, groups, bits, mode):

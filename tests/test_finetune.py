@@ -9,7 +9,7 @@ from qcnn_lite.quant.quantize import quantize_network
 pytest.importorskip("torch")
 from qcnn_lite.quant import finetune  # noqa: E402
 
-from test_search import tiny_net  # noqa: E402
+from conftest import tiny_net  # noqa: E402
 
 
 def test_torch_forward_matches_the_engine():

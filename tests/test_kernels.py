@@ -8,7 +8,7 @@ the portable build (``make test`` does once).
 import numpy as np
 import pytest
 
-from conftest import rel_err
+from conftest import conv_case, rel_err
 from qcnn_lite import kernels
 from qcnn_lite.kernels import _numpy
 
@@ -26,14 +26,7 @@ def _compiled():
     return _compiled
 
 
-def _conv_case(rng, C, H, W, Ct, k, stride, padding, groups, d, K, n=1, code_dtype=None):
-    M = C // groups // d
-    x = rng.standard_normal((n, C, H, W), dtype=np.float32)
-    books = rng.standard_normal((M, K, d), dtype=np.float32)
-    dt = code_dtype or (np.uint8 if K <= 256 else np.uint16)
-    codes = rng.integers(0, K, (Ct, k, k, M)).astype(dt)
-    bias = rng.standard_normal(Ct, dtype=np.float32)
-    return x, books, codes, bias, stride, padding, groups
+_conv_case = conv_case
 
 
 def _fc_case(rng, n_in, n_out, d, K, n=1, code_dtype=None):

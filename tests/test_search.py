@@ -8,25 +8,13 @@ import pytest
 from qcnn_lite.paper import cost
 from qcnn_lite.io import modelfile
 from qcnn_lite.quant import search, search_run
-from qcnn_lite.nn.engine import Network, build_layer, output_shapes
 from qcnn_lite.quant.quantize import layer_settings, quantize_network
+
+from conftest import tiny_net
 
 K_SMALL = (4, 8, 16)
 
 
-def tiny_net(seed=0):
-    spec = [
-        {"type": "conv", "name": "c1", "out": 8, "kernel": 3, "stride": 1, "padding": 1, "groups": 1}, {"type": "relu"},
-        {"type": "maxpool", "kernel": 2, "stride": 2},
-        {"type": "conv", "name": "c2", "out": 12, "kernel": 3, "stride": 1, "padding": 1, "groups": 2}, {"type": "relu"},
-        {"type": "flatten"}, {"type": "fc", "name": "f1", "out": 16}, {"type": "relu"},
-        {"type": "fc", "name": "f2", "out": 4}, {"type": "softmax"},
-    ]
-    shape = (2, 8, 8)
-    rng = np.random.default_rng(seed)
-    shapes = [shape] + output_shapes(spec, shape)
-    params = {L["name"]: build_layer(L, shapes[i], rng) for i, L in enumerate(spec) if L["type"] in ("conv", "fc")}
-    return Network("tiny", shape, spec, params)
 
 
 def tiny_problem(tmp_path, n=240, seed=0):

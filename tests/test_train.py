@@ -19,12 +19,8 @@ MINI = ["mini-alexnet", "mini-cnns", "mini-vgg16"]
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine more threads run far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)
 
 
 def _need_data():
