@@ -25,6 +25,7 @@ import numpy as np
 
 from qcnn_lite import kernels
 from qcnn_lite.io import paths
+from qcnn_lite.io.cache import sha256_file
 from qcnn_lite.nn.engine import Network
 from qcnn_lite.io.preprocess import prepare
 
@@ -42,10 +43,6 @@ def _model_dirs() -> list[Path]:
         if d.resolve() not in [o.resolve() for o in out]:
             out.append(d)
     return out
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _cache_path(dense_file: Path, digest: str, dense: Network) -> Path:
@@ -119,7 +116,7 @@ def quantize_for_demo(dense: Network, n_calib: int = _N_CALIB, seed: int = _SEED
     net = quantize_network(dense, calib, demo_settings(dense), error_correction=calib is not None, seed=seed,
                            show_progress=False)
     if source is not None:
-        net.meta["quantized_from"] = {"file": Path(source).name, "sha256": _sha256(Path(source))}
+        net.meta["quantized_from"] = {"file": Path(source).name, "sha256": sha256_file(Path(source))}
     return net
 
 
@@ -172,7 +169,7 @@ def load_models(model_path: str | os.PathLike | None = None, dense_path: str | o
             notes.append(f"{Path(model_path).name} is a dense network: quantized it for this demo")
         return net, dense, notes
     q_path, d_path = default_model_paths()
-    digest = _sha256(d_path) if d_path is not None else None
+    digest = sha256_file(d_path) if d_path is not None else None
     if dense is None and d_path is not None:
         dense = modelfile.load(d_path)
     if q_path is not None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
+from qcnn_lite.nn.accuracy import topk_hits
 from qcnn_lite.nn.precision import FLOAT, set_table_dtype, table_dtypes, with_table_dtypes
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ DEFAULT_IMAGES = 1000  # the mini nets take ~1 ms/image; 0.2 pt is then 2 images
 
 # --------------------------------------------------------------------------- the guard
 def _hits(scores: np.ndarray, labels: np.ndarray) -> int:
-    return int((np.argmax(scores.reshape(len(scores), -1), axis=1) == labels).sum())
+    return topk_hits(scores.reshape(len(scores), -1), labels, (1,))[1]
 
 
 def _switched(net: "Network", name: str, dtype: str) -> "Network":
