@@ -30,7 +30,7 @@ import pytest
 import test_conv8 as tc
 import test_shuffle as ts
 from conftest import rel_err
-from qcnn_lite.kernels import _convq, _numpy
+from qcnn_lite.kernels import _convq, _numpy, geometry
 from qcnn_lite.kernels import _shuffle as sh
 
 DRIVER = Path(__file__).resolve().parents[1] / "qcnn_lite" / "kernels" / "simd" / "neon_driver.cpp"  # not installed
@@ -187,7 +187,7 @@ def _conv_sums_case(id_, gen, bits, mb):
         q, codes, C, H, W, d, stride, padding, at_bound = gen(np.random.default_rng(zlib.crc32(id_.encode())), bits)
         Ct, kh, kw, M = codes.shape
         K = q.shape[0] // M
-        OH, _, _, Wq = _numpy.conv_geometry(H, W, kh, kw, stride, padding)
+        OH, _, _, Wq = geometry.conv_geometry(H, W, kh, kw, stride, padding)
         L = OH * Wq
 
         def check(out):
@@ -207,7 +207,7 @@ WHOLE = 1 << 30  # sub-spaces per tile: the whole table at once
 def _bound_gen(kh, kw, M, K, C, H, W, stride, padding, Ct):
     """Tables of +-qmax entries; channel 0 picks the all +qmax rows, channel 1 the all -qmax rows, the rest random."""
     def gen(rng, bits):
-        _, _, Hq, Wq = _numpy.conv_geometry(H, W, kh, kw, stride, padding)
+        _, _, Hq, Wq = geometry.conv_geometry(H, W, kh, kw, stride, padding)
         qmax = _convq.qmax_of(bits, kh * kw * M)
         SP = stride * stride * Hq * Wq
         q = np.where(rng.random((M * K, SP)) < 0.5, -qmax, qmax).astype(np.int8 if bits == 8 else np.int16)
@@ -235,7 +235,7 @@ def _shape_table(name):
         C, H, W, Ct, k, stride, padding, groups, d, K = tc.SHAPES[name]
         Cg, Ctg = C // groups, Ct // groups  # the run-adds see one group
         M = Cg // d
-        OH, OW, Hq, Wq = _numpy.conv_geometry(H, W, k, k, stride, padding)
+        OH, OW, Hq, Wq = geometry.conv_geometry(H, W, k, k, stride, padding)
         qmax = _convq.qmax_of(bits, k * k * M)
         q = rng.integers(-qmax, qmax + 1, (M * K, stride * stride * Hq * Wq)).astype(np.int8 if bits == 8 else np.int16)
         codes = rng.integers(0, K, (Ctg, k, k, M)).astype(np.uint8 if K <= 256 else np.uint16)
@@ -258,7 +258,7 @@ def _add_conv_layer(name, bits, mode, relu):
         n, C, H, W = x.shape
         Ct, kh, kw, M = codes.shape
         K, d = books.shape[1:]
-        OH, OW, _, _ = _numpy.conv_geometry(H, W, kh, kw, s, p)
+        OH, OW, _, _ = geometry.conv_geometry(H, W, kh, kw, s, p)
 
         def check(out):
             want = _convq.conv2d_int(x, books, codes, bias, s, p, g, bits=bits, scale_mode=mode, relu=relu)
