@@ -224,26 +224,8 @@ def search(pb: Problem, target: str | Target, k_grid=K_GRID, max_sub_dim: int = 
         checks.append(rec)
         return rec
 
-    if target.max_loss is None:
-        best = trial(target.compression)
-    else:
-        # the highest compression on the ladder whose held-out loss stays within max_loss - margin
-        most = dense_bits / sum(int(c["bits"].min()) for c in costs.values())
-        ladder = [c for c in LADDER if c >= (target.compression or 0) and c <= most]
-        ok = lambda r: r is not None and r["heldout"]["top1_change"] <= target.max_loss - margin  # noqa: E731
-        lo, hi, best = -1, len(ladder), None
-        for _ in range(max_checks):
-            if hi - lo <= 1:
-                break
-            mid = (lo + hi) // 2 if lo >= 0 else min(len(ladder) - 1, max(0, ladder.index(20) if 20 in ladder else (hi - 1) // 2))
-            r = trial(ladder[mid])
-            if ok(r):
-                lo, best = mid, r
-            else:
-                hi = mid
-        if best is None:
-            raise ValueError(f"max-loss={target.max_loss:g}: no compression on the ladder from {ladder[0] if ladder else '?'}x "
-                             f"stays within it on the held-out split ({len(checks)} checks)")
+    best = trial(target.compression) if target.max_loss is None else _ladder(target, trial, costs, dense_bits,
+                                                                              max_checks, margin, checks)
     st = best["settings"]
     layer_settings(pb.net, st)  # the settings must load through quantize
     cost = network_cost(pb.net.input_shape, pb.net.spec, st)
@@ -261,6 +243,29 @@ def search(pb: Problem, target: str | Target, k_grid=K_GRID, max_sub_dim: int = 
         "splits": {"heldout": len(pb.heldout_x), "calib": len(pb.calib_x), "seed": pb.seed},
         "seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+def _ladder(target: Target, trial, costs: dict, dense_bits: int, max_checks: int, margin: float,
+            checks: list) -> dict[str, Any]:
+    """A max-loss target: bisect the compression ladder for the highest compression whose held-out
+    loss stays within ``max_loss - margin``; ``trial(compression)`` measures one (and logs it in ``checks``)."""
+    most = dense_bits / sum(int(c["bits"].min()) for c in costs.values())
+    ladder = [c for c in LADDER if c >= (target.compression or 0) and c <= most]
+    ok = lambda r: r is not None and r["heldout"]["top1_change"] <= target.max_loss - margin  # noqa: E731
+    lo, hi, best = -1, len(ladder), None
+    for _ in range(max_checks):
+        if hi - lo <= 1:
+            break
+        mid = (lo + hi) // 2 if lo >= 0 else min(len(ladder) - 1, max(0, ladder.index(20) if 20 in ladder else (hi - 1) // 2))
+        r = trial(ladder[mid])
+        if ok(r):
+            lo, best = mid, r
+        else:
+            hi = mid
+    if best is None:
+        raise ValueError(f"max-loss={target.max_loss:g}: no compression on the ladder from {ladder[0] if ladder else '?'}x "
+                         f"stays within it on the held-out split ({len(checks)} checks)")
+    return best
 
 
 def _file_bytes(pb: Problem, net: Network) -> int:
