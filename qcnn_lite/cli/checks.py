@@ -237,4 +237,7 @@ def env_problem() -> str | None:
     """What is wrong with QCNN_LITE_BACKEND / QCNN_LITE_TARGET (recorded when the package was imported), or None."""
     from qcnn_lite.kernels import dispatch
 
-    return dispatch.ENV_ERROR
+    problem = dispatch.ENV_ERROR
+    if problem and dispatch.ENV_BACKEND not in problem:  # a bad target: its message names the value only
+        problem = f"QCNN_LITE_TARGET={os.environ.get('QCNN_LITE_TARGET', '')!r}: {problem}"
+    return problem

@@ -93,7 +93,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- device
 def _device_parser(subparsers: argparse._SubParsersAction) -> None:
     from qcnn_lite.bench import device as dr
-    from qcnn_lite.kernels import dispatch
     from qcnn_lite.nn import models
 
     quick, full = dr.QUICK, dr.FULL
@@ -115,7 +114,7 @@ def _device_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="where the result goes (default device/results)")
     r.add_argument("--cooldown", type=checks.float_in(0, 3600), default=0.0,
                    help="seconds of sleep between configurations, 0 to 3600 (phones: 60)")
-    r.add_argument("--backends", type=checks.choice_list(["auto", *dispatch.available_backends()], "backend"),
+    r.add_argument("--backends", type=checks.names(_backend, "backend", "auto"),
                    default=["auto"], help="kernel backends for the Q-CNN runs, e.g. pythran,numpy (default auto)")
     r.add_argument("--notes", default="", help="free text stored in the result (pinning, charger, temperature ...)")
     v = sub.add_parser("validate", help="check result files against the schema")
@@ -129,6 +128,18 @@ def _device_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="PNG file to write; .png is added when missing (refuses to overwrite unless --force)")
     g.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_device)
+
+
+def _backend(name: str) -> None:
+    """--backends: a backend that runs here (looked up only when the option is given: it may load a compiled module)."""
+    from qcnn_lite.kernels import dispatch
+
+    try:
+        usable = ["auto", *dispatch.available_backends()]
+    except (ValueError, ImportError):  # a bad QCNN_LITE_TARGET: reported by the environment check
+        usable = ["auto", "numpy"]
+    if name not in usable:
+        raise ValueError(f"unknown backend {name!r}: use {', '.join(usable)}")
 
 
 def _device(args: argparse.Namespace) -> int:
