@@ -141,10 +141,12 @@ def _regular(p: Path, st: os.stat_result, max_bytes: int) -> Path:
     return p
 
 
-def input_file(max_bytes: int = MAX_INPUT_BYTES) -> Callable[[str], Path]:
+# The input types return the text as given, so that messages and answers show the user's own spelling.
+def input_file(max_bytes: int = MAX_INPUT_BYTES) -> Callable[[str], str]:
     """An argparse type: an existing, readable, non-empty regular file of at most max_bytes."""
-    def parse(text: str) -> Path:
-        return _regular(*_stat(text), max_bytes)
+    def parse(text: str) -> str:
+        _regular(*_stat(text), max_bytes)
+        return text
     parse.__name__ = "file"
     return parse
 
@@ -157,15 +159,17 @@ def _folder(p: Path, st: os.stat_result) -> Path:
     return p
 
 
-def input_dir(text: str) -> Path:
+def input_dir(text: str) -> str:
     """An argparse type: an existing, readable folder."""
-    return _folder(*_stat(text))
+    _folder(*_stat(text))
+    return text
 
 
-def input_file_or_dir(text: str) -> Path:
+def input_file_or_dir(text: str) -> str:
     """An argparse type: an input file (as :func:`input_file`) or a readable folder."""
     p, st = _stat(text)
-    return _folder(p, st) if stat.S_ISDIR(st.st_mode) else _regular(p, st, MAX_INPUT_BYTES)
+    _folder(p, st) if stat.S_ISDIR(st.st_mode) else _regular(p, st, MAX_INPUT_BYTES)
+    return text
 
 
 # --------------------------------------------------------------------------- output paths

@@ -165,7 +165,7 @@ def _device(args: argparse.Namespace) -> int:
     return _device_plot(results, args.out, args.force)
 
 
-def _device_validate(paths: list[Path]) -> int:
+def _device_validate(paths: list[str]) -> int:
     """Check every file given (each folder's *.json), report each, and fail if any is bad or there is none."""
     from qcnn_lite.bench.device import ResultFormatError, load_result, result_files
 
@@ -223,7 +223,8 @@ def _classify(args: argparse.Namespace) -> int:
     from qcnn_lite.io.preprocess import ImageError
 
     if args.quantize is not None:
-        out = args.out or checks.output_file()(str(args.quantize.with_name(f"{args.quantize.stem}-q.qcnn")))
+        dense = Path(args.quantize)
+        out = args.out or checks.output_file()(str(dense.with_name(f"{dense.stem}-q.qcnn")))
         checks.check_outputs(argparse.Namespace(out=out, force=args.force))
         _data_note()
         print(f"wrote {quantize_file(args.quantize, out, overwrite=args.force)}")
@@ -262,7 +263,7 @@ def _classify(args: argparse.Namespace) -> int:
     return status
 
 
-def _check_dense(dense_path: Path | None, model_path: Path | None) -> None:
+def _check_dense(dense_path: str | None, model_path: str | None) -> None:
     """--dense must be a dense network of the same architecture as --model (default mini-alexnet)."""
     if dense_path is None:
         return
