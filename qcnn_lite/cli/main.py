@@ -169,13 +169,19 @@ def _device_validate(paths: list[str]) -> int:
     """Check every file given (each folder's *.json), report each, and fail if any is bad or there is none."""
     from qcnn_lite.bench.device import ResultFormatError, load_result, result_files
 
-    try:
-        files = result_files(paths)
-    except ResultFormatError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    bad, seen = 0, {}
-    for f in files:
+    bad, seen, files = 0, {}, {}
+    for p in paths:  # one path at a time: an empty folder is reported, and the others are still checked
+        try:
+            found = result_files(p)
+        except ResultFormatError as e:
+            print(f"error: {e}", file=sys.stderr)
+            bad, found = bad + 1, []
+        for f in found:
+            if f.resolve() in files:
+                print(f"error: {f}: named more than once: name each result file once", file=sys.stderr)
+                bad += 1
+            files.setdefault(f.resolve(), f)
+    for f in files.values():
         try:
             res = load_result(f)
             key = (res["name"], res["created_utc"])
