@@ -3,12 +3,12 @@
 The subcommands and their options are read from the parser, so a new one is covered (or this
 test fails asking for it). Each bad input must end in an exit code other than 0, one line on
 stderr without a traceback, within a few seconds, with no file changed outside a temporary
-folder. The numbered tests after the table check each reliability promise one by one.
+folder. The tests after the table check one promise each: plot suffixes, sizes, result bounds, outputs first,
+photos, FIFOs, --dense, validate, empty names, QCNN_DATA, the kernel environment, help and messages.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import shutil
@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from qcnn_lite.cli import checks
 from qcnn_lite.cli.main import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,7 +216,7 @@ def test_existing_output_is_refused(cmd, opt, careless, tmp_path):
 
 
 def test_every_option_has_help_for_users():
-    """Every option has a help text, with no markup or developer notes (item 12)."""
+    """Every option has a help text, with no markup or developer notes."""
     parser = build_parser()
     texts = [parser.description]
     for cmd, p in COMMANDS.items():
@@ -234,7 +233,7 @@ def test_every_option_has_help_for_users():
 
 
 # --------------------------------------------------------------------------- one promise each
-def test_1_plot_adds_the_suffix_before_checking(careless, tmp_path, capsys):
+def test_plot_adds_the_suffix_before_checking(careless, tmp_path, capsys):
     (tmp_path / "report.png").write_text("precious data")
     code, err = careless(["device", "plot", str(RESULT), "--out", str(tmp_path / "report")])
     assert "report.png already exists" in err and (tmp_path / "report.png").read_text() == "precious data"
@@ -247,7 +246,7 @@ def test_1_plot_adds_the_suffix_before_checking(careless, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv", [["--limit", "0"], ["--limit", "-9990"], ["--n-calib", "0"], ["--n-calib", "-5"]])
-def test_2_evaluate_refuses_empty_and_negative_sizes(argv, careless):
+def test_evaluate_refuses_empty_and_negative_sizes(argv, careless):
     code, err = careless(["evaluate", *argv])
     assert code == 2 and argv[0] in err
 
@@ -271,7 +270,7 @@ BAD_RESULTS = {
 
 
 @pytest.mark.parametrize("case", BAD_RESULTS)
-def test_3_table_and_validate_agree(case, careless, tmp_path):
+def test_table_and_validate_agree(case, careless, tmp_path):
     path = _result(tmp_path, f"{case}.json", BAD_RESULTS[case])
     code, err = careless(["device", "validate", str(path)])
     assert code == 1 and f"{case}.json" in err
@@ -280,7 +279,7 @@ def test_3_table_and_validate_agree(case, careless, tmp_path):
         assert code == 2 and f"{case}.json" in err
 
 
-def test_3_load_average_of_1e999(careless, tmp_path):
+def test_load_average_of_1e999(careless, tmp_path):
     text = RESULT.read_text()
     obj = json.loads(text)
     old = json.dumps(obj["environment"]["load_average"])
@@ -290,7 +289,7 @@ def test_3_load_average_of_1e999(careless, tmp_path):
     assert code == 1 and "load_average" in err
 
 
-def test_4_outputs_are_checked_before_the_work(careless, tmp_path):
+def test_outputs_are_checked_before_the_work(careless, tmp_path):
     code, err = careless(["classify", "--quantize", str(DENSE), "--out", str(tmp_path / "nodir" / "sub" / "out.qcnn")])
     assert code == 2 and "nodir/sub does not exist" in err and ".tmp" not in err
     code, err = careless(["bench", "--out", str(tmp_path / "nodir" / "b.json")])
@@ -299,7 +298,7 @@ def test_4_outputs_are_checked_before_the_work(careless, tmp_path):
     assert code == 2 and "unknown backend 'foo'" in err and not (tmp_path / "new").exists()
 
 
-def test_4_a_failing_child_gives_one_line(tmp_path):
+def test_a_failing_child_gives_one_line(tmp_path):
     """device run's children: their traceback stays with them, the parent reports its last line."""
     from qcnn_lite.bench import memory
 
@@ -308,7 +307,7 @@ def test_4_a_failing_child_gives_one_line(tmp_path):
     assert "\n" not in str(e.value) and "Traceback" not in str(e.value)
 
 
-def test_5_photos_are_not_read_whole_before_they_are_checked(careless, tmp_path):
+def test_photos_are_not_read_whole_before_they_are_checked(careless, tmp_path):
     from qcnn_lite.io.preprocess import ImageError, load_image
 
     code, err = careless(["classify", "/dev/zero"])
@@ -320,13 +319,13 @@ def test_5_photos_are_not_read_whole_before_they_are_checked(careless, tmp_path)
 
 @pytest.mark.parametrize("argv", [["model-info", "{fifo}"], ["classify", "{fifo}"], ["classify", "{photo}", "--model", "{fifo}"],
                                   ["device", "validate", "{fifo}"], ["device", "table", "{fifo}"]])
-def test_6_a_fifo_is_refused_not_opened(argv, careless, tmp_path):
+def test_a_fifo_is_refused_not_opened(argv, careless, tmp_path):
     _, _, photo = _fixtures(tmp_path)
     code, err = careless([a.format(fifo=tmp_path / "fifo", photo=photo) for a in argv])
     assert code == 2 and "not a regular file" in err
 
 
-def test_6_a_fifo_in_a_results_folder_is_reported(tmp_path, capsys):
+def test_a_fifo_in_a_results_folder_is_reported(tmp_path, capsys):
     folder = tmp_path / "results"
     folder.mkdir()
     shutil.copy(RESULT, folder / "a.json")
@@ -337,13 +336,13 @@ def test_6_a_fifo_in_a_results_folder_is_reported(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("dense, message", [(QUANTIZED, "is a quantized model"), (OTHER_ARCH, "is a mini-cnns")])
-def test_7_dense_must_be_dense_and_the_same_network(dense, message, careless, tmp_path):
+def test_dense_must_be_dense_and_the_same_network(dense, message, careless, tmp_path):
     _, _, photo = _fixtures(tmp_path)
     code, err = careless(["classify", str(photo), "--dense", str(dense)])
     assert code == 2 and "--dense" in err and message in err
 
 
-def test_8_validate_means_it(tmp_path, capsys):
+def test_validate_means_it(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["device", "validate", str(empty)]) == 1
@@ -367,14 +366,14 @@ def test_8_validate_means_it(tmp_path, capsys):
 @pytest.mark.parametrize("argv", [["bench", "--networks", ""], ["device", "run", "--networks", ""],
                                   ["train", "--arch", "mini-cnns", "--threads", "0"], ["device", "run", "--cooldown", "-5"],
                                   ["classify", "x.png", "--top", "0"], ["device", "table", "{r}", "{r}", "{r}"]])
-def test_9_nothing_is_accepted_silently(argv, careless, tmp_path):
+def test_nothing_is_accepted_silently(argv, careless, tmp_path):
     code, err = careless([a.format(r=RESULT) for a in argv])
     assert code == 2
     assert not (tmp_path / "device").exists()  # device run's default folder was not made
 
 
 @pytest.mark.parametrize("layout", ["missing", "empty", "partial"])
-def test_10_qcnn_data_that_does_not_hold_the_data_is_said(layout, tmp_path, monkeypatch, capsys):
+def test_qcnn_data_that_does_not_hold_the_data_is_said(layout, tmp_path, monkeypatch, capsys):
     from qcnn_lite.io import datasets
 
     monkeypatch.delenv("QCNN_DATA", raising=False)
@@ -396,7 +395,7 @@ def test_10_qcnn_data_that_does_not_hold_the_data_is_said(layout, tmp_path, monk
 
 
 @pytest.mark.parametrize("var, value", [("QCNN_LITE_BACKEND", "foo"), ("QCNN_LITE_TARGET", "bogus")])
-def test_11_bad_kernel_environment(var, value):
+def test_bad_kernel_environment(var, value):
     env = {**os.environ, var: value}
     r = subprocess.run([sys.executable, "-m", "qcnn_lite", "info"], capture_output=True, text=True, env=env,
                        timeout=60, cwd=ROOT)
@@ -408,7 +407,7 @@ def test_11_bad_kernel_environment(var, value):
     assert r.returncode == 0 and "usage:" in r.stdout
 
 
-def test_12_photo_errors_go_to_stderr_and_quote_our_limit(tmp_path, capsys):
+def test_photo_errors_go_to_stderr_and_quote_our_limit(tmp_path, capsys):
     from qcnn_lite.io import preprocess
 
     _, _, photo = _fixtures(tmp_path)
@@ -426,7 +425,7 @@ def test_12_photo_errors_go_to_stderr_and_quote_our_limit(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("cmd", sorted(COMMANDS), ids=" ".join)
-def test_11_help_works_with_a_bad_environment(cmd, monkeypatch, capsys):
+def test_help_works_with_a_bad_environment(cmd, monkeypatch, capsys):
     from qcnn_lite.kernels import dispatch
 
     monkeypatch.setenv("QCNN_LITE_TARGET", "bogus")
