@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from qcnn_lite.bench.machine import device_facts, environment, uptime
+from qcnn_lite.io.paths import write_file
 from qcnn_lite.paper.constants import RELEASED_ALEXNET
 from qcnn_lite.paper.constants import MIB, VARIANTS
 
@@ -133,8 +134,8 @@ def run_benchmark(out_dir: str | os.PathLike = "device/results", networks: Seque
     }
     validate(json.loads(json.dumps(result)), "the new result")  # never write a file the loader would reject
     path = _unique_path(out_dir, f"{name}-{started.strftime('%Y-%m-%d')}")
-    with open(path, "x") as f:  # "x": refuse to overwrite, even if a file appeared meanwhile
-        f.write(json.dumps(result, indent=2) + "\n")
+    # atomic, and never replacing a file that appeared meanwhile
+    write_file(path, (json.dumps(result, indent=2) + "\n").encode())
     _log(f"wrote {path}")
     return path
 

@@ -347,7 +347,7 @@ _DESCRIPTION = """\
 Quantized CNN (Wu et al. 2016) in numpy: rebuild the paper's tables, quantize and run networks,
 classify photos, and benchmark on a computer or a phone. Each command's --help lists its options.
 
-Exit codes: 0 done; 1 the work failed (a benchmark, a download, a bad result file);
+Exit codes: 0 done; 1 the work failed or found problems (a benchmark, a download, device validate);
 2 an argument, input file or environment variable is wrong (nothing was done)."""
 
 _SEED = checks.int_in(0, 2**32 - 1)  # numpy's seeds
