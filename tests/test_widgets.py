@@ -247,8 +247,8 @@ def test_command_line(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"{good}: disc ") and out.count("%") == 2
     assert cli_main(["classify", str(good), str(bad), "--model", str(model)]) == 2
-    out = capsys.readouterr().out
-    assert f"{bad}: error: this file is not an image" in out and "disc" in out
+    cap = capsys.readouterr()  # answers on stdout, a photo's error on stderr
+    assert f"{bad}: error: this file is not an image" in cap.err and "disc" in cap.out
 
 
 def test_dense_default_is_quantized_once_and_cached_by_hash(tmp_path, monkeypatch):

@@ -28,6 +28,7 @@ import math
 import os
 import platform
 import re
+import stat
 import statistics
 import sys
 import tempfile
@@ -36,18 +37,26 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from qcnn_lite.bench.machine import device_facts, environment, uptime
+from qcnn_lite.io.paths import write_file
 from qcnn_lite.paper.constants import RELEASED_ALEXNET
 from qcnn_lite.paper.constants import MIB, VARIANTS
 
 __all__ = [
     "SCHEMA_VERSION", "KINDS", "ResultFormatError",
-    "device_facts", "run_benchmark", "validate", "load_result", "load_results",
+    "device_facts", "run_benchmark", "validate", "load_result", "load_results", "result_files", "QUICK", "FULL",
 ]
 
 SCHEMA_VERSION = 1
 KINDS = ("phone", "x86-ci-reference", "other")
-_QUICK = {"repeat": 3, "warmup": 1}
-_FULL = {"repeat": 10, "warmup": 2}
+QUICK = {"repeat": 3, "warmup": 1}
+FULL = {"repeat": 10, "warmup": 2}
+_QUICK, _FULL = QUICK, FULL
+# What a result may hold: larger values are typing or unit mistakes, and would overflow the tables.
+MAX_SECONDS = 3600.0  # one forward pass of one image
+MAX_BYTES = 2**40  # a model file
+MAX_MIB = 2.0**20  # peak memory
+MAX_LOAD = 1e4  # a load average
+MAX_FILE_BYTES = 64 * 2**20  # a result file is a few kB
 
 
 class ResultFormatError(ValueError):
@@ -89,20 +98,14 @@ def run_benchmark(out_dir: str | os.PathLike = "device/results", networks: Seque
     ``cooldown`` seconds of sleep go before every run after the first (thermal throttling).
     """
     from qcnn_lite.kernels import buildinfo
-    from qcnn_lite.bench import memory, synthetic
-    from qcnn_lite.nn import models
+    from qcnn_lite.bench import memory
 
-    mode = _QUICK if quick else _FULL
+    mode = QUICK if quick else FULL
     repeat = mode["repeat"] if repeat is None else repeat
     warmup = mode["warmup"] if warmup is None else warmup
-    if repeat < 1 or warmup < 0:
-        raise ValueError("repeat must be >= 1 and warmup >= 0")
-    for n in networks:
-        models.spec(n)  # ValueError for unknown names
     dev = device_facts()
     kind = kind or ("phone" if dev["android_version"] else "other")
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    _check_arguments(networks, repeat, warmup, kind, cooldown, backends)  # before any folder or file is made
     name = _slug(name) if name else _default_name(dev, kind)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -112,33 +115,7 @@ def run_benchmark(out_dir: str | os.PathLike = "device/results", networks: Seque
     _log(f"device {name} ({dev['model']}, {dev['cores']} cores); backend {build['backend']}; "
          f"{'quick' if quick else 'full'} mode: {repeat} timed runs after {warmup} warm-up")
     baseline = memory.baseline_rss("numpy")
-    runs: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="qcnn-device-") as tmp:
-        for net in networks:
-            _log(f"[{net}] writing the dense and quantized model files")
-            paths = synthetic.model_files(net, Path(tmp), seed, RELEASED_ALEXNET)
-            configs = [("cnn", "numpy")] + [("qcnn", b) for b in backends]
-            for variant, backend in configs:
-                if runs and cooldown > 0:
-                    _log(f"  cooling down {cooldown:g} s")
-                    time.sleep(cooldown)
-                _log(f"[{net}] {variant} ({'numpy + BLAS' if variant == 'cnn' else 'kernels: ' + backend}) ...")
-                w = memory.run_model(paths[variant], backend, repeat, warmup)
-                t = w["times_s"]
-                run = {
-                    "network": net, "variant": variant,
-                    "engine": "numpy-dense" if variant == "cnn" else f"qcnn-{w['backend']}",
-                    "backend": w["backend"], "threads": 1, "blas_threads": w["blas_threads"],
-                    "repeat": repeat, "warmup": warmup, "times_s": t,
-                    "median_s": statistics.median(t), "min_s": min(t), "max_s": max(t),
-                    "load_s": w["load_s"], "storage_bytes": paths[variant].stat().st_size,
-                    "peak_rss_mib": w["peak_rss_mib"], "fresh_process": True,
-                }
-                _log(f"    median {run['median_s']:.3f} s [{run['min_s']:.3f}-{run['max_s']:.3f}], "
-                     f"file {run['storage_bytes'] / MIB:.2f} MiB, peak RSS {run['peak_rss_mib']:.1f} MiB")
-                runs.append(run)
-            for p in paths.values():
-                p.unlink()
+    runs = _run_all(networks, backends, repeat, warmup, cooldown, seed)
     env = {**env_before, "load_average_after": environment()["load_average"], "uptime_after": uptime(),
            "cooldown_s": cooldown, "rss_no_model_mib": baseline}
     result = {
@@ -157,10 +134,73 @@ def run_benchmark(out_dir: str | os.PathLike = "device/results", networks: Seque
     }
     validate(json.loads(json.dumps(result)), "the new result")  # never write a file the loader would reject
     path = _unique_path(out_dir, f"{name}-{started.strftime('%Y-%m-%d')}")
-    with open(path, "x") as f:  # "x": refuse to overwrite, even if a file appeared meanwhile
-        f.write(json.dumps(result, indent=2) + "\n")
+    # atomic, and never replacing a file that appeared meanwhile
+    write_file(path, (json.dumps(result, indent=2) + "\n").encode())
     _log(f"wrote {path}")
     return path
+
+
+def _check_arguments(networks: Sequence[str], repeat: int, warmup: int, kind: str, cooldown: float,
+                     backends: Sequence[str]) -> None:
+    """ValueError for any argument the runs could not use: found before the first run, not after it."""
+    from qcnn_lite.kernels import dispatch
+    from qcnn_lite.nn import models
+
+    if repeat < 1 or warmup < 0:
+        raise ValueError("repeat must be >= 1 and warmup >= 0")
+    if not networks:
+        raise ValueError("no networks to run: name at least one")
+    for n in networks:
+        models.spec(n)  # ValueError for unknown names
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if not (math.isfinite(cooldown) and cooldown >= 0):
+        raise ValueError(f"cooldown must be a non-negative number of seconds, got {cooldown}")
+    usable = ["auto", *dispatch.available_backends()]
+    for b in backends or ["?"]:
+        if b not in usable:
+            raise ValueError(f"backend {b!r} cannot run here: use {', '.join(usable)}")
+
+
+def _run_all(networks: Sequence[str], backends: Sequence[str], repeat: int, warmup: int, cooldown: float,
+             seed: int) -> list[dict[str, Any]]:
+    """Every (network, variant, backend) run, each in a fresh process on model files made for it."""
+    from qcnn_lite.bench import synthetic
+
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="qcnn-device-") as tmp:
+        for net in networks:
+            _log(f"[{net}] writing the dense and quantized model files")
+            paths = synthetic.model_files(net, Path(tmp), seed, RELEASED_ALEXNET)
+            for variant, backend in [("cnn", "numpy")] + [("qcnn", b) for b in backends]:
+                if runs and cooldown > 0:
+                    _log(f"  cooling down {cooldown:g} s")
+                    time.sleep(cooldown)
+                _log(f"[{net}] {variant} ({'numpy + BLAS' if variant == 'cnn' else 'kernels: ' + backend}) ...")
+                runs.append(_one_run(net, variant, backend, paths[variant], repeat, warmup))
+            for p in paths.values():
+                p.unlink()
+    return runs
+
+
+def _one_run(net: str, variant: str, backend: str, path: Path, repeat: int, warmup: int) -> dict[str, Any]:
+    """One configuration timed in a fresh process, as a result's run record."""
+    from qcnn_lite.bench import memory
+
+    w = memory.run_model(path, backend, repeat, warmup)
+    t = w["times_s"]
+    run = {
+        "network": net, "variant": variant,
+        "engine": "numpy-dense" if variant == "cnn" else f"qcnn-{w['backend']}",
+        "backend": w["backend"], "threads": 1, "blas_threads": w["blas_threads"],
+        "repeat": repeat, "warmup": warmup, "times_s": t,
+        "median_s": statistics.median(t), "min_s": min(t), "max_s": max(t),
+        "load_s": w["load_s"], "storage_bytes": path.stat().st_size,
+        "peak_rss_mib": w["peak_rss_mib"], "fresh_process": True,
+    }
+    _log(f"    median {run['median_s']:.3f} s [{run['min_s']:.3f}-{run['max_s']:.3f}], "
+         f"file {run['storage_bytes'] / MIB:.2f} MiB, peak RSS {run['peak_rss_mib']:.1f} MiB")
+    return run
 
 
 def _numpy_version() -> str:
@@ -196,12 +236,21 @@ def _typed(obj: dict, key: str, types: tuple[type, ...], where: str, nullable: b
     return v
 
 
-def _number(obj: dict, key: str, where: str, nullable: bool = False, positive: bool = False) -> float | None:
+def _short(v: Any) -> str:
+    """A number as a message shows it: 10**400 is not printed in full."""
+    text = repr(v)
+    return text if len(text) <= 24 else f"{text[:12]}... ({len(text)} digits)"
+
+
+def _number(obj: dict, key: str, where: str, nullable: bool = False, positive: bool = False,
+            most: float = math.inf) -> float | None:
     v = _typed(obj, key, (int, float), where, nullable)
     if v is None:
         return None
-    if not math.isfinite(v) or v < 0 or (positive and v == 0):
-        raise _fail(where, f"field {key!r} must be a {'positive' if positive else 'non-negative'} finite number, got {v}")
+    if isinstance(v, int) and abs(v) > 2**64 or not math.isfinite(v) or v < 0 or (positive and v == 0) or v > most:
+        bound = "" if most == math.inf else f" at most {most:g}"
+        raise _fail(where, f"field {key!r} must be a {'positive' if positive else 'non-negative'} finite number"
+                           f"{bound}, got {_short(v)}")
     return float(v)
 
 
@@ -223,17 +272,17 @@ def _check_run(run: Any, where: str) -> None:
     times = _typed(run, "times_s", (list,), where)
     if len(times) != repeat:
         raise _fail(where, f"'times_s' has {len(times)} entries but 'repeat' is {repeat}")
-    for i, t in enumerate(times):
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
-            raise _fail(where, f"times_s[{i}] must be a non-negative finite number of seconds, got {t!r}")
-    med, lo, hi = (_number(run, k, where) for k in ("median_s", "min_s", "max_s"))
+    for i, t in enumerate(times):  # the tables divide by these times: zero is as wrong as infinity
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 < t <= MAX_SECONDS:
+            raise _fail(where, f"times_s[{i}] must be a number of seconds above 0 and at most {MAX_SECONDS:g}, got {t!r}")
+    med, lo, hi = (_number(run, k, where, positive=True, most=MAX_SECONDS) for k in ("median_s", "min_s", "max_s"))
     tol = 1e-9 * max(1.0, hi)
     if abs(lo - min(times)) > tol or abs(hi - max(times)) > tol or abs(med - statistics.median(times)) > tol:
         raise _fail(where, "median_s/min_s/max_s do not match times_s")
     st = _typed(run, "storage_bytes", (int,), where)
-    if st <= 0:
-        raise _fail(where, f"field 'storage_bytes' must be positive, got {st}")
-    _number(run, "peak_rss_mib", where, positive=True)
+    if not 0 < st <= MAX_BYTES:
+        raise _fail(where, f"field 'storage_bytes' must be above 0 and at most {MAX_BYTES}, got {_short(st)}")
+    _number(run, "peak_rss_mib", where, positive=True, most=MAX_MIB)
 
 
 def validate(obj: Any, where: str = "result") -> dict[str, Any]:
@@ -272,8 +321,9 @@ def validate(obj: Any, where: str = "result") -> dict[str, Any]:
 
     env = _typed(obj, "environment", (dict,), where)
     la = _typed(env, "load_average", (list,), f"{where}: environment", nullable=True)
-    if la is not None and (len(la) != 3 or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in la)):
-        raise _fail(f"{where}: environment", "'load_average' must be three non-negative numbers")
+    if la is not None and (len(la) != 3 or any(isinstance(v, bool) or not isinstance(v, (int, float))
+                                               or not 0 <= v <= MAX_LOAD for v in la)):
+        raise _fail(f"{where}: environment", f"'load_average' must be three numbers from 0 to {MAX_LOAD:g}")
 
     build = _typed(obj, "build", (dict,), where)
     _typed(build, "backend", (str,), f"{where}: build")
@@ -299,6 +349,14 @@ def _reject_constant(s: str) -> float:
 def load_result(path: str | os.PathLike) -> dict[str, Any]:
     """Read and validate one result file; ResultFormatError (naming the file) if it is bad."""
     path = Path(path)
+    try:  # looked at before it is opened: opening a FIFO would wait for a writer forever
+        st = os.stat(path)
+    except OSError as e:
+        raise _fail(str(path), f"cannot read: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise _fail(str(path), "not a regular file (a folder, FIFO or device)")
+    if st.st_size > MAX_FILE_BYTES:
+        raise _fail(str(path), f"{st.st_size:,} bytes is too large for a result file")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -313,24 +371,43 @@ def load_result(path: str | os.PathLike) -> dict[str, Any]:
         raise _fail(str(path), f"not valid JSON{hint}: {e.msg} (line {e.lineno}, column {e.colno})") from None
     except ValueError as e:
         raise _fail(str(path), str(e)) from None
+    except RecursionError:
+        raise _fail(str(path), "JSON nested too deeply to be a result file") from None
     res = validate(obj, str(path))
     res["_path"] = str(path)
     return res
 
 
-def load_results(paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
-    """Load and validate result files: a directory (its ``*.json`` but ``arm64-check*.json``), a file, or a list of both."""
+def result_files(paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """The result files named: each file, and each directory's ``*.json`` but ``arm64-check*.json``.
+
+    ResultFormatError for a missing path, a directory without result files, or a file named twice.
+    """
     if isinstance(paths_or_dir, (str, os.PathLike)):
         paths_or_dir = [paths_or_dir]
     files: list[Path] = []
     for p in map(Path, paths_or_dir):
         if p.is_dir():
-            files += sorted(q for q in p.glob("*.json") if not q.name.startswith(_NOT_RESULTS))
+            found = sorted(q for q in p.glob("*.json") if not q.name.startswith(_NOT_RESULTS))
+            if not found:
+                raise _fail(str(p), "no result files (*.json) in this folder")
+            files += found
         elif p.exists():
             files.append(p)
         else:
             raise FileNotFoundError(f"{p}: no such file or directory")
-    return [load_result(f) for f in files]
+    seen: dict[Path, Path] = {}
+    for f in files:
+        key = f.resolve()
+        if key in seen:
+            raise _fail(str(f), "named more than once: name each result file once")
+        seen[key] = f
+    return files
+
+
+def load_results(paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+    """Load and validate result files: a directory (its ``*.json`` but ``arm64-check*.json``), a file, or a list of both."""
+    return [load_result(f) for f in result_files(paths_or_dir)]
 
 
 _NOT_RESULTS = ("arm64-check", "schema")  # other JSON files that live in device/results/

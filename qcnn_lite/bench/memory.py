@@ -77,7 +77,9 @@ def _child(code: str, args: Sequence[str], backend: str, timeout: float = 3600) 
            "MKL_NUM_THREADS": "1", "QCNN_PROGRESS": "0"}
     r = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
-        raise RuntimeError(f"benchmark subprocess failed ({' '.join(args)}): {r.stderr.strip()[-2000:]}")
+        # The child's last line is its error; its traceback is for a debugger, not for the user.
+        last = (r.stderr.strip().splitlines() or [f"exit code {r.returncode}"])[-1]
+        raise RuntimeError(f"benchmark subprocess failed ({' '.join(args)}): {last}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 

@@ -2,15 +2,20 @@
 
 Every entry point of the package is a subcommand here; each handler imports
 what it runs when it runs, so ``--help`` stays fast and needs no torch.
+Every argument is checked by its parser's type function (:mod:`qcnn_lite.cli.checks`)
+before a handler starts, and every error ends as one line on stderr.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Sequence
+
+from qcnn_lite.cli import checks
 
 
 # --------------------------------------------------------------------------- model-info
@@ -45,11 +50,6 @@ def _size(n: int) -> str:
     return f"{n} B" if n < 1024 else f"{n / 1024:.1f} KiB" if n < 2**20 else f"{n / 2**20:.2f} MiB"
 
 
-def _names(text: str) -> list[str]:
-    """``"a, b,"`` -> ["a", "b"]: a comma-separated option."""
-    return [n.strip() for n in text.split(",") if n.strip()]
-
-
 def _model_info(args: argparse.Namespace) -> int:
     print(describe(args.path), end="")
     return 0
@@ -75,14 +75,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     from qcnn_lite.repro import accuracy as evaluate
 
     if args.imagenet or args.weights:
-        if not (args.imagenet and args.weights and args.arch):
-            raise ValueError("the ImageNet path needs --imagenet DIR, --weights FILE and --arch alexnet|vgg16")
-        rows = evaluate.imagenet_accuracy(args.imagenet, args.weights, args.arch, n_calib=args.n_calib or 500,
+        if not (args.imagenet and args.weights and args.arch and len(args.arch) == 1):
+            raise checks.UsageError("the ImageNet path needs --imagenet DIR, --weights FILE and --arch alexnet|vgg16")
+        rows = evaluate.imagenet_accuracy(args.imagenet, args.weights, args.arch[0], n_calib=args.n_calib or 500,
                                           limit=args.limit, calib_dir=args.calib_dir, ground_truth=args.ground_truth)
     else:
-        archs = [args.arch] if args.arch else list(MINI_SETTINGS)
+        archs = args.arch or list(MINI_SETTINGS)
+        unknown = [a for a in archs if a not in MINI_SETTINGS]
+        if unknown:
+            raise checks.UsageError(f"--arch: {unknown[0]} needs --imagenet; without it use {', '.join(MINI_SETTINGS)}")
         rows = evaluate.table1_accuracy(archs, n_calib=args.n_calib or 5000, n_test=args.limit,
-                                        settings=[int(v) for v in args.setting.split(",")], methods=args.method.split(","))
+                                        settings=[int(v) for v in args.setting], methods=args.method)
     print(render(rows, args.format), end="")
     return 0
 
@@ -90,84 +93,131 @@ def _evaluate(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- device
 def _device_parser(subparsers: argparse._SubParsersAction) -> None:
     from qcnn_lite.bench import device as dr
+    from qcnn_lite.nn import models
 
-    _QUICK, _FULL, KINDS = dr._QUICK, dr._FULL, dr.KINDS
-    p = subparsers.add_parser("device", help="Table 2 on a device: run the benchmark, validate/tabulate/plot result files")
+    quick, full = dr.QUICK, dr.FULL
+    p = subparsers.add_parser("device", help="Table 2 on a device: run the benchmark, validate/tabulate/plot result files",
+                              description="Table 2 on a device: run the benchmark, then check, tabulate or plot "
+                                          "its result files.")
     sub = p.add_subparsers(dest="action", required=True, metavar="action")
     r = sub.add_parser("run", help="benchmark AlexNet and CNN-S, dense and Q-CNN, and write a result file")
-    r.add_argument("--quick", action="store_true", help=f"{_QUICK['repeat']} timed runs after {_QUICK['warmup']} warm-up (tests)")
-    r.add_argument("--repeat", type=int, help=f"timed runs per configuration (default {_FULL['repeat']}; quick {_QUICK['repeat']})")
-    r.add_argument("--warmup", type=int, help="untimed runs first (default 2; quick 1)")
-    r.add_argument("--networks", default="alexnet,cnns", help="comma-separated (default alexnet,cnns)")
+    r.add_argument("--quick", action="store_true", help=f"{quick['repeat']} timed runs after {quick['warmup']} warm-up (tests)")
+    r.add_argument("--repeat", type=checks.int_in(1, 10_000),
+                   help=f"timed runs per configuration (default {full['repeat']}; quick {quick['repeat']})")
+    r.add_argument("--warmup", type=checks.int_in(0, 1_000),
+                   help=f"untimed runs first (default {full['warmup']}; quick {quick['warmup']})")
+    r.add_argument("--networks", type=checks.names(models.spec, "network", "alexnet,cnns"),
+                   default=["alexnet", "cnns"], help="comma-separated (default alexnet,cnns)")
     r.add_argument("--name", help="device name used in the file name (default: from the phone model or CPU)")
-    r.add_argument("--kind", choices=KINDS, help="phone (default on Android), x86-ci-reference, other")
-    r.add_argument("--out-dir", default="device/results", help="where the result goes (default device/results)")
-    r.add_argument("--cooldown", type=float, default=0.0, help="seconds of sleep between configurations (phones: 60)")
-    r.add_argument("--backends", default="auto", help="kernel backends for the Q-CNN runs, e.g. pythran,numpy (default auto)")
+    r.add_argument("--kind", choices=dr.KINDS, help="phone (default on Android), x86-ci-reference, other")
+    r.add_argument("--out-dir", type=checks.output_dir, default=Path("device/results"),
+                   help="where the result goes (default device/results)")
+    r.add_argument("--cooldown", type=checks.float_in(0, 3600), default=0.0,
+                   help="seconds of sleep between configurations, 0 to 3600 (phones: 60)")
+    r.add_argument("--backends", type=checks.names(_backend, "backend", "auto"),
+                   default=["auto"], help="kernel backends for the Q-CNN runs, e.g. pythran,numpy (default auto)")
     r.add_argument("--notes", default="", help="free text stored in the result (pinning, charger, temperature ...)")
     v = sub.add_parser("validate", help="check result files against the schema")
-    v.add_argument("paths", nargs="+")
+    v.add_argument("paths", nargs="+", type=checks.input_file_or_dir, help="result files, or folders of *.json files")
     t = sub.add_parser("table", help="Table 2 rows from result files (or folders) beside the paper's")
-    t.add_argument("paths", nargs="+")
-    t.add_argument("--format", choices=["markdown", "json"], default="markdown")
+    t.add_argument("paths", nargs="+", type=checks.input_file_or_dir, help="result files, or folders of *.json files")
+    t.add_argument("--format", choices=["markdown", "json"], default="markdown", help="output format (default markdown)")
     g = sub.add_parser("plot", help="draw Table 2 from result files into a PNG")
-    g.add_argument("paths", nargs="+")
-    g.add_argument("--out", required=True, help="PNG to write (refuses to overwrite unless --force)")
-    g.add_argument("--force", action="store_true")
+    g.add_argument("paths", nargs="+", type=checks.input_file_or_dir, help="result files, or folders of *.json files")
+    g.add_argument("--out", required=True, type=checks.output_file(".png"),
+                   help="PNG file to write; .png is added when missing (refuses to overwrite unless --force)")
+    g.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_device)
+
+
+def _backend(name: str) -> None:
+    """--backends: a backend that runs here (looked up only when the option is given: it may load a compiled module)."""
+    from qcnn_lite.kernels import dispatch
+
+    try:
+        usable = ["auto", *dispatch.available_backends()]
+    except (ValueError, ImportError):  # a bad QCNN_LITE_TARGET: reported by the environment check
+        usable = ["auto", "numpy"]
+    if name not in usable:
+        raise ValueError(f"unknown backend {name!r}: use {', '.join(usable)}")
 
 
 def _device(args: argparse.Namespace) -> int:
     from qcnn_lite.bench.device import ResultFormatError, load_result, load_results, run_benchmark
-    from qcnn_lite.repro.device_plot import plot_table2
     from qcnn_lite.repro.rows import render_device_rows, table2_device_rows
 
     if args.action == "run":
-        path = run_benchmark(args.out_dir, _names(args.networks), args.quick, args.repeat, args.warmup, args.name,
-                             args.kind, args.cooldown, _names(args.backends), notes=args.notes)
+        path = run_benchmark(args.out_dir, args.networks, args.quick, args.repeat, args.warmup, args.name,
+                             args.kind, args.cooldown, args.backends, notes=args.notes)
         print(render_device_rows(table2_device_rows([load_result(path)])), end="")
         print(path)
         return 0
     if args.action == "validate":
-        bad = 0
-        for p in args.paths:
-            try:
-                load_results(p)
-                print(f"ok: {p}")
-            except (ResultFormatError, FileNotFoundError) as e:
-                print(f"error: {e}", file=sys.stderr)
-                bad += 1
-        return 1 if bad else 0
-    results = load_results(args.paths)
+        return _device_validate(args.paths)
+    try:
+        results = load_results(args.paths)
+    except ResultFormatError as e:
+        raise checks.UsageError(f"{e} (python -m qcnn_lite device validate shows every problem)") from None
     if args.action == "table":
         rows = table2_device_rows(results)
         print(json.dumps(rows, indent=2) if args.format == "json" else render_device_rows(rows), end="\n" if args.format == "json" else "")
         return 0
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise FileExistsError(f"{out} exists (use --force to replace it)")
+    return _device_plot(results, args.out, args.force)
+
+
+def _device_validate(paths: list[str]) -> int:
+    """Check every file given (each folder's *.json), report each, and fail if any is bad or there is none."""
+    from qcnn_lite.bench.device import ResultFormatError, load_result, result_files
+
+    bad, seen, files = 0, {}, {}
+    for p in paths:  # one path at a time: an empty folder is reported, and the others are still checked
+        try:
+            found = result_files(p)
+        except ResultFormatError as e:
+            print(f"error: {e}", file=sys.stderr)
+            bad, found = bad + 1, []
+        for f in found:
+            if f.resolve() in files:
+                print(f"error: {f}: named more than once: name each result file once", file=sys.stderr)
+                bad += 1
+            files.setdefault(f.resolve(), f)
+    for f in files.values():
+        try:
+            res = load_result(f)
+            key = (res["name"], res["created_utc"])
+            if key in seen:
+                raise ResultFormatError(f"{f}: the same result as {seen[key]} (name and created_utc): remove one")
+            seen[key] = f
+            print(f"ok: {f}")
+        except ResultFormatError as e:
+            print(f"error: {e}", file=sys.stderr)
+            bad += 1
+    return 1 if bad else 0
+
+
+def _device_plot(results: list[dict], out: Path, force: bool) -> int:
     import matplotlib
 
+    from qcnn_lite.io.paths import write_file
+    from qcnn_lite.repro.device_plot import plot_table2
+
     matplotlib.use("Agg")
-    fig = plot_table2(results)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    print(out)
+    buf = io.BytesIO()
+    plot_table2(results).savefig(buf, format="png", dpi=120)
+    print(write_file(out, buf.getvalue(), overwrite=force))
     return 0
 
 
 def _search(args: argparse.Namespace) -> int:
-    from qcnn_lite.quant import search, search_run
+    from qcnn_lite.io.paths import write_file
+    from qcnn_lite.quant import search_run
 
-    target = search.parse_target(args.target)  # bad input fails before any work
-    if args.out and Path(args.out).exists() and not args.force:
-        raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
-    rec = search_run.search_arch(args.arch, target, n_heldout=args.n_heldout, n_calib=args.n_calib, seed=args.seed)
+    rec = search_run.search_arch(args.arch, args.target, n_heldout=args.n_heldout, n_calib=args.n_calib, seed=args.seed)
     text = json.dumps(rec, indent=1) + "\n"
     if not args.out:
         print(text, end="")
         return 0
-    Path(args.out).write_text(text)
+    write_file(args.out, text.encode(), overwrite=args.force)
     m = rec["measured"]
     print(f"{rec['network']} {rec['target']}: compression {rec['predicted']['compression']}x, speed-up "
           f"{rec['predicted']['speedup']}x (cost model), held-out top-1 change {m['top1_change']:+.2f} pt; wrote {args.out}")
@@ -179,12 +229,15 @@ def _classify(args: argparse.Namespace) -> int:
     from qcnn_lite.io.preprocess import ImageError
 
     if args.quantize is not None:
-        print(f"wrote {quantize_file(args.quantize, args.out, overwrite=args.force)}")
+        dense = Path(args.quantize)
+        out = args.out or checks.output_file()(str(dense.with_name(f"{dense.stem}-q.qcnn")))
+        checks.check_outputs(argparse.Namespace(out=out, force=args.force))
+        _data_note()
+        print(f"wrote {quantize_file(args.quantize, out, overwrite=args.force)}")
         return 0
     if not args.photos:
-        raise ValueError("give photo files to classify (or --quantize DENSE)")
-    if args.repeat < 1:
-        raise ValueError("--repeat must be >= 1")
+        raise checks.UsageError("give photo files to classify (or --quantize DENSE)")
+    _check_dense(args.dense, args.model)
     net, dense, notes = load_models(args.model, args.dense)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
@@ -197,10 +250,10 @@ def _classify(args: argparse.Namespace) -> int:
         except ImageError as e:
             records.append({"photo": str(photo), "error": str(e)})
             if not args.json:
-                print(f"{photo}: error: {e}")
+                print(f"{photo}: error: {e}", file=sys.stderr)
             status = 2
             continue
-        probs = sorted(zip(res.probs.tolist(), names), reverse=True)[: max(1, args.top)]
+        probs = sorted(zip(res.probs.tolist(), names), reverse=True)[: args.top]
         records.append(_classify_record(photo, net, res, probs, args.repeat))
         if args.json:
             continue
@@ -214,6 +267,22 @@ def _classify(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"network": net.name, "notes": notes, "results": records}, indent=2))
     return status
+
+
+def _check_dense(dense_path: str | None, model_path: str | None) -> None:
+    """--dense must be a dense network of the same architecture as --model (default mini-alexnet)."""
+    if dense_path is None:
+        return
+    from qcnn_lite.apps.demo import DEFAULT_ARCH
+    from qcnn_lite.io import modelfile
+
+    dense = modelfile.load(dense_path)
+    if dense.is_quantized:
+        raise checks.UsageError(f"--dense: {dense_path} is a quantized model: give the dense model file")
+    arch = modelfile.load(model_path).name if model_path is not None else DEFAULT_ARCH
+    if dense.name != arch:
+        raise checks.UsageError(f"--dense: {dense_path} is a {dense.name}, the model is a {arch}: "
+                                "give the dense file of the same network")
 
 
 def _classify_record(photo, net, res, probs: list, repeat: int) -> dict:
@@ -238,22 +307,15 @@ def _info(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from qcnn_lite.bench import benchmarks as bench
-    from qcnn_lite.nn import models
+    from qcnn_lite.io.paths import write_file
 
-    names = _names(args.networks)
-    for n in names:
-        models.spec(n)  # ValueError for unknown names
-    if args.repeat < 1:
-        raise ValueError("--repeat must be >= 1")
-    if args.out and Path(args.out).exists():
-        raise FileExistsError(f"{args.out} already exists")
+    names = args.networks
     run, render = ((bench.bench_layers, bench.render_layers) if args.command == "bench-layers"
                    else (bench.bench_networks, bench.render_networks))
     res = run(names, repeat=args.repeat)
     text = json.dumps(res, indent=2)
     if args.out:
-        with open(args.out, "x") as f:
-            f.write(text + "\n")
+        write_file(args.out, (text + "\n").encode())
     print(text if args.json else render(res, args.clock == "cpu"), end="\n" if args.json else "")
     return 0
 
@@ -281,63 +343,100 @@ def _data(args: argparse.Namespace) -> int:
     return 0 if problem is None else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qcnn_lite", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+_DESCRIPTION = """\
+Quantized CNN (Wu et al. 2016) in numpy: rebuild the paper's tables, quantize and run networks,
+classify photos, and benchmark on a computer or a phone. Each command's --help lists its options.
+
+Exit codes: 0 done; 1 the work failed or found problems (a benchmark, a download, device validate);
+2 an argument, input file or environment variable is wrong (nothing was done)."""
+
+_SEED = checks.int_in(0, 2**32 - 1)  # numpy's seeds
+_IMAGES = checks.int_in(1, 60_000)  # Fashion-MNIST has 60,000 training images
+
+
+def _paper_parsers(sub: argparse._SubParsersAction) -> None:
+    """table1, reproduce, evaluate, search: the paper's tables."""
+    from qcnn_lite.nn import models
+    from qcnn_lite.paper.constants import MINI_SETTINGS
 
     p = sub.add_parser("table1", help="Table 1's speed-up and compression columns beside the paper's")
-    p.add_argument("--format", choices=["markdown", "json", "csv"], default="markdown")
+    p.add_argument("--format", choices=["markdown", "json", "csv"], default="markdown", help="output format (default markdown)")
     p.set_defaults(func=_table1)
 
     p = sub.add_parser("reproduce", help="rebuild the paper's tables into results/ and print them")
-    p.add_argument("--out", default=None, help="output folder (default: the project's results/)")
+    p.add_argument("--out", type=checks.output_dir, default=None, help="output folder (default: the project's results/)")
     p.add_argument("--fast", action="store_true", help="smaller runs, for CI")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="Table 2's times: wall time (default) or thread CPU time (steadier on a busy machine)")
-    p.set_defaults(func=_reproduce)
+    p.set_defaults(func=_reproduce, uses_data=True)
 
+    n_settings = min(len(v) for v in MINI_SETTINGS.values())
     p = sub.add_parser("evaluate", help="Table 1's accuracy column: quantize reference networks and measure their error")
-    p.add_argument("--arch", help="mini-alexnet|mini-cnns|mini-vgg16 (default: all), or alexnet|vgg16 with --imagenet")
-    p.add_argument("--n-calib", type=int, help="calibration images (default 5000; ImageNet 500)")
-    p.add_argument("--limit", type=int, help="evaluate on the first N test images only")
-    p.add_argument("--imagenet", metavar="DIR", help="ILSVRC-12 val folder (class folders, or flat with --ground-truth)")
-    p.add_argument("--weights", metavar="FILE", help="a torchvision alexnet/vgg16 state dict (.pth)")
-    p.add_argument("--calib-dir", metavar="DIR", help="calibration images for the ImageNet path (default: the first val images)")
-    p.add_argument("--ground-truth", metavar="FILE", help="ground-truth file for a flat val folder")
-    p.add_argument("--setting", default="1,2", help="Table 1 settings to run (default 1,2)")
-    p.add_argument("--method", default="ec,plain", help="ec, plain or both (default ec,plain)")
-    p.add_argument("--format", choices=["markdown", "json", "csv"], default="markdown")
-    p.set_defaults(func=_evaluate)
+    p.add_argument("--arch", type=checks.names(models.spec, "network", "mini-alexnet"),
+                   help="mini-alexnet|mini-cnns|mini-vgg16 (default: all), or alexnet|vgg16 with --imagenet")
+    p.add_argument("--n-calib", type=_IMAGES, help="calibration images, 1 to 60000 (default 5000; ImageNet 500)")
+    p.add_argument("--limit", type=checks.int_in(1, 50_000), help="evaluate on the first N test images only")
+    p.add_argument("--imagenet", metavar="DIR", type=checks.input_dir,
+                   help="ILSVRC-12 val folder (class folders, or flat with --ground-truth)")
+    p.add_argument("--weights", metavar="FILE", type=checks.input_file(), help="a torchvision alexnet/vgg16 state dict (.pth)")
+    p.add_argument("--calib-dir", metavar="DIR", type=checks.input_dir,
+                   help="calibration images for the ImageNet path (default: the first val images)")
+    p.add_argument("--ground-truth", metavar="FILE", type=checks.input_file(), help="ground-truth file for a flat val folder")
+    p.add_argument("--setting", type=checks.choice_list([str(i) for i in range(1, n_settings + 1)], "setting"),
+                   default=["1", "2"], help="Table 1 settings to run (default 1,2)")
+    p.add_argument("--method", type=checks.choice_list(["ec", "plain"], "method"), default=["ec", "plain"],
+                   help="ec, plain or both (default ec,plain)")
+    p.add_argument("--format", choices=["markdown", "json", "csv"], default="markdown", help="output format (default markdown)")
+    p.set_defaults(func=_evaluate, uses_data=True)
 
     p = sub.add_parser("search", help="choose per-layer (C's, K) for a compression, speed-up or accuracy target")
-    p.add_argument("--arch", required=True, help="mini-alexnet|mini-cnns|mini-vgg16")
-    p.add_argument("--target", required=True, help="compression=15, speedup=4, max-loss=1.0, or several: compression=20,speedup=1.5")
-    p.add_argument("--n-heldout", type=int, default=2000, help="held-out training images that rank settings (default 2000)")
-    p.add_argument("--n-calib", type=int, default=5000, help="calibration images for error correction (default 5000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", metavar="FILE", help="write the result (settings, predicted and measured figures) as JSON")
-    p.add_argument("--force", action="store_true", help="overwrite --out")
-    p.set_defaults(func=_search)
+    p.add_argument("--arch", required=True, choices=sorted(MINI_SETTINGS), help="mini-alexnet|mini-cnns|mini-vgg16")
+    p.add_argument("--target", required=True, type=_target,
+                   help="compression=15, speedup=4, max-loss=1.0, or several: compression=20,speedup=1.5")
+    p.add_argument("--n-heldout", type=_IMAGES, default=2000, help="held-out training images that rank settings (default 2000)")
+    p.add_argument("--n-calib", type=_IMAGES, default=5000, help="calibration images for error correction (default 5000)")
+    p.add_argument("--seed", type=_SEED, default=0, help="random seed of the quantizer (default 0)")
+    p.add_argument("--out", metavar="FILE", type=checks.output_file(),
+                   help="write the result (settings, predicted and measured figures) as JSON")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=_search, uses_data=True)
+
+
+def _target(text: str):
+    """--target, parsed by the search's own parser so both accept the same texts."""
+    from qcnn_lite.quant import search
+
+    try:
+        return search.parse_target(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _model_parsers(sub: argparse._SubParsersAction) -> None:
+    """model-info, classify, info, bench-layers, bench: models and their speed."""
+    from qcnn_lite.io.preprocess import MAX_FILE_BYTES
+    from qcnn_lite.nn import models
 
     p = sub.add_parser("model-info", help="check a .qcnn model file and list its layers and sizes")
-    p.add_argument("path", help="model file written by qcnn_lite.io.modelfile.save")
+    p.add_argument("path", type=checks.input_file(), help="model file (.qcnn)")
     p.set_defaults(func=_model_info)
 
     p = sub.add_parser("classify", help="classify photos with the quantized Fashion-MNIST network "
                                         "(or --quantize one for the webcam demo)",
                        description="Classify photo files through the webcam demo's code path "
                                    "(pre-processing, Q-CNN, optionally the dense network).")
-    p.add_argument("photos", nargs="*", help="image files (JPEG, PNG, ...)")
-    p.add_argument("--model", default=None, help="model file (default: the quantized mini-alexnet)")
-    p.add_argument("--dense", default=None, help="dense model file to compare with (default: mini-alexnet's)")
-    p.add_argument("--top", type=int, default=5, help="classes to list (default 5)")
-    p.add_argument("--quantize", metavar="DENSE", default=None,
+    p.add_argument("photos", nargs="*", type=checks.input_file(MAX_FILE_BYTES), help="image files (JPEG, PNG, ...)")
+    p.add_argument("--model", type=checks.input_file(), default=None, help="model file (default: the quantized mini-alexnet)")
+    p.add_argument("--dense", type=checks.input_file(), default=None,
+                   help="dense model file of the same network to compare with (default: mini-alexnet's)")
+    p.add_argument("--top", type=checks.int_in(1, 1000), default=5, help="classes to list (default 5)")
+    p.add_argument("--quantize", metavar="DENSE", type=checks.input_file(), default=None,
                    help="instead: write the demo's quantized network for this dense model file "
                         "(to --out, default <DENSE>-q.qcnn beside it)")
-    p.add_argument("--out", default=None, help="output file for --quantize")
+    p.add_argument("--out", type=checks.output_file(), default=None, help="output file for --quantize")
     p.add_argument("--force", action="store_true", help="let --quantize replace an existing file")
     p.add_argument("--json", action="store_true", help="print the answers and times as JSON")
-    p.add_argument("--repeat", type=int, default=10,
+    p.add_argument("--repeat", type=checks.int_in(1, 10_000), default=10,
                    help="timed forward passes per photo and network; the median is shown (default 10)")
     p.set_defaults(func=_classify)
 
@@ -349,42 +448,93 @@ def main(argv: Sequence[str] | None = None) -> int:
                        ("bench", "time whole networks; model size and peak memory")]:
         p = sub.add_parser(name, help=help)
         p.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
-        p.add_argument("--repeat", type=int, default=10, help="timed runs per figure (default 10, at least 10 for the record)")
-        p.add_argument("--networks", default="alexnet,cnns", help="comma-separated: alexnet,cnns")
-        p.add_argument("--out", help="also write the JSON to this file (refuses to overwrite)")
+        p.add_argument("--repeat", type=checks.int_in(1, 10_000), default=10,
+                       help="timed runs per figure (default 10, at least 10 for the record)")
+        p.add_argument("--networks", type=checks.names(models.spec, "network", "alexnet,cnns"),
+                       default=["alexnet", "cnns"], help="comma-separated: alexnet,cnns")
+        p.add_argument("--out", type=checks.output_file(), help="also write the JSON to this file (refuses to overwrite)")
         p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                        help="what the tables show: wall time (default) or thread CPU time (steadier on a busy machine)")
         p.set_defaults(func=_bench)
 
-    _device_parser(sub)
 
+def _train_parsers(sub: argparse._SubParsersAction) -> None:
+    """train, data: the reference networks and their data."""
     from qcnn_lite.nn import models
     from qcnn_lite.reference import train
 
     p = sub.add_parser("train", help="train a mini reference network on Fashion-MNIST (needs torch)",
-                       description=train.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", required=True, choices=[n for n in models.SPECS if n.startswith("mini-")])
-    p.add_argument("--epochs", type=int, default=None, help="default: per architecture (%s)" %
+                       description="Train a mini reference network on Fashion-MNIST with torch. Writes <out>/<arch>.qcnn "
+                                   "(the dense network) and <out>/<arch>.json (settings, training time, test top-1 and "
+                                   "top-5 accuracy); existing files are replaced only with --force.")
+    p.add_argument("--arch", required=True, choices=[n for n in models.SPECS if n.startswith("mini-")],
+                   help="the network to train")
+    p.add_argument("--epochs", type=checks.int_in(1, 1000), default=None, help="default: per architecture (%s)" %
                    ", ".join(f"{k} {v['epochs']}" for k, v in train.DEFAULTS.items()))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=_SEED, default=0, help="random seed of weights and batches (default 0)")
+    p.add_argument("--batch-size", type=_IMAGES, default=64, help="training images per step (default 64)")
+    p.add_argument("--lr", type=checks.float_in(0, 10, lo_open=True), default=None,
+                   help="learning rate of Adam (default: per architecture, 0.001)")
     p.add_argument("--augment", choices=train.AUGMENT, default=None, help="none, flip (random horizontal flips) or shift "
                    "(flips and 2-pixel shifts; needs more epochs); default: per architecture")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: on a shared 2-core machine more threads run far slower)")
-    p.add_argument("--out", default="data/models", help="output folder (default data/models)")
+    p.add_argument("--threads", type=checks.int_in(1, 256), default=1,
+                   help="torch threads (default 1: on a busy machine more threads can run slower)")
+    p.add_argument("--out", type=checks.output_dir, default="data/models", help="output folder (default data/models)")
     p.add_argument("--force", action="store_true", help="overwrite existing model and record")
-    p.set_defaults(func=_train)
+    p.set_defaults(func=_train, uses_data=True)
 
     p = sub.add_parser("data", help="Fashion-MNIST: fetch it if missing (make data), or check it")
     p.add_argument("action", choices=["fetch", "check"], help="fetch: get it if missing; check: locate and verify")
-    p.add_argument("--dest", default=None, help="download folder (default <repo>/data/fashion-mnist)")
-    p.add_argument("--timeout", type=float, default=10.0, help="download timeout per file, seconds")
-    p.set_defaults(func=_data)
+    p.add_argument("--dest", type=checks.output_dir, default=None,
+                   help="download folder (default <repo>/data/fashion-mnist)")
+    p.add_argument("--timeout", type=checks.float_in(0, 3600, lo_open=True), default=10.0,
+                   help="download timeout per file, seconds (default 10)")
+    p.set_defaults(func=_data, uses_data=True)
 
-    args = parser.parse_args(argv)
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command; each option's type function checks its value (:mod:`qcnn_lite.cli.checks`)."""
+    parser = checks.Parser(prog="python -m qcnn_lite", description=_DESCRIPTION,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    _paper_parsers(sub)
+    _model_parsers(sub)
+    _device_parser(sub)
+    _train_parsers(sub)
+    return parser
+
+
+def _data_note() -> None:
+    """Say where Fashion-MNIST comes from when QCNN_DATA names a folder that does not hold it."""
+    from qcnn_lite.io import datasets
+
+    note = datasets.env_data_note()
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command: check its arguments, paths and environment, then work; returns the exit code."""
     try:
+        args = build_parser().parse_args(argv)  # --help exits here, before the environment is checked
+        problem = checks.env_problem()
+        if problem:
+            raise checks.UsageError(f"{problem}; unset it or fix it")
+        checks.check_outputs(args)
+        if getattr(args, "uses_data", False):
+            _data_note()
         return args.func(args)
-    except (ValueError, OSError, ImportError, RuntimeError) as e:  # a user's mistake: a message, not a traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except checks.UsageError as e:
+        return _fail(str(e), 2)
+    except (ValueError, OSError, ImportError) as e:  # a bad input found while reading it: what to fix is in e
+        return _fail(str(e), 2)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as e:  # noqa: BLE001  the work failed: one line, never a traceback
+        return _fail(f"{type(e).__name__}: {e}" if not isinstance(e, RuntimeError) else str(e), 1)
+
+
+def _fail(message: str, code: int) -> int:
+    lines = [line for line in message.strip().splitlines() if line.strip()] or ["failed"]
+    print(f"error: {lines[0] if len(lines) == 1 else ' '.join(l.strip() for l in lines)}", file=sys.stderr)
+    return code

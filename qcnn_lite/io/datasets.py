@@ -29,7 +29,7 @@ import numpy as np
 from qcnn_lite.io.paths import project_root
 
 __all__ = [
-    "DataError", "CLASSES", "FILES", "MEAN", "STD", "find_fashion_mnist", "load_fashion_mnist",
+    "DataError", "CLASSES", "FILES", "MEAN", "STD", "find_fashion_mnist", "env_data_note", "load_fashion_mnist",
     "read_idx", "to_input", "normalisation", "search_dirs",
     "CAFFE", "TORCHVISION", "imagenet_val", "imagenet_preprocess", "fetch", "verify",
 ]
@@ -93,6 +93,28 @@ def _file_in(d: Path, name: str) -> Path | None:
         if cand.is_file():
             return cand
     return None
+
+
+def env_data_note() -> str | None:
+    """When ``$QCNN_DATA`` is set but does not hold Fashion-MNIST: what is missing there and which
+    folder is used instead (None when it holds the data, is unset, or no folder does)."""
+    env = os.environ.get("QCNN_DATA")
+    if not env:
+        return None
+    names = [n for pair in FILES.values() for n in pair]
+    own = [Path(env), Path(env) / "fashion-mnist"]
+    if any(all(_file_in(d, n) for n in names) for d in own):
+        return None
+    try:
+        used = find_fashion_mnist()
+    except DataError:
+        return None  # the DataError itself lists every folder looked in
+    if not Path(env).is_dir():
+        why = "is not a folder"
+    else:
+        missing = [n for n in names if not any(_file_in(d, n) for d in own)]
+        why = f"lacks {', '.join(missing)}" if missing else "does not hold all four files in one folder"
+    return f"QCNN_DATA={env} {why}; using the Fashion-MNIST files in {used}"
 
 
 def find_fashion_mnist() -> Path:

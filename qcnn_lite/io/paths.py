@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["project_root", "results_dir", "models_dir", "model_dirs", "model_file", "create_temp_beside", "move_if_absent"]
+__all__ = ["project_root", "results_dir", "models_dir", "model_dirs", "model_file", "create_temp_beside", "move_if_absent",
+           "write_file"]
 
 
 def project_root() -> Path:
@@ -71,3 +72,24 @@ def move_if_absent(tmp: str, path: Path) -> None:
         os.replace(tmp, path)
         return
     os.unlink(tmp)
+
+
+def write_file(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> Path:
+    """Write data to path atomically: readers see the old file or the whole new one, never a part.
+
+    Without ``overwrite`` an existing path is never replaced (FileExistsError), even one that
+    appeared while the data was being made. Returns the path written.
+    """
+    path = Path(path)
+    fd, tmp = create_temp_beside(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            move_if_absent(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

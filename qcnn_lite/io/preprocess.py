@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import stat
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +32,7 @@ __all__ = [
     "ImageError",
     "Prepared",
     "MAX_IMAGE_PIXELS",
+    "MAX_FILE_BYTES",
     "load_image",
     "to_gray",
     "to_rgb",
@@ -39,6 +42,8 @@ __all__ = [
 
 #: Largest image accepted, in pixels (a 48-megapixel phone photo fits; a decompression bomb does not).
 MAX_IMAGE_PIXELS = 64_000_000
+#: Largest image file read: an uncompressed image of MAX_IMAGE_PIXELS RGBA pixels, with room for metadata.
+MAX_FILE_BYTES = 4 * MAX_IMAGE_PIXELS + 2**20
 #: Longest side images are reduced to before the Fashion-MNIST pipeline: 28x28 needs no more.
 WORK_SIDE = 512
 
@@ -79,6 +84,7 @@ def load_image(data: bytes | bytearray | memoryview | str | os.PathLike, draft_s
     Image, ImageOps, UnidentifiedImageError = _pil()
     if isinstance(data, (str, os.PathLike)):
         try:
+            _check_file(data)
             with open(data, "rb") as f:
                 data = f.read()
         except OSError as e:
@@ -100,7 +106,8 @@ def load_image(data: bytes | bytearray | memoryview | str | os.PathLike, draft_s
         except ImageError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:  # raised by Image.open itself
-            raise ImageError(f"image too large: {e}".split(", could be")[0] + "; resize it first") from None
+            m = re.search(r"\((\d+) pixels\)", str(e))  # Pillow's message quotes its own limit, not ours
+            raise ImageError(_too_large_pixels(int(m.group(1))) if m else _too_large_pixels(None)) from None
         except UnidentifiedImageError:
             raise ImageError("this file is not an image that Pillow can read (JPEG, PNG, GIF, BMP, TIFF, WebP, ...)") from None
         except (OSError, SyntaxError, ValueError, EOFError) as e:  # truncated data, bad chunks, broken headers
@@ -116,6 +123,24 @@ def load_image(data: bytes | bytearray | memoryview | str | os.PathLike, draft_s
 
 def _too_large(w: int, h: int) -> str:
     return f"image too large: {w}x{h} pixels is above the {MAX_IMAGE_PIXELS:,} this demo accepts; resize it first"
+
+
+def _too_large_pixels(n: int | None) -> str:
+    size = f"{n:,} pixels is" if n else "it is"
+    return f"image too large: {size} above the {MAX_IMAGE_PIXELS:,} pixels this demo accepts; resize it first"
+
+
+def _check_file(path: str | os.PathLike) -> None:
+    """Before a photo is opened: a regular file of at most MAX_FILE_BYTES (a FIFO would block, /dev/zero never ends)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise ImageError(f"cannot read {os.fspath(path)!r}: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageError(f"{os.fspath(path)!r} is not a regular file (a folder, FIFO or device): choose an image file")
+    if st.st_size > MAX_FILE_BYTES:
+        raise ImageError(f"{os.fspath(path)!r} is {st.st_size:,} bytes, more than the {MAX_FILE_BYTES:,} of any "
+                         "image this demo accepts")
 
 
 def _to_8bit(im: Any) -> Any:
