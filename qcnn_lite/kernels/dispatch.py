@@ -131,7 +131,19 @@ def describe() -> dict:
 
 def impl() -> ModuleType:
     """The module that runs the kernels now (``_numpy`` or ``_compiled``)."""
+    if ENV_ERROR is not None:
+        _warn_env_error()
     return _impl
+
+
+def _warn_env_error() -> None:
+    """Once, at the first kernel call: the environment asked for kernels that cannot run."""
+    global _env_warned
+    if not _env_warned:
+        _env_warned = True
+        import warnings
+
+        warnings.warn(f"{ENV_ERROR}; running the numpy kernels", RuntimeWarning, stacklevel=3)
 
 
 def init_from_environment() -> None:
@@ -144,14 +156,12 @@ def init_from_environment() -> None:
         _load_pythran()  # a forced target is checked now, whatever the backend: ValueError if it cannot be used
 
 
-# A bad variable must not stop `import qcnn_lite` (nor `--help`): it is recorded, warned about,
-# and the command line refuses to work with it (``ENV_ERROR``).
+# A bad variable must not stop `import qcnn_lite` (nor `--help`): it is recorded (``ENV_ERROR``),
+# the command line refuses to work with it, and a library caller is warned at its first kernel call.
 ENV_ERROR: str | None = None
+_env_warned = False
 try:
     init_from_environment()
 except (ValueError, ImportError) as e:
-    import warnings
-
     ENV_ERROR = str(e)
     set_backend("numpy")
-    warnings.warn(f"{ENV_ERROR}; running the numpy kernels", RuntimeWarning, stacklevel=2)
