@@ -11,6 +11,7 @@ import struct
 import numpy as np
 import pytest
 
+from qcnn_lite import kernels
 from qcnn_lite.paper import cost, constants as paper
 from qcnn_lite.nn import models, precision
 from qcnn_lite.nn.engine import Network, build_layer, output_shapes
@@ -745,14 +746,74 @@ def test_load_streams_the_file(tmp_path, monkeypatch):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    kept = sum(getattr(q, r).nbytes for q in back.params.values() for r in ("codebooks", "codes", "bias"))
+    kept = sum(q.codebooks.nbytes + q.bias.nbytes + _codes_held(q) for q in params.values())
     transient = peak - kept
     assert size > 4 * largest and largest == 2 << 20  # else holding the whole file or an array would not stand out
     assert transient < 1.5 * 2**20, (transient / 2**20, largest / 2**20, size / 2**20)
     for name, q in back.params.items():  # each array has a buffer of its own: C-contiguous, writable, exact
+        packed = kernels.pack_linear_codes(params[name].codes, 16) is not None
         for r in ("codebooks", "codes", "bias"):
             a, b = getattr(q, r), getattr(params[name], r)
-            assert a.flags.c_contiguous and a.flags.writeable and a.dtype == b.dtype and np.array_equal(a, b)
+            # codes packed as read come back unpacked on demand, read-only (as after a forward pass)
+            writeable = not (packed and r == "codes")
+            assert a.flags.c_contiguous and a.flags.writeable == writeable and a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def _codes_held(q: QLinear) -> int:
+    """Bytes a loaded layer holds for its codes: the packed copy where the kernels pack them as read."""
+    packed = kernels.pack_linear_codes(q.codes, q.n_codewords)
+    return q.codes.nbytes if packed is None else packed.data.nbytes
+
+
+@pytest.mark.parametrize("K, out", [(32, 2048), (16, 2047), (256, 33)])
+def test_load_packs_fc_codes_as_read(tmp_path, monkeypatch, K, out):
+    """An fc layer's codes go from the file into their packed form a slice at a time: the unpacked codes
+    never exist whole beside the packed ones (fc6 of AlexNet: 9.4 MB each), the layer computes what the
+    saved one computes, and saving it again gives the same bytes. Odd output counts end inside a block."""
+    import tracemalloc
+
+    import qcnn_lite.io.modelfile as mf
+
+    rng = np.random.default_rng(K)
+    M = 2048
+    q = QLinear(rng.standard_normal((M, K, 1), dtype=np.float32), rng.integers(0, K, (out, M), dtype=np.uint8),
+                rng.standard_normal(out, dtype=np.float32))
+    if kernels.pack_linear_codes(q.codes, K) is None:
+        pytest.skip("the byte-shuffle kernels are not built or the numpy backend runs: nothing is packed")
+    net = Network("fc", (M, 1, 1), [{"type": "flatten"}, {"type": "fc", "name": "f", "out": out}], {"f": q})
+    p = save(net, tmp_path / "fc.qcnn")
+    monkeypatch.setattr(mf, "_CHUNK", 4096)
+    tracemalloc.start()
+    try:
+        back = load(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    transient = peak - (q.codebooks.nbytes + q.bias.nbytes + _codes_held(q))
+    # about _IO_CHUNK (1 MiB) of the file at a time, as for any load; not the unpacked codes (4 MiB for 2048 outputs)
+    assert transient < 1.5 * 2**20, (transient, q.codes.nbytes)
+    x = rng.standard_normal((2, M, 1, 1), dtype=np.float32)
+    assert np.array_equal(back(x), net(x))
+    assert save(back, tmp_path / "again.qcnn").read_bytes() == p.read_bytes()
+    assert np.array_equal(back.params["f"].codes, q.codes)
+
+
+@pytest.mark.parametrize("io_chunk", [None, 16])
+def test_fc_code_at_or_above_K_before_packing(tmp_path, monkeypatch, io_chunk):
+    """A code >= K in an fc layer whose codes are packed as read is refused by name and index, as in any layer."""
+    import qcnn_lite.io.modelfile as mf
+
+    if io_chunk:
+        monkeypatch.setattr(mf, "_IO_CHUNK", io_chunk)
+    net = tiny_net({"f1": 12})  # 4 bits: 12..15 are representable
+    version, man, payload = split(save(net, tmp_path / "f.qcnn").read_bytes())
+    a = array_entry(man, "f1", "codes")
+    n = math.prod(a["shape"])
+    for index in (0, n // 2 + 1, n - 1):
+        pl = bytearray(payload)
+        byte, hi = a["offset"] + index // 2, index % 2 == 0
+        pl[byte] = (pl[byte] & 0x0F) | 0xD0 if hi else (pl[byte] & 0xF0) | 0x0D
+        expect_error(tmp_path, assemble(man, bytes(pl), version), f"code 13 at index {index} is >= K=12")
 
 
 def _change_after_pass_1(monkeypatch, path, change) -> None:

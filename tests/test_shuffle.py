@@ -173,6 +173,59 @@ def test_unpack_inverts_pack(isa, K, M, n_out):
     np.testing.assert_array_equal(back, codes)
 
 
+@pytest.mark.parametrize("isa", sh.ISAS)
+@pytest.mark.parametrize("K", [2, 16, 17, 256])
+@pytest.mark.parametrize("M,n_out", [(1, 1), (3, 33), (257, 70)])
+def test_packer_in_slices_equals_pack_codes(isa, K, M, n_out):
+    """Rows given a few at a time, slice edges anywhere in a block, pack to the very bytes of pack_codes."""
+    rng = np.random.default_rng(K * M + n_out)
+    codes = rng.integers(0, K, (n_out, M)).astype(np.uint8)
+    whole = sh.pack_codes(codes, K, isa)
+    for cuts in ([], [1], sorted(rng.integers(0, n_out + 1, 5).tolist())):
+        packer = sh.CodePacker(n_out, M, K, isa)
+        for a, b in zip([0, *cuts], [*cuts, n_out]):
+            packer.add(codes[a:b])  # empty slices too
+        got = packer.finish()
+        np.testing.assert_array_equal(got.data, whole.data)
+        assert (got.n_out, got.n_subspaces, got.K, got.isa, got.block) == (n_out, M, K, isa, whole.block)
+        assert not got.data.flags.writeable
+
+
+def test_packer_checks_what_it_is_given():
+    packer = sh.CodePacker(10, 4, 16, "scalar")
+    with pytest.raises(ValueError, match="codes must be < K=16"):
+        packer.add(np.full((2, 4), 16, np.uint8))
+    with pytest.raises(ValueError, match="sub-spaces"):
+        packer.add(np.zeros((2, 5), np.uint8))
+    packer.add(np.zeros((6, 4), np.uint8))
+    with pytest.raises(ValueError, match="packed of 10"):
+        packer.finish()
+    with pytest.raises(ValueError, match="12 code rows for 10 outputs"):
+        packer.add(np.zeros((6, 4), np.uint8))
+
+
+def test_qlinear_from_packed_codes(rng=np.random.default_rng(3)):
+    """A layer built on packed codes (as a model file loads it) computes what the layer on the codes does."""
+    from qcnn_lite import kernels
+    from qcnn_lite.nn.layers import QLinear
+
+    codes = rng.integers(0, 32, (70, 12)).astype(np.uint8)
+    books, bias = rng.standard_normal((12, 32, 4)).astype(np.float32), rng.standard_normal(70).astype(np.float32)
+    packed = kernels.pack_linear_codes(codes, 32)
+    if packed is None:
+        pytest.skip("the numpy backend runs: nothing is packed")
+    q = QLinear.from_packed(books, packed, bias)
+    assert q.out_features == 70 and q.in_features == 48 and q._codes is None
+    x = rng.standard_normal((2, 48)).astype(np.float32)
+    np.testing.assert_array_equal(q(x), QLinear(books, codes, bias)(x))
+    assert q._codes is None  # the forward pass used the packed codes as they were
+    np.testing.assert_array_equal(q.codes, codes)
+    with pytest.raises(ValueError, match="sub-spaces"):
+        QLinear.from_packed(books[:6], packed, bias)
+    with pytest.raises(ValueError, match="bias"):
+        QLinear.from_packed(books, packed, bias[:5])
+
+
 def test_qlinear_keeps_only_the_packed_codes(rng=np.random.default_rng(0)):
     """After the first compiled forward pass QLinear drops its unpacked codes; reading them unpacks."""
     from qcnn_lite import kernels

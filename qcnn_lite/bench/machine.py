@@ -31,6 +31,7 @@ def machine() -> dict[str, Any]:
         "cpu": cpu, "cores": os.cpu_count(),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "numpy": np.__version__, "torch": getattr(torch, "__version__", None),
+        "onnxruntime": getattr(sys.modules.get("onnxruntime"), "__version__", None),
         "kernel_backends": kernels.available_backends(),
         # the CPU target of the compiled kernels (None: not built) and why it was picked
         "kernel_target": target["target"], "kernel_target_reason": target["reason"],

@@ -4,6 +4,9 @@
 * :func:`faiss_fastscan` -- faiss's 4-bit product-quantization fast-scan over a layer's weight rows,
   the field's peer for the fc look-up kernels (``bench-layers`` and ``scripts/bench_fc.py``);
 * :func:`time_call` -- median/min/max wall time and median thread CPU time of repeated calls;
+* :func:`interleaved` -- several engines timed round-robin, one call each per round, the first engine
+  rotating; :func:`round_ratios` the per-round ratios of their times and :func:`spread` their median,
+  quartiles and extremes (a slow episode of a shared machine then lands on every engine of a round);
 * :func:`machine` -- CPU, load and library versions recorded beside every figure; :func:`device_facts`
   and :func:`environment` the fuller record of a device result (model, Android, cores, frequencies, load);
 * :func:`quantized_network` -- a full-size network at given settings with random codebooks and
@@ -24,7 +27,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 
-__all__ = ["single_thread", "time_call"]
+__all__ = ["single_thread", "time_call", "interleaved", "summary", "round_ratios", "spread"]
 
 
 @contextlib.contextmanager
@@ -75,3 +78,52 @@ def time_call(fn: Callable[[], Any], repeat: int = 10, warmup: int = 2) -> dict[
             "cpu_median_ms": float(np.median(cpu)), "runs": repeat}
 
 
+def interleaved(fns: dict[str, Callable[[], Any]], rounds: int = 10, warmup: int = 2,
+                clock: Callable[[], tuple[float, float]] | None = None) -> dict[str, dict[str, list[float]]]:
+    """Time every engine round-robin: {name: {"wall": [ms per round], "cpu": [ms per round]}}.
+
+    Each of the ``rounds`` rounds calls every engine once; round r starts at engine r mod n and
+    goes on in order (rotating the start, so that no engine always runs first, after the same
+    neighbour). Round r of every engine is timed within the same few moments, so a slow episode of a
+    shared machine falls on all of them and cancels in :func:`round_ratios`. ``warmup`` calls of each
+    engine come first. ``clock`` () -> (wall s, thread CPU s), for tests; default perf_counter and
+    thread_time.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    clock = clock or (lambda: (time.perf_counter(), time.thread_time()))
+    names = list(fns)
+    for n in names:
+        for _ in range(warmup):
+            fns[n]()
+    out: dict[str, dict[str, list[float]]] = {n: {"wall": [], "cpu": []} for n in names}
+    for r in range(rounds):
+        k = r % len(names)
+        for n in names[k:] + names[:k]:
+            t0, c0 = clock()
+            fns[n]()
+            t1, c1 = clock()
+            out[n]["wall"].append((t1 - t0) * 1e3)
+            out[n]["cpu"].append((c1 - c0) * 1e3)
+    return out
+
+
+def summary(t: dict[str, list[float]]) -> dict[str, float]:
+    """The figures of :func:`time_call` from the per-round times of one engine of :func:`interleaved`."""
+    return {"median_ms": float(np.median(t["wall"])), "min_ms": float(min(t["wall"])), "max_ms": float(max(t["wall"])),
+            "cpu_median_ms": float(np.median(t["cpu"])), "runs": len(t["wall"])}
+
+
+def round_ratios(num: list[float], den: list[float]) -> list[float]:
+    """num[r] / den[r] for each round r: e.g. a baseline's time over Q-CNN's, the speed-up in that round."""
+    if len(num) != len(den):
+        raise ValueError(f"{len(num)} and {len(den)} rounds")
+    return [a / b for a, b in zip(num, den)]
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, 25th and 75th percentiles (linear interpolation), min and max of values, and their count."""
+    v = np.asarray(values, np.float64)
+    p25, med, p75 = np.percentile(v, [25, 50, 75])
+    return {"median": float(med), "p25": float(p25), "p75": float(p75), "min": float(v.min()), "max": float(v.max()),
+            "rounds": int(v.size)}

@@ -444,12 +444,12 @@ def _model_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_info)
 
-    for name, help in [("bench-layers", "time each conv/fc layer: LUT kernels vs dense numpy and torch"),
+    for name, help in [("bench-layers", "time each conv/fc layer: LUT kernels vs dense numpy, torch and ONNX Runtime"),
                        ("bench", "time whole networks; model size and peak memory")]:
         p = sub.add_parser(name, help=help)
         p.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
         p.add_argument("--repeat", type=checks.int_in(1, 10_000), default=10,
-                       help="timed runs per figure (default 10, at least 10 for the record)")
+                       help="timed rounds, each engine once a round, interleaved (default 10, at least 10 for the record)")
         p.add_argument("--networks", type=checks.names(models.spec, "network", "alexnet,cnns"),
                        default=["alexnet", "cnns"], help="comma-separated: alexnet,cnns")
         p.add_argument("--out", type=checks.output_file(), help="also write the JSON to this file (refuses to overwrite)")

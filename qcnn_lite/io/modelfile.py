@@ -17,7 +17,9 @@ MSB-first in one continuous stream, with zero bits padding the last byte.
 field, layout, shapes against the spec, codes < K, finite floats) before it
 builds a layer, and reports any problem as :class:`ModelFormatError`. It streams
 the file rather than reading it whole, so loading needs little memory beyond the
-decoded arrays (see :func:`_validate`).
+decoded arrays (see :func:`_validate`); the codes of an fc layer with 8-bit tables go
+straight into the byte-shuffle kernels' packed layout as they are read, so their unpacked
+copy never exists whole (:func:`_read_payload`).
 """
 from __future__ import annotations
 
@@ -27,10 +29,11 @@ import os
 import stat
 import struct
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
+from qcnn_lite import kernels
 from qcnn_lite.nn.engine import Network
 from qcnn_lite.nn.layers import Conv2d, Linear, QConv2d, QLinear
 from qcnn_lite.nn import precision
@@ -245,8 +248,8 @@ def read_manifest(path: str | os.PathLike) -> dict:
     return _read(path)[0]
 
 
-def _read(path: str | os.PathLike) -> tuple[dict, dict[tuple[str, str], np.ndarray]]:
-    """The validated manifest and decoded arrays of a model file."""
+def _read(path: str | os.PathLike) -> tuple[dict, dict[tuple[str, str], Any]]:
+    """The validated manifest and decoded arrays of a model file (fc codes packed where :func:`_packer` says)."""
     path = Path(path)
     if path.is_dir():
         raise ModelFormatError(f"{path}: is a directory, not a model file")
@@ -324,7 +327,7 @@ class _Reader:
         self.pos += got
 
 
-def _validate(f: BinaryIO, where: str) -> tuple[dict, dict[tuple[str, str], np.ndarray]]:
+def _validate(f: BinaryIO, where: str) -> tuple[dict, dict[tuple[str, str], Any]]:
     """Check the whole file; returns the manifest and the decoded arrays keyed by (layer, role).
 
     The file is streamed, never held whole (on a phone the peak memory of a load matters):
@@ -384,7 +387,7 @@ def _check_checksum(r: _Reader, n: int, fail: Fail) -> tuple[bytes, bytes]:
     return pre, trailer
 
 
-def _parse(r: _Reader, preamble: bytes, body: int, fail: Fail) -> tuple[dict, dict[tuple[str, str], np.ndarray]]:
+def _parse(r: _Reader, preamble: bytes, body: int, fail: Fail) -> tuple[dict, dict[tuple[str, str], Any]]:
     """Pass 2: header and payload, read in file order; ``body`` is where the checksummed bytes end."""
     if bytes(r.read(_PREAMBLE.size)) != preamble:  # pass 1 checked this one; the header length must be its
         raise fail(_CHANGED)
@@ -414,30 +417,47 @@ def _parse(r: _Reader, preamble: bytes, body: int, fail: Fail) -> tuple[dict, di
 
 
 def _read_payload(r: _Reader, man: dict, book_K: dict[str, int], start: int, body: int,
-                  fail: Fail) -> dict[tuple[str, str], np.ndarray]:
+                  fail: Fail) -> dict[tuple[str, str], Any]:
     """The arrays, read and decoded one at a time in file order, checking that every gap is zero padding.
 
-    The layout has been checked, so the reads stay within the checksummed bytes.
+    The layout has been checked, so the reads stay within the checksummed bytes. The codes of an fc
+    layer with 8-bit tables come back packed for the byte-shuffle kernels where those run
+    (:func:`_packer`): packing as they are read keeps their unpacked copy from ever existing whole.
     """
-    out: dict[tuple[str, str], np.ndarray] = {}
+    out: dict[tuple[str, str], Any] = {}
+    packs = {e["name"] for e in man["layers"] if e["class"] == "QLinear"
+             and e.get("table_dtype", QLinear.default_table_dtype(book_K[e["name"]])) == "uint8"}
     for a in man["arrays"]:
         if not r.scan(start + a["offset"] - r.pos):
             raise fail(f"non-zero padding before array {a['layer']}.{a['role']}")
-        out[a["layer"], a["role"]] = _read_array(r, a, book_K[a["layer"]], fail)
+        K = book_K[a["layer"]]
+        packer = _packer(a, K) if a["layer"] in packs and a["role"] == "codes" else None
+        out[a["layer"], a["role"]] = _read_array(r, a, K, fail, packer)
     if not r.scan(body - r.pos):
         raise fail("non-zero padding after the last array")
     return out
 
 
-def _read_array(r: _Reader, a: dict, K: int, fail: Fail) -> np.ndarray:
+def _packer(a: dict, K: int) -> Any:
+    """A kernels code packer for fc codes (out, M) of 2..256 codewords, or None (numpy backend, no extension)."""
+    if len(a["shape"]) != 2 or not 1 < K <= 256 or 0 in a["shape"]:
+        return None
+    return kernels.linear_codes_packer(a["shape"][0], a["shape"][1], K)
+
+
+def _read_array(r: _Reader, a: dict, K: int, fail: Fail, packer: Any = None) -> Any:
     """One array, read from the file into its own memory: codes must be < K, floats finite.
 
     Besides the arrays returned, a load holds at most about _IO_CHUNK bytes of the file at a
     time: floats are read straight into the final array, codes a bounded slice at a time.
+    With a ``packer`` (:func:`_packer`), codes go slice by slice into it, and the packed codes are returned.
     """
     what = f"layer {a['layer']!r} {a['role']}"
     count = math.prod(a["shape"])
     if a["role"] == "codes":
+        if packer is not None:
+            _read_codes(r, count, a["bits"], K, what, fail, a["shape"][1], packer.add)
+            return packer.finish()
         return _read_codes(r, count, a["bits"], K, what, fail).reshape(a["shape"])
     arr = np.empty(count, dtype="<f4")
     r.readinto(memoryview(arr.view(np.uint8)))
@@ -449,15 +469,20 @@ def _read_array(r: _Reader, a: dict, K: int, fail: Fail) -> np.ndarray:
     return arr
 
 
-def _read_codes(r: _Reader, count: int, bits: int, K: int, what: str, fail: Fail) -> np.ndarray:
+def _read_codes(r: _Reader, count: int, bits: int, K: int, what: str, fail: Fail, row: int = 1,
+                sink: Callable[[np.ndarray], None] | None = None) -> np.ndarray | None:
     """``count`` packed codes from the file, unpacked slice by slice into a (count,) array.
 
     A slice is a multiple of 8 codes (8 codes take exactly ``bits`` bytes), so every slice
     starts on a byte boundary and is unpacked on its own from at most _IO_CHUNK bytes (or
-    ``bits`` bytes, if _IO_CHUNK is smaller).
+    ``bits`` bytes, if _IO_CHUNK is smaller). With ``sink``, slices are also whole rows of ``row``
+    codes: each is checked (codes < K), then handed to ``sink`` as (rows, row), and None is returned.
     """
-    codes = np.empty(count, dtype=code_dtype(K))
-    step = 8 * max(1, _IO_CHUNK // bits)  # codes per slice
+    unit = 8 * row // math.gcd(8, row)  # codes per slice: a multiple of 8 (and of row)
+    step = unit * max(1, 8 * max(1, _IO_CHUNK // bits) // unit)
+    if sink is not None:  # the slice is then a buffer of its own, not a view of the result: keep it small
+        step = min(step, unit * max(1, _IO_CHUNK // 4 // unit))
+    codes = np.empty(count if sink is None else min(count, step), dtype=code_dtype(K))
     buf = memoryview(bytearray(min((count * bits + 7) // 8, step // 8 * bits)))
     check_K = K < 1 << bits  # else every code that fits in the bits is < K
     for i in range(0, count, step):
@@ -467,12 +492,14 @@ def _read_codes(r: _Reader, count: int, bits: int, K: int, what: str, fail: Fail
         used = (j - i) * bits % 8  # bits of the last byte used by codes; nonzero only in the last slice
         if used and part[-1] & ((1 << (8 - used)) - 1):
             raise fail(f"{what}: non-zero padding bits after the last code")
-        out = codes[i:j]
+        out = codes[i:j] if sink is None else codes[: j - i]
         _unpack_codes(part, bits, out)
         if check_K and int(out.max()) >= K:
             bad = int(np.argmax(out >= K))
             raise fail(f"{what}: code {int(out[bad])} at index {i + bad} is >= K={K} codewords")
-    return codes
+        if sink is not None:  # only codes checked above reach the packer
+            sink(out.reshape(-1, row))
+    return codes if sink is None else None
 
 
 def _build(man: dict, arrays: dict[tuple[str, str], np.ndarray], where: str) -> Network:
@@ -484,7 +511,10 @@ def _build(man: dict, arrays: dict[tuple[str, str], np.ndarray], where: str) -> 
         args = [arrays[name, r] for r in ROLES[cls]]
         kw = {k: e[k] for k in ("stride", "padding", "groups") if k in e}
         try:
-            params[name] = _CLASSES[cls](*args, **kw)
+            if cls == "QLinear" and not isinstance(arrays[name, "codes"], np.ndarray):  # packed as read
+                params[name] = QLinear.from_packed(*args)
+            else:
+                params[name] = _CLASSES[cls](*args, **kw)
             if "table_dtype" in e:  # version 1 files: the class's default precision
                 precision.set_table_dtype(params[name], e["table_dtype"])
         except ValueError as err:

@@ -45,7 +45,7 @@ except ImportError:  # built without a C++ compiler
     _lut_simd = None
 
 __all__ = [
-    "ISAS", "BLOCK", "PackedCodes", "available_isas", "default_isa", "pack_codes", "unpack_codes", "quantize_tables",
+    "ISAS", "BLOCK", "PackedCodes", "CodePacker", "available_isas", "default_isa", "pack_codes", "unpack_codes", "quantize_tables",
     "emulate_sums", "emulate_linear", "quantize_compiled", "accumulate", "linear_lut_u8",
 ]
 
@@ -115,36 +115,65 @@ def pack_codes(codes: np.ndarray, K: int, isa: str | None = None) -> PackedCodes
 
     Run once per layer (it copies the codes). Raises ValueError for codes >= K.
     """
-    isa = default_isa() if isa is None else isa
-    if isa not in BLOCK:
-        raise ValueError(f"unknown instruction set {isa!r}: choose one of {', '.join(ISAS)}")
-    if isinstance(K, bool) or int(K) != K or not 1 <= K <= 256:
-        raise ValueError(f"K must be an integer in 1..256 for the shuffle kernels, got {K!r}")
-    K = int(K)
     if not isinstance(codes, np.ndarray) or codes.ndim != 2 or codes.dtype.type not in (np.uint8, np.uint16):
         raise ValueError("codes must be a 2-D uint8/uint16 numpy array (out, M)")
-    n_out, M = codes.shape
-    if n_out < 1 or M < 1:
-        raise ValueError(f"codes must have at least one output and one sub-space, got shape {codes.shape}")
-    if int(codes.max()) >= K:
-        raise ValueError(f"codes must be < K={K}, found {int(codes.max())}")
-    B = BLOCK[isa]
-    nb = -(-n_out // B)
-    Mp = M + (M & 1) if K <= 16 else M
-    P = Mp // 2 if K <= 16 else M
-    data = np.empty((nb, P, B), np.uint8)
-    # one block of B outputs at a time: the only full-size array made is the result (fc6's
-    # codes are 9.4 MB; whole-array temporaries set the process's peak memory)
-    blk = np.empty((B, Mp), np.uint8)
-    for j in range(nb):
-        rows = codes[j * B : (j + 1) * B]
-        blk[:] = 0
-        blk[: len(rows), :M] = rows
-        c = blk[:, 0::2] | (blk[:, 1::2] << 4) if K <= 16 else blk  # (B, P)
-        data[j] = c.T
-    data = data.reshape(-1)
-    data.flags.writeable = False
-    return PackedCodes(data, n_out, M, K, isa, B)
+    packer = CodePacker(codes.shape[0], codes.shape[1], K, isa)
+    packer.add(codes)
+    return packer.finish()
+
+
+class CodePacker:
+    """Builds the :class:`PackedCodes` of an fc layer from its code rows, given a slice at a time.
+
+    ``add`` takes the next rows (r, M) in order, any r; ``finish`` returns the packed codes once all
+    ``n_out`` rows came. Only the packed array is full-size: a model file can be unpacked a slice at a
+    time straight into it, so the unpacked codes (fc6: 9.4 MB) never exist whole.
+    """
+
+    def __init__(self, n_out: int, n_subspaces: int, K: int, isa: str | None = None) -> None:
+        isa = default_isa() if isa is None else isa
+        if isa not in BLOCK:
+            raise ValueError(f"unknown instruction set {isa!r}: choose one of {', '.join(ISAS)}")
+        if isinstance(K, bool) or int(K) != K or not 1 <= K <= 256:
+            raise ValueError(f"K must be an integer in 1..256 for the shuffle kernels, got {K!r}")
+        if n_out < 1 or n_subspaces < 1:
+            raise ValueError(f"codes must have at least one output and one sub-space, got shape {(n_out, n_subspaces)}")
+        self.n_out, self.M, self.K, self.isa, self.B = int(n_out), int(n_subspaces), int(K), isa, BLOCK[isa]
+        Mp = self.M + (self.M & 1) if self.K <= 16 else self.M
+        P = Mp // 2 if self.K <= 16 else self.M
+        # zeros: the outputs past n_out in the last block stay zero (calloc'd pages cost nothing until written)
+        self.data = np.zeros((-(-self.n_out // self.B), P, self.B), np.uint8)
+        self.blk = np.zeros((self.B, Mp), np.uint8)  # one block's rows; a padding column (odd M) stays zero
+        self.filled = 0
+
+    def add(self, rows: np.ndarray) -> None:
+        """Pack the next rows (r, M) uint8/uint16, each code < K (ValueError otherwise), block by block."""
+        if not isinstance(rows, np.ndarray) or rows.ndim != 2 or rows.dtype.type not in (np.uint8, np.uint16):
+            raise ValueError("codes must be a 2-D uint8/uint16 numpy array (out, M)")
+        if rows.shape[1] != self.M:
+            raise ValueError(f"codes have {rows.shape[1]} sub-spaces, the packer {self.M}")
+        if self.filled + len(rows) > self.n_out:
+            raise ValueError(f"{self.filled + len(rows)} code rows for {self.n_out} outputs")
+        if rows.size and int(rows.max()) >= self.K:
+            raise ValueError(f"codes must be < K={self.K}, found {int(rows.max())}")
+        i = 0
+        while i < len(rows):
+            j, off = divmod(self.filled, self.B)
+            n = min(self.B - off, len(rows) - i)
+            self.blk[:n, : self.M] = rows[i : i + n]
+            b = self.blk[:n]
+            c = b[:, 0::2] | (b[:, 1::2] << 4) if self.K <= 16 else b  # (n, P)
+            self.data[j, :, off : off + n] = c.T
+            i += n
+            self.filled += n
+
+    def finish(self) -> PackedCodes:
+        """The packed codes of all ``n_out`` rows (read-only)."""
+        if self.filled != self.n_out:
+            raise ValueError(f"{self.filled} code rows packed of {self.n_out}")
+        data = self.data.reshape(-1)
+        data.flags.writeable = False
+        return PackedCodes(data, self.n_out, self.M, self.K, self.isa, self.B)
 
 
 def unpack_codes(packed: PackedCodes) -> np.ndarray:

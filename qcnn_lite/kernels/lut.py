@@ -12,8 +12,8 @@ from ._convq import DEFAULT_SCALE_MODE, SCALE_MODES
 from .checks import check_array, check_codes, check_common, check_ints
 from .geometry import conv_output_size
 
-__all__ = ["CONV_TABLE_DTYPES", "linear_lut", "linear_lut_u8", "pack_linear_codes", "unpack_linear_codes", "conv2d_lut",
-           "lrn"]
+__all__ = ["CONV_TABLE_DTYPES", "linear_lut", "linear_lut_u8", "pack_linear_codes", "linear_codes_packer",
+           "unpack_linear_codes", "conv2d_lut", "lrn"]
 
 # Table precisions of conv2d_lut, fastest first.
 CONV_TABLE_DTYPES = ("int8", "int16", "float32")
@@ -42,6 +42,15 @@ def pack_linear_codes(codes: np.ndarray, K: int):
     if dispatch.backend() == "numpy" or not _shuffle.available_isas():
         return None
     return _shuffle.pack_codes(codes, K)
+
+
+def linear_codes_packer(n_out: int, n_subspaces: int, K: int):
+    """A :class:`~qcnn_lite.kernels._shuffle.CodePacker` that builds what :func:`pack_linear_codes`
+    returns for codes (n_out, n_subspaces) from slices of rows (each validated: codes < K <= 256),
+    or None where :func:`pack_linear_codes` returns None."""
+    if dispatch.backend() == "numpy" or not _shuffle.available_isas():
+        return None
+    return _shuffle.CodePacker(n_out, n_subspaces, K)
 
 
 def unpack_linear_codes(packed) -> np.ndarray:

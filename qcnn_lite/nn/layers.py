@@ -236,6 +236,27 @@ class QLinear(_QuantizedLayer):
         self._validate()
         self.table_dtype = self.default_table_dtype(self.n_codewords) if table_dtype is None else table_dtype
 
+    @classmethod
+    def from_packed(cls, codebooks, packed, bias, table_dtype: str | None = None) -> "QLinear":
+        """A layer from codes already packed by :func:`kernels.linear_codes_packer` (or
+        :func:`kernels.pack_linear_codes`) on the current backend, without an unpacked copy.
+
+        codebooks (M, K, d) float32; ``packed`` holds (out, M) codes < K, validated when they were
+        packed; bias (out,). The codes are unpacked only if asked for (``codes``).
+        """
+        self = cls.__new__(cls)
+        self.codebooks = as_f32("codebooks", codebooks, 3)
+        M, K, _ = self.codebooks.shape
+        if (packed.n_subspaces, packed.K) != (M, K):
+            raise ValueError(f"packed codes have {packed.n_subspaces} sub-spaces and K={packed.K}, "
+                             f"the codebooks {M} and K={K}")
+        self._codes = None
+        self._packed = (kernels.backend(), packed)
+        self.bias = as_bias(bias, packed.n_out)
+        self.history_ = []
+        self.table_dtype = self.default_table_dtype(K) if table_dtype is None else table_dtype
+        return self
+
     @property
     def codes(self) -> np.ndarray:
         """(out, M) codes. Once the byte-shuffle kernels have packed them, only the packed copy is
@@ -268,7 +289,7 @@ class QLinear(_QuantizedLayer):
 
     @property
     def out_features(self) -> int:
-        return self.codes.shape[0]
+        return self.bias.shape[0]  # not codes.shape[0]: that would unpack packed codes
 
     def dense_weight(self) -> np.ndarray:
         """The reconstructed weight, (out, in) float32."""
