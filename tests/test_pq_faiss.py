@@ -66,3 +66,12 @@ def test_bench_table_says_n_a_without_faiss():
     out = bench._time_table([("fc", t, bench._speedups(t)), ("conv", conv, bench._speedups(conv))], cpu=True)
     fc_row, conv_row = out.splitlines()[2], out.splitlines()[3]
     assert bench._FAISS in out and "n/a" in fc_row and "n/a" not in conv_row
+
+
+def test_fastscan_peer_is_na_below_16_outputs():
+    """faiss cannot train 16 centroids on fewer rows: the peer is absent ("n/a"), not an error (mini fc8 has 10)."""
+    from qcnn_lite.bench.faiss_peer import faiss_fastscan
+
+    w = np.random.default_rng(0).standard_normal((10, 64)).astype(np.float32)
+    assert faiss_fastscan(w, 16) is None
+    assert faiss_fastscan(np.vstack([w, w]), 16) is not None

@@ -43,9 +43,12 @@ class FaissFastScan:
 
 
 def faiss_fastscan(weight: np.ndarray, n_subspaces: int) -> FaissFastScan | None:
-    """A :class:`FaissFastScan` of the weight, or None when faiss is not installed (``bench`` extra)."""
+    """A :class:`FaissFastScan` of the weight, or None (an "n/a" column) when faiss is not installed
+    (``bench`` extra) or the layer has fewer outputs than the K=16 centroids faiss must train."""
     try:
         import faiss
     except ImportError:
+        return None
+    if np.shape(weight)[0] < 16:
         return None
     return FaissFastScan(faiss, weight, n_subspaces)
