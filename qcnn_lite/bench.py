@@ -122,8 +122,11 @@ def _speedups(times: dict[str, dict[str, float]], key: str = "median_ms") -> dic
 
 # --------------------------------------------------------------------------- layers
 def bench_layers(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[int, int]] = RELEASED_ALEXNET,
-                 repeat: int = 10, seed: int = 0) -> dict[str, Any]:
-    """Time every conv/fc layer of the full-size networks at batch 1, one thread."""
+                 repeat: int = 10, seed: int = 0, profile: bool = False) -> dict[str, Any]:
+    """Time every conv/fc layer of the full-size networks at batch 1, one thread.
+
+    ``profile``: also split each conv layer's time into its phases (:func:`kernels._convq.profile_conv`).
+    """
     torch, torch_layer, _ = _torch()
     with contextlib.suppress(ImportError):
         import faiss  # noqa: F401  (imported first, so that single_thread puts its OpenMP on one thread too)
@@ -172,6 +175,10 @@ def bench_layers(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[int,
                     "conv_isa": _conv_isa() if L["type"] == "conv" and tables and q.table_dtype != "float32" else None,
                     "times": times, "speedup": _speedups(times), "speedup_cpu": _speedups(times, "cpu_median_ms"),
                 })
+                if profile and L["type"] == "conv":
+                    from .kernels import _convq
+
+                    rows[-1]["profile_ms"] = _convq.profile_conv(q, x, max(repeat, 20))
     return {"machine": machine(), "settings": {k: list(v) for k, v in settings.items()}, "layers": rows}
 
 
@@ -274,10 +281,27 @@ def render_layers(res: dict, cpu: bool = False) -> str:
     note = ("\n* runs from its decoded weight: its tables cannot pay off (QConv2d.uses_tables)"
             if any(r.get("path", "tables") != "tables" for r in res["layers"]) else "")
     return (_header(res["machine"], cpu) + "\n" + _time_table(rows, cpu) + "\n" + _LEGEND
-            + "\n(x vs B: speed-up of the Q-CNN layers, compiled LUT kernels at their default table precision"
+            + _profile_table(res["layers"]) + "\n(x vs B: speed-up of the Q-CNN layers, compiled LUT kernels at their default table precision"
             " -- shown after K: uint8 fc tables, int8 conv tables (int16 sums) -- over baseline B;"
             f" float-tables: the same layer with float tables; {_FAISS}: faiss IndexPQFastScan over the weight rows,"
             " same M, K=16, every output)" + note + "\n")
+
+
+def _profile_table(layers: list[dict]) -> str:
+    """Per-phase thread CPU time of the conv layers profiled (``bench-layers --profile``), or ''."""
+    rows = [r for r in layers if "profile_ms" in r]
+    if not rows:
+        return ""
+    cols = ["call", "scale", "build", "adds", "epilogue", "other"]
+    lines = ["\nconv layers, ms of thread CPU time per phase (medians; scale: phase split + table scale;"
+             " other: Python and allocation; '-': not on integer tables)",
+             f"{'layer':16s}" + "".join(f"{c:>9s}" for c in cols) + f"{'torch-fp32':>11s}{'x torch':>8s}"]
+    for r in rows:
+        p, t = r["profile_ms"], r["times"].get("torch-fp32")
+        tt = None if t is None else t["cpu_median_ms"]
+        lines.append(f"{r['network'] + '/' + r['layer']:16s}" + "".join(f"{p[c]:9.3f}" if c in p else f"{'-':>9s}" for c in cols)
+                     + ("" if tt is None else f"{tt:11.3f}{tt / p['call']:8.2f}"))
+    return "\n".join(lines) + "\n"
 
 
 def render_networks(res: dict, cpu: bool = False) -> str:

@@ -49,7 +49,7 @@ except ImportError:  # built without a C++ compiler
 
 __all__ = ["TABLE_BITS", "SCALE_MODES", "qmax_of", "phase_split", "table_bound", "scale_of", "quantized_table",
            "table_sums", "conv2d_int", "conv_isas", "default_conv_isa", "conv2d_compiled", "compiled_table",
-           "compiled_sums"]
+           "compiled_sums", "PHASES", "profile_conv"]
 
 TABLE_BITS = {"int8": 8, "int16": 16}
 SCALE_MODES = ("bound", "exact")
@@ -195,11 +195,12 @@ def default_conv_isa() -> str:
 def conv2d_compiled(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bias: np.ndarray, stride: int,
                     padding: int, groups: int, bits: int = 8, scale_mode: str = "bound", relu: bool = False,
                     isa: str | None = None, scales: np.ndarray | None = None,
-                    tile_bytes: int | None = None) -> np.ndarray:
+                    tile_bytes: int | None = None, times: np.ndarray | None = None) -> np.ndarray:
     """The extension's integer conv (arguments validated by :func:`qcnn_lite.kernels.conv2d_lut`).
 
     Same shapes as :func:`conv2d_int`; ``scales`` (n, groups) float32, if given, receives the table scales.
     ``tile_bytes``: tables larger than this (default 1 MiB) run in tiles of sub-spaces (for tests).
+    ``times`` float64 (4,), if given, gets the seconds of each phase (:data:`PHASES`) added to it.
     """
     isa = default_conv_isa() if isa is None else isa
     n, C, H, W = x.shape
@@ -210,8 +211,48 @@ def conv2d_compiled(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bia
     sc = np.empty((n, groups), np.float32) if scales is None else scales
     _lut_simd.conv2d(isa, x, n, groups, C // groups, H, W, codebooks, M, K, d, codes, codes.itemsize, Ct // groups,
                      kh, kw, bias, stride, padding, bits, int(scale_mode == "exact"), int(relu), out, sc,
-                     *(() if tile_bytes is None else (int(tile_bytes),)))
+                     *(() if tile_bytes is None and times is None else (int(tile_bytes or 0),)),
+                     *(() if times is None else (times,)))
     return out
+
+
+PHASES = ("scale", "build", "adds", "epilogue")
+
+
+def profile_conv(layer, x: np.ndarray, repeat: int = 20) -> dict[str, float]:
+    """Where a :class:`~qcnn_lite.layers.QConv2d` call's thread CPU time goes, in ms (medians of ``repeat``).
+
+    For a layer on integer tables and the compiled kernels: ``scale`` (phase split and the table
+    scale), ``build`` (quantized table rows), ``adds`` (run-adds), ``epilogue`` (s * sum + bias),
+    timed inside the kernel (wall clock, one thread); ``call``: the whole ``layer(x)``;
+    ``other``: call minus the phases (Python, validation, allocation). Any other layer (decoded
+    weight, float tables, no compiled kernels): ``call`` only.
+    """
+    import time
+
+    from ..layers import CONV_SCALE_MODE
+
+    def thread_ms(fn):
+        t0 = time.thread_time()
+        fn()
+        return (time.thread_time() - t0) * 1e3
+
+    layer(x)
+    call = float(np.median([thread_ms(lambda: layer(x)) for _ in range(repeat)]))
+    res = {"call": call}
+    if layer.table_dtype == "float32" or not conv_isas() or not layer.uses_tables(x.shape[2], x.shape[3]):
+        return res
+    bits = TABLE_BITS[layer.table_dtype]
+    args = (np.ascontiguousarray(x, np.float32), layer.codebooks, layer.codes, layer.bias, layer.stride,
+            layer.padding, layer.groups, bits, CONV_SCALE_MODE)
+    runs = []
+    for _ in range(repeat):
+        t = np.zeros(len(PHASES))
+        conv2d_compiled(*args, times=t)
+        runs.append(t * 1e3)
+    res.update(zip(PHASES, np.median(runs, axis=0).tolist()))
+    res["other"] = call - sum(res[k] for k in PHASES)
+    return res
 
 
 def compiled_table(x: np.ndarray, codebooks: np.ndarray, kh: int, kw: int, stride: int, padding: int,

@@ -7,6 +7,8 @@
 // s * acc + bias (optional ReLU) while each accumulator is still in cache.
 #pragma once
 
+#include <chrono>
+
 #include "conv_kernels.h"
 
 namespace qlconv {
@@ -142,14 +144,33 @@ void group_sums(ConvIsa isa, const C* codes, const Geometry& g, int mb, ConvScra
     for (int oc = 0; oc < g.Ct; oc++) emit(oc, acc + (size_t)oc * Lv);
 }
 
+// Optional per-phase times (seconds, added to times[phase]) for profiling; without a
+// buffer it reads no clock. The adds phase is whatever lies between the other laps.
+enum Phase { PH_SCALE = 0, PH_BUILD = 1, PH_ADDS = 2, PH_EPILOGUE = 3, N_PHASES = 4 };
+struct PhaseClock {
+    double* times;
+    std::chrono::steady_clock::time_point t0;
+    explicit PhaseClock(double* t) : times(t) {}
+    void start() {
+        if (times) t0 = std::chrono::steady_clock::now();
+    }
+    void lap(Phase p) {
+        if (!times) return;
+        const auto t1 = std::chrono::steady_clock::now();
+        times[p] += std::chrono::duration<double>(t1 - t0).count();
+        t0 = t1;
+    }
+};
+
 // The whole layer: x (n, groups*C, H, W), codes (groups*Ct, kh, kw, M), bias (groups*Ct,)
 // -> out (n, groups*Ct, OH, OW); scales (n, groups) receives each table's scale. Tables larger
 // than tile_bytes are built and summed in tiles of sub-spaces (group_sums).
 template <typename Q, typename A, typename C>
 void conv2d(ConvIsa isa, const float* x, int n, int groups, const float* cb, const C* codes, const float* bias,
             const Geometry& g, int bits, bool exact, bool relu, float* out, float* scales,
-            size_t tile_bytes = TILE_BYTES) {
+            size_t tile_bytes = TILE_BYTES, double* times = nullptr) {
     ConvScratch& sc = conv_scratch();
+    PhaseClock clock(times);
     const int mb = tile_subspaces(g, sizeof(Q), tile_bytes);
     Q* tab = table_buffer<Q>(sc, (size_t)mb * g.K * g.PP + 64);
     float* xp = grow(sc.xp, (size_t)g.C * g.PP);
@@ -157,15 +178,20 @@ void conv2d(ConvIsa isa, const float* x, int n, int groups, const float* cb, con
     const size_t codes_group = (size_t)g.Ct * g.kh * g.kw * g.M;
     for (int i = 0; i < n; i++)
         for (int gi = 0; gi < groups; gi++) {
+            clock.start();
             const float s = table_scale(isa, x + ((size_t)i * groups + gi) * in_group, cb, g, bits, exact, sc, xp);
+            clock.lap(PH_SCALE);
             scales[(size_t)i * groups + gi] = s;
             float* o = out + ((size_t)i * groups + gi) * g.Ct * out_plane;
             const float* b = bias + (size_t)gi * g.Ct;
             auto rows = [&](int m0, int m1) -> const Q* {
+                clock.lap(PH_ADDS);
                 table_rows<Q>(isa, xp, cb, g, bits, s, m0, m1, tab);
+                clock.lap(PH_BUILD);
                 return tab;
             };
             group_sums<Q, A, C>(isa, codes + gi * codes_group, g, mb, sc, rows, [&](int oc, const A* acc) {
+                clock.lap(PH_ADDS);
                 float* y = o + (size_t)oc * out_plane;
                 const float bo = b[oc];
                 for (int r = 0; r < g.OH; r++)
@@ -173,7 +199,9 @@ void conv2d(ConvIsa isa, const float* x, int n, int groups, const float* cb, con
                         float v = s * (float)acc[(size_t)r * g.Wq + col] + bo;
                         y[(size_t)r * g.OW + col] = relu ? std::max(v, 0.0f) : v;
                     }
+                clock.lap(PH_EPILOGUE);
             });
+            clock.lap(PH_ADDS);
         }
 }
 

@@ -67,25 +67,29 @@ PyObject* py_conv_isas(PyObject*, PyObject*) {
 
 extern const char DOC_CONV2D[] =
     "conv2d(isa, x, n, groups, C, H, W, codebooks, M, K, d, codes, code_bytes, Ct, kh, kw, bias, stride,\n"
-    "       padding, bits, exact, relu, out, scales[, tile_bytes])\n\n"
+    "       padding, bits, exact, relu, out, scales[, tile_bytes[, times]])\n\n"
     "The whole integer-table conv layer (see conv_kernels.h). C, Ct: channels of ONE group;\n"
     "x float32 (n, groups*C, H, W); codebooks float32 (M, K, d); codes uint8/uint16\n"
     "(code_bytes 1/2) (groups*Ct, kh, kw, M), validated < K by the caller; bias float32\n"
     "(groups*Ct,); bits 8 (int16 sums) or 16 (int32 sums); exact 0 = Cauchy-Schwarz scale,\n"
     "1 = max |entry|; relu 0/1. Writes out float32 (n, groups*Ct, OH, OW), scales float32 (n, groups).\n"
-    "Tables over tile_bytes (default 1 MiB) are built and summed in tiles of sub-spaces.";
+    "Tables over tile_bytes (<= 0: the default, 1 MiB) are built and summed in tiles of sub-spaces.\n"
+    "times float64 (4,), if given, receives the seconds spent in the phases scale, build, adds, epilogue.";
 
 PyObject* py_conv2d(PyObject*, PyObject* args) {
     const char* isa_name;
-    Py_buffer x, cb, codes, bias, out, scales;
+    Py_buffer x, cb, codes, bias, out, scales, times;
+    times.buf = nullptr;
     int n, groups, C, H, W, M, K, d, code_bytes, Ct, kh, kw, stride, padding, bits, exact, relu;
-    Py_ssize_t tile = (Py_ssize_t)qlconv::TILE_BYTES;
-    if (!PyArg_ParseTuple(args, "sy*iiiiiy*iiiy*iiiiy*iiiiiw*w*|n", &isa_name, &x, &n, &groups, &C, &H, &W, &cb, &M, &K,
-                          &d, &codes, &code_bytes, &Ct, &kh, &kw, &bias, &stride, &padding, &bits, &exact, &relu, &out,
-                          &scales, &tile))
+    Py_ssize_t tile = 0;
+    if (!PyArg_ParseTuple(args, "sy*iiiiiy*iiiy*iiiiy*iiiiiw*w*|nw*", &isa_name, &x, &n, &groups, &C, &H, &W, &cb, &M,
+                          &K, &d, &codes, &code_bytes, &Ct, &kh, &kw, &bias, &stride, &padding, &bits, &exact, &relu,
+                          &out, &scales, &tile, &times))
         return nullptr;
     Buffers hold;
     hold.held = {&x, &cb, &codes, &bias, &out, &scales};
+    if (times.buf) hold.held.push_back(&times);
+    if (times.buf && !check_len("times", times, qlconv::N_PHASES, sizeof(double))) return nullptr;
     qlconv::ConvIsa isa;
     qlconv::Geometry g;
     if (!parse_conv_isa(isa_name, &isa) || !conv_geometry(C, H, W, M, K, d, Ct, kh, kw, stride, padding, &g))
@@ -95,7 +99,8 @@ PyObject* py_conv2d(PyObject*, PyObject* args) {
         PyErr_SetString(PyExc_ValueError, "conv2d: need n >= 0, groups >= 1, bits 8|16, code_bytes 1|2 (2 for K > 256)");
         return nullptr;
     }
-    const size_t tile_bytes = tile < 1 ? 1 : (size_t)tile;
+    const size_t tile_bytes = tile < 1 ? qlconv::TILE_BYTES : (size_t)tile;
+    double* ts = (double*)times.buf;
     const size_t G = (size_t)groups;
     if (!check_len("x", x, n * G * C * H * W, 4) || !check_len("codebooks", cb, (size_t)M * K * d, 4) ||
         !check_len("codes", codes, G * Ct * kh * kw * M, code_bytes) || !check_len("bias", bias, G * Ct, 4) ||
@@ -109,14 +114,14 @@ PyObject* py_conv2d(PyObject*, PyObject* args) {
     Py_BEGIN_ALLOW_THREADS
     if (bits == 8) {
         if (code_bytes == 1)
-            qlconv::conv2d<int8_t, int16_t, uint8_t>(isa, xs, n, groups, cbs, (const uint8_t*)codes.buf, bs, g, 8, exact, relu, os, ss, tile_bytes);
+            qlconv::conv2d<int8_t, int16_t, uint8_t>(isa, xs, n, groups, cbs, (const uint8_t*)codes.buf, bs, g, 8, exact, relu, os, ss, tile_bytes, ts);
         else
-            qlconv::conv2d<int8_t, int16_t, uint16_t>(isa, xs, n, groups, cbs, (const uint16_t*)codes.buf, bs, g, 8, exact, relu, os, ss, tile_bytes);
+            qlconv::conv2d<int8_t, int16_t, uint16_t>(isa, xs, n, groups, cbs, (const uint16_t*)codes.buf, bs, g, 8, exact, relu, os, ss, tile_bytes, ts);
     } else {
         if (code_bytes == 1)
-            qlconv::conv2d<int16_t, int32_t, uint8_t>(isa, xs, n, groups, cbs, (const uint8_t*)codes.buf, bs, g, 16, exact, relu, os, ss, tile_bytes);
+            qlconv::conv2d<int16_t, int32_t, uint8_t>(isa, xs, n, groups, cbs, (const uint8_t*)codes.buf, bs, g, 16, exact, relu, os, ss, tile_bytes, ts);
         else
-            qlconv::conv2d<int16_t, int32_t, uint16_t>(isa, xs, n, groups, cbs, (const uint16_t*)codes.buf, bs, g, 16, exact, relu, os, ss, tile_bytes);
+            qlconv::conv2d<int16_t, int32_t, uint16_t>(isa, xs, n, groups, cbs, (const uint16_t*)codes.buf, bs, g, 16, exact, relu, os, ss, tile_bytes, ts);
     }
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
