@@ -226,6 +226,8 @@ PyMethodDef METHODS[] = {
     {"conv2d", py_conv2d, METH_VARARGS, DOC_CONV2D},
     {"conv_table", py_conv_table, METH_VARARGS, DOC_CONV_TABLE},
     {"conv_sums", py_conv_sums, METH_VARARGS, DOC_CONV_SUMS},
+    {"direct_block", py_direct_block, METH_VARARGS, "direct_block(isa) -> output channels per block of direct_conv2d's packed weight."},
+    {"direct_conv2d", py_direct_conv2d, METH_VARARGS, DOC_DIRECT_CONV2D},
     {nullptr, nullptr, 0, nullptr},
 };
 

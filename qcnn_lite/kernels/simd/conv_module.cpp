@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "conv_driver.h"
+#include "direct_conv.h"
 #include "py_common.h"
 
 using namespace qlpy;
@@ -226,6 +227,51 @@ PyObject* py_conv_sums(PyObject*, PyObject* args) {
         if (code_bytes == 1) run(t, (const int16_t*)tab.buf, int32_t(), (const uint8_t*)codes.buf);
         else run(t, (const int16_t*)tab.buf, int32_t(), (const uint16_t*)codes.buf);
     }
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+extern const char DOC_DIRECT_CONV2D[] =
+    "direct_conv2d(isa, x, n, groups, C, H, W, wp, Ct, kh, kw, bias, stride, padding, relu, out)\n\n"
+    "Direct float convolution (see direct_conv.h). C, Ct: channels of ONE group; x float32\n"
+    "(n, groups*C, H, W); wp float32 (groups, ceil(Ct/B), C*kh*kw, B), B = direct_block(isa), the\n"
+    "weight packed in (c, i, j) item order; bias float32 (groups*Ct,); writes out float32\n"
+    "(n, groups*Ct, OH, OW).";
+
+PyObject* py_direct_block(PyObject*, PyObject* args) {
+    const char* isa_name;
+    qlconv::ConvIsa isa;
+    if (!PyArg_ParseTuple(args, "s", &isa_name) || !parse_conv_isa(isa_name, &isa)) return nullptr;
+    return PyLong_FromLong(qlconv::direct_ocb(isa));
+}
+
+PyObject* py_direct_conv2d(PyObject*, PyObject* args) {
+    const char* isa_name;
+    Py_buffer x, wp, bias, out;
+    int n, groups, C, H, W, Ct, kh, kw, stride, padding, relu;
+    if (!PyArg_ParseTuple(args, "sy*iiiiiy*iiiy*iiiw*", &isa_name, &x, &n, &groups, &C, &H, &W, &wp, &Ct, &kh, &kw,
+                          &bias, &stride, &padding, &relu, &out))
+        return nullptr;
+    Buffers hold;
+    hold.held = {&x, &wp, &bias, &out};
+    qlconv::ConvIsa isa;
+    qlconv::Geometry g;
+    // one sub-space of all C channels, one codeword: the table geometry, of which only the
+    // phase-split input is used
+    if (!parse_conv_isa(isa_name, &isa) || !conv_geometry(C, H, W, 1, 1, C, Ct, kh, kw, stride, padding, &g))
+        return nullptr;
+    if (n < 0 || groups < 1 || (double)C * kh * kw > 1e8) {
+        PyErr_SetString(PyExc_ValueError, "direct_conv2d: need n >= 0, groups >= 1, C*kh*kw <= 1e8");
+        return nullptr;
+    }
+    const size_t G = (size_t)groups, ocb = (size_t)qlconv::direct_ocb(isa);
+    const size_t wp_items = G * ((size_t)(Ct + ocb - 1) / ocb) * C * kh * kw * ocb;
+    if (!check_len("x", x, n * G * C * H * W, 4) || !check_len("wp", wp, wp_items, 4) ||
+        !check_len("bias", bias, G * Ct, 4) || !check_len("out", out, n * G * Ct * g.OH * g.OW, 4))
+        return nullptr;
+    Py_BEGIN_ALLOW_THREADS
+    qlconv::direct_conv2d(isa, (const float*)x.buf, n, groups, (const float*)wp.buf, (const float*)bias.buf, g,
+                          relu != 0, (float*)out.buf);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
