@@ -9,7 +9,7 @@
 
 #include <chrono>
 
-#include "conv_kernels.h"
+#include "conv_build.h"
 
 namespace qlconv {
 
@@ -63,7 +63,7 @@ inline float table_scale(ConvIsa isa, const float* x, const float* cb, const Geo
                          ConvScratch& sc, float* xp) {
     phase_split(x, g, xp, sc.colmap);
     const int qmax = qmax_of(bits, g.kh * g.kw * g.M);
-    const float bound = exact ? build<int8_t, 1>(isa, xp, cb, g, 1.0f, 0.0f, (int8_t*)nullptr)
+    const float bound = exact ? build<int8_t, B_MAX>(isa, xp, cb, g, 1.0f, 0.0f, (int8_t*)nullptr)
                               : cs_bound(xp, cb, g, grow(sc.norms, g.PP));
     return scale_of(bound, qmax);
 }
@@ -75,7 +75,7 @@ void table_rows(ConvIsa isa, const float* xp, const float* cb, const Geometry& g
     Geometry gb = g;
     gb.M = m1 - m0;
     const int qmax = qmax_of(bits, g.kh * g.kw * g.M);
-    build<Q, 0>(isa, xp + (size_t)m0 * g.d * g.PP, cb + (size_t)m0 * g.K * g.d, gb, 1.0f / s, (float)qmax, tab);
+    build<Q, B_WRITE>(isa, xp + (size_t)m0 * g.d * g.PP, cb + (size_t)m0 * g.K * g.d, gb, 1.0f / s, (float)qmax, tab);
     std::memset(tab + (size_t)gb.M * g.K * g.PP, 0, 64 * sizeof(Q));
 }
 
@@ -188,7 +188,7 @@ void conv2d(ConvIsa isa, const float* x, int n, int groups, const float* cb, con
                 clock.lap(PH_ADDS);
                 table_rows<Q>(isa, xp, cb, g, bits, s, m0, m1, tab);
                 clock.lap(PH_BUILD);
-                return tab;
+                return (const Q*)tab;
             };
             group_sums<Q, A, C>(isa, codes + gi * codes_group, g, mb, sc, rows, [&](int oc, const A* acc) {
                 clock.lap(PH_ADDS);

@@ -1,10 +1,12 @@
 // Integer look-up-table convolution (issue 13): 8-bit tables summed in 16-bit
 // accumulators (or 16-bit tables in 32-bit accumulators).
 //
-// Included by conv_driver.h (the layer driver); no Python here. qcnn_lite.kernels._convq holds the
-// numpy emulation of every step below: same float32 operations in the same
-// order (the extension is built with -ffp-contract=off: no FMA contraction),
-// the same round-half-even, so its integer tables are bit-identical.
+// Included by conv_build.h (the table build) and conv_driver.h (the layer driver); no Python
+// here. qcnn_lite.kernels._convq holds the numpy emulation of every step: the same float32
+// operations in the same order, the same round-half-even. The generic kernels match it bit for
+// bit (the extension is built with -ffp-contract=off); the AVX2/AVX-512 table builds sum the
+// products with FMA, so an entry whose t/s lies within float rounding of a half-integer may be
+// off by one (about one in 10^5 on AlexNet's tables), the exact scale by float rounding.
 //
 // Layout (as the float kernel, qcnn_lite/kernels/_pythran.py): per image and
 // group, the zero-padded input map is split into its stride*stride phases,
@@ -27,12 +29,7 @@
 // q = clamp(rint(t * (1/s)), -qmax, qmax); y = s * sum + bias (float32).
 //
 // Loop order and why (AlexNet conv2, group of 48 channels, 27x27, K=128, M=6):
-//   * table build (AVX-512): sub-space m, then pixels in blocks of 16, then all K
-//     codewords: the block's d input values stay in d registers while the
-//     codewords (broadcast from memory) pass over them; one 16-byte store of
-//     int8 entries per codeword and block. (The generic/AVX2 loop: m, k, then
-//     pixel blocks, the input planes of sub-space m -- d * SP floats, 32 KB --
-//     staying in L1 across the K codewords.)
+//   * table build: see conv_build.h.
 //   * accumulation: output channel outer; its kh*kw*M runs added EIGHT per pass
 //     over the int16 accumulator (L = 837 values, 1.7 KB: L1), so each pass
 //     loads and stores the accumulator once for eight runs. The int8 table
@@ -55,8 +52,7 @@
 //     offset-binary entries summed as 16-bit words (faiss's even/odd trick, no
 //     sign extension): 45 / 36 adds/ns, slower: 150-288 scattered rows per block
 //     miss L1 every load, where eight sequential runs stream.
-//   The table build (AlexNet conv2: 12.2 M products, mul + add without FMA so
-//   the emulation stays exact) is the other half of the time: ~0.4 ms.
+//   The table build (AlexNet conv2: 12.2 M products a pass; conv_build.h) is the other half.
 #pragma once
 
 #include <algorithm>
@@ -175,86 +171,6 @@ inline float scale_of(float bound, int qmax) {
     return s >= 1.17549435e-38f ? s : 1.0f;
 }
 
-// Table build body, compiled once per ISA (the caller carries the target attribute and inlines it).
-// mode 0: write q (int8 or int16); mode 1: return max |t| only (exact scale's first pass).
-template <typename Q, int MODE>
-static inline __attribute__((always_inline)) float build_body(const float* xp, const float* cb, const Geometry& g,
-                                                              float inv, float qmax, Q* tab) {
-    float amax_l[BLK] = {0};  // per-lane maxima: max is exact in any order, so the loop vectorizes
-    const int d = g.d;
-    for (int m = 0; m < g.M; m++) {
-        const float* xm = xp + (size_t)m * d * g.PP;
-        for (int k = 0; k < g.K; k++) {
-            const float* c = cb + ((size_t)m * g.K + k) * d;
-            Q* row = MODE == 1 ? nullptr : tab + ((size_t)m * g.K + k) * g.PP;  // MODE 1 has no table
-            for (size_t p0 = 0; p0 < g.PP; p0 += BLK) {
-                float t[BLK];
-                const float c0 = c[0];
-                for (int i = 0; i < BLK; i++) t[i] = c0 * xm[p0 + i];
-                for (int j = 1; j < d; j++) {
-                    const float cj = c[j];
-                    const float* xj = xm + (size_t)j * g.PP + p0;
-                    for (int i = 0; i < BLK; i++) t[i] = t[i] + cj * xj[i];
-                }
-                if (MODE == 1) {
-                    for (int i = 0; i < BLK; i++) amax_l[i] = std::max(amax_l[i], std::fabs(t[i]));
-                } else {
-                    for (int i = 0; i < BLK; i++) {
-                        float v = __builtin_rintf(t[i] * inv);  // round half to even (default rounding mode)
-                        v = std::min(std::max(v, -qmax), qmax);
-                        row[p0 + i] = (Q)(int)v;
-                    }
-                }
-            }
-        }
-    }
-    float amax = 0;
-    for (int i = 0; i < BLK; i++) amax = std::max(amax, amax_l[i]);
-    return amax;
-}
-
-#ifdef QC_X86
-// The AVX-512 table build: pixels in blocks of 16 (one register), the block's D input
-// values held in D registers while all K codewords of the sub-space pass over them
-// (codewords broadcast from memory); the generic body reloads x per codeword and
-// spilled its products to the stack (AlexNet conv2 total: 1.53 -> 1.09 ms).
-// Same float operations in the same order as build_body: t = c0*x0, t = t + cj*xj.
-template <typename Q, int MODE, int D>
-QC_TARGET_AVX512 float build_avx512_d(const float* xp, const float* cb, const Geometry& g, float inv, float qmax,
-                                      Q* tab) {
-    const __m512 vinv = _mm512_set1_ps(inv), hi = _mm512_set1_ps(qmax), lo = _mm512_set1_ps(-qmax);
-    __m512 amax = _mm512_setzero_ps();
-    for (int m = 0; m < g.M; m++) {
-        const float* xm = xp + (size_t)m * D * g.PP;
-        const float* cm = cb + (size_t)m * g.K * D;
-        Q* tm = MODE == 1 ? nullptr : tab + (size_t)m * g.K * g.PP;
-        for (size_t p = 0; p < g.PP; p += 16) {
-            __m512 xv[D];
-            for (int j = 0; j < D; j++) xv[j] = _mm512_loadu_ps(xm + (size_t)j * g.PP + p);
-            for (int k = 0; k < g.K; k++) {
-                const float* c = cm + (size_t)k * D;
-                __m512 t = _mm512_mul_ps(_mm512_set1_ps(c[0]), xv[0]);
-                for (int j = 1; j < D; j++) t = _mm512_add_ps(t, _mm512_mul_ps(_mm512_set1_ps(c[j]), xv[j]));
-                if (MODE == 1) {
-                    amax = _mm512_max_ps(amax, _mm512_abs_ps(t));
-                } else {
-                    // clamp, then round half to even (cvtps2dq, default MXCSR): the same as
-                    // clamp(rint(v)) since the bounds are integers
-                    const __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(t, vinv), lo), hi);
-                    const __m512i i = _mm512_cvtps_epi32(v);
-                    Q* dst = tm + (size_t)k * g.PP + p;
-                    if (sizeof(Q) == 1)
-                        _mm_storeu_si128((__m128i*)dst, _mm512_cvtepi32_epi8(i));
-                    else
-                        _mm256_storeu_si256((__m256i*)dst, _mm512_cvtepi32_epi16(i));
-                }
-            }
-        }
-    }
-    return _mm512_reduce_max_ps(amax);
-}
-#endif
-
 // Accumulation body: acc[t] += the runs of one output channel, eight runs a pass (the caller zeroes acc).
 // Generic loop version (the vector ISAs use the intrinsic versions below).
 template <typename Q, typename A>
@@ -327,32 +243,11 @@ QC_TARGET_AVX2 static inline void accumulate_avx2_i8(const int8_t* tab, const in
 #endif
 
 // ------------------------------------------------------------- per-ISA pieces ----
-template <typename Q, int MODE>
-float build_generic(const float* xp, const float* cb, const Geometry& g, float inv, float qmax, Q* tab) {
-    return build_body<Q, MODE>(xp, cb, g, inv, qmax, tab);
-}
 template <typename Q, typename A>
 void acc_generic(const Q* tab, const int64_t* offs, int n, size_t L, A* acc) {
     accumulate_generic<Q, A>(tab, offs, n, L, acc);
 }
 #ifdef QC_X86
-template <typename Q, int MODE>
-QC_TARGET_AVX2 float build_avx2(const float* xp, const float* cb, const Geometry& g, float inv, float qmax, Q* tab) {
-    return build_body<Q, MODE>(xp, cb, g, inv, qmax, tab);
-}
-template <typename Q, int MODE>
-QC_TARGET_AVX512 float build_avx512(const float* xp, const float* cb, const Geometry& g, float inv, float qmax, Q* tab) {
-    switch (g.d) {  // the sub-vector lengths of the networks here; others take the generic loop
-        case 1: return build_avx512_d<Q, MODE, 1>(xp, cb, g, inv, qmax, tab);
-        case 2: return build_avx512_d<Q, MODE, 2>(xp, cb, g, inv, qmax, tab);
-        case 3: return build_avx512_d<Q, MODE, 3>(xp, cb, g, inv, qmax, tab);
-        case 4: return build_avx512_d<Q, MODE, 4>(xp, cb, g, inv, qmax, tab);
-        case 6: return build_avx512_d<Q, MODE, 6>(xp, cb, g, inv, qmax, tab);
-        case 8: return build_avx512_d<Q, MODE, 8>(xp, cb, g, inv, qmax, tab);
-        case 16: return build_avx512_d<Q, MODE, 16>(xp, cb, g, inv, qmax, tab);
-        default: return build_body<Q, MODE>(xp, cb, g, inv, qmax, tab);
-    }
-}
 QC_TARGET_AVX2 inline void acc16_avx2(const int16_t* tab, const int64_t* offs, int n, size_t L, int32_t* acc) {
     accumulate_generic<int16_t, int32_t>(tab, offs, n, L, acc);
 }
@@ -360,15 +255,6 @@ QC_TARGET_AVX512 inline void acc16_avx512(const int16_t* tab, const int64_t* off
     accumulate_generic<int16_t, int32_t>(tab, offs, n, L, acc);
 }
 #endif
-
-template <typename Q, int MODE>
-float build(ConvIsa isa, const float* xp, const float* cb, const Geometry& g, float inv, float qmax, Q* tab) {
-#ifdef QC_X86
-    if (isa == C_AVX512) return build_avx512<Q, MODE>(xp, cb, g, inv, qmax, tab);
-    if (isa == C_AVX2) return build_avx2<Q, MODE>(xp, cb, g, inv, qmax, tab);
-#endif
-    return build_generic<Q, MODE>(xp, cb, g, inv, qmax, tab);
-}
 
 inline void accumulate(ConvIsa isa, const int8_t* tab, const int64_t* offs, int n, size_t L, int16_t* acc) {
 #ifdef QC_X86

@@ -1,0 +1,149 @@
+// Table build of the integer conv kernels: the products t[m*K + k][p] = <codeword k of
+// sub-space m, input sub-vector m at pixel p>, summed over the d coordinates with FMA
+// (t = c0*x0, then t = fma(cj, xj, t) for j = 1..d-1; the generic build, for CPUs without FMA,
+// multiplies and adds), and what a pass does with them (BuildMode): write
+// q = clamp(rint(t * inv), -qmax, qmax) (round half to even), and/or return max |t|.
+//
+// The exact scale s = max |t| / qmax needs every product before the first entry can be
+// quantized: a first pass takes the max (B_MAX: multiply-adds, abs and max, no stores), the
+// second writes the entries (B_WRITE) from the same FMA products, so the largest maps to qmax.
+// Measured against one pass (int16 entries at the Cauchy-Schwarz scale while taking the max,
+// then requantized in place to int8 with the exact scale): the int16 stores and the requantizing
+// pass cost more than the max pass they save, by a third on AlexNet's tables (figures in the
+// commit that made the build FMA).
+//
+// Loop order (AVX-512): sub-space m, then pixels in groups of NB blocks of 16 (NB = 2 for
+// d <= 8), then all K codewords: the group's NB*d input values stay in registers while the
+// codewords (broadcast from memory) pass over them; NB independent FMA chains per codeword
+// hide the FMA latency. One 16-byte (int8) or 32-byte (int16) store per block and codeword.
+// The generic/AVX2 loop: m, k, then pixel blocks (the d input planes of sub-space m in L1).
+#pragma once
+
+#include "conv_kernels.h"
+
+namespace qlconv {
+
+enum BuildMode { B_WRITE = 1, B_MAX = 2 };  // bit flags
+
+template <typename Q, int MODE, bool FMA>
+static inline __attribute__((always_inline)) float build_body(const float* xp, const float* cb, const Geometry& g,
+                                                              float inv, float qmax, Q* tab) {
+    float amax_l[BLK] = {0};  // per-lane maxima: max is exact in any order, so the loop vectorizes
+    const int d = g.d;
+    for (int m = 0; m < g.M; m++) {
+        const float* xm = xp + (size_t)m * d * g.PP;
+        for (int k = 0; k < g.K; k++) {
+            const float* c = cb + ((size_t)m * g.K + k) * d;
+            Q* row = (MODE & B_WRITE) ? tab + ((size_t)m * g.K + k) * g.PP : nullptr;
+            for (size_t p0 = 0; p0 < g.PP; p0 += BLK) {
+                float t[BLK];
+                const float c0 = c[0];
+                for (int i = 0; i < BLK; i++) t[i] = c0 * xm[p0 + i];
+                for (int j = 1; j < d; j++) {
+                    const float cj = c[j];
+                    const float* xj = xm + (size_t)j * g.PP + p0;
+                    for (int i = 0; i < BLK; i++) t[i] = FMA ? __builtin_fmaf(cj, xj[i], t[i]) : t[i] + cj * xj[i];
+                }
+                if (MODE & B_MAX)
+                    for (int i = 0; i < BLK; i++) amax_l[i] = std::max(amax_l[i], std::fabs(t[i]));
+                if (MODE & B_WRITE)
+                    for (int i = 0; i < BLK; i++) {
+                        float v = __builtin_rintf(t[i] * inv);  // round half to even (default rounding mode)
+                        v = std::min(std::max(v, -qmax), qmax);
+                        row[p0 + i] = (Q)(int)v;
+                    }
+            }
+        }
+    }
+    float amax = 0;
+    for (int i = 0; i < BLK; i++) amax = std::max(amax, amax_l[i]);
+    return amax;
+}
+
+#ifdef QC_X86
+// NB blocks of 16 pixels from p, all K codewords of one sub-space.
+template <typename Q, int MODE, int D, int NB>
+QC_TARGET_AVX512 static inline __attribute__((always_inline)) void build_group_avx512(
+    const float* xm, const float* cm, Q* tm, size_t PP, int K, size_t p, __m512 vinv, __m512 lo, __m512 hi,
+    __m512& amax) {
+    __m512 xv[NB][D];
+    for (int b = 0; b < NB; b++)
+        for (int j = 0; j < D; j++) xv[b][j] = _mm512_loadu_ps(xm + (size_t)j * PP + p + 16 * b);
+    for (int k = 0; k < K; k++) {
+        const float* c = cm + (size_t)k * D;
+        __m512 t[NB];
+        for (int b = 0; b < NB; b++) t[b] = _mm512_mul_ps(_mm512_set1_ps(c[0]), xv[b][0]);
+        for (int j = 1; j < D; j++) {
+            const __m512 cj = _mm512_set1_ps(c[j]);
+            for (int b = 0; b < NB; b++) t[b] = _mm512_fmadd_ps(cj, xv[b][j], t[b]);
+        }
+        for (int b = 0; b < NB; b++) {
+            if (MODE & B_MAX) amax = _mm512_max_ps(amax, _mm512_abs_ps(t[b]));
+            if (MODE & B_WRITE) {
+                // clamp, then round half to even (cvtps2dq, default MXCSR): the same as
+                // clamp(rint(v)) since the bounds are integers
+                const __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(t[b], vinv), lo), hi);
+                const __m512i i = _mm512_cvtps_epi32(v);
+                Q* dst = tm + (size_t)k * PP + p + 16 * b;
+                if (sizeof(Q) == 1)
+                    _mm_storeu_si128((__m128i*)dst, _mm512_cvtepi32_epi8(i));
+                else
+                    _mm256_storeu_si256((__m256i*)dst, _mm512_cvtepi32_epi16(i));
+            }
+        }
+    }
+}
+
+template <typename Q, int MODE, int D>
+QC_TARGET_AVX512 float build_avx512_d(const float* xp, const float* cb, const Geometry& g, float inv, float qmax,
+                                      Q* tab) {
+    constexpr int NB = D <= 8 ? 2 : 1;  // NB*D inputs + NB sums + a broadcast within the 32 registers
+    const __m512 vinv = _mm512_set1_ps(inv), hi = _mm512_set1_ps(qmax), lo = _mm512_set1_ps(-qmax);
+    __m512 amax = _mm512_setzero_ps();
+    for (int m = 0; m < g.M; m++) {
+        const float* xm = xp + (size_t)m * D * g.PP;
+        const float* cm = cb + (size_t)m * g.K * D;
+        Q* tm = (MODE & B_WRITE) ? tab + (size_t)m * g.K * g.PP : nullptr;
+        size_t p = 0;
+        for (; p + 16 * NB <= g.PP; p += 16 * NB)
+            build_group_avx512<Q, MODE, D, NB>(xm, cm, tm, g.PP, g.K, p, vinv, lo, hi, amax);
+        for (; p < g.PP; p += 16) build_group_avx512<Q, MODE, D, 1>(xm, cm, tm, g.PP, g.K, p, vinv, lo, hi, amax);
+    }
+    return _mm512_reduce_max_ps(amax);
+}
+#endif
+
+template <typename Q, int MODE>
+float build_generic(const float* xp, const float* cb, const Geometry& g, float inv, float qmax, Q* tab) {
+    return build_body<Q, MODE, false>(xp, cb, g, inv, qmax, tab);
+}
+#ifdef QC_X86
+template <typename Q, int MODE>
+QC_TARGET_AVX2 float build_avx2(const float* xp, const float* cb, const Geometry& g, float inv, float qmax, Q* tab) {
+    return build_body<Q, MODE, true>(xp, cb, g, inv, qmax, tab);
+}
+template <typename Q, int MODE>
+QC_TARGET_AVX512 float build_avx512(const float* xp, const float* cb, const Geometry& g, float inv, float qmax, Q* tab) {
+    switch (g.d) {  // the sub-vector lengths of the networks here; others take the generic loop
+        case 1: return build_avx512_d<Q, MODE, 1>(xp, cb, g, inv, qmax, tab);
+        case 2: return build_avx512_d<Q, MODE, 2>(xp, cb, g, inv, qmax, tab);
+        case 3: return build_avx512_d<Q, MODE, 3>(xp, cb, g, inv, qmax, tab);
+        case 4: return build_avx512_d<Q, MODE, 4>(xp, cb, g, inv, qmax, tab);
+        case 6: return build_avx512_d<Q, MODE, 6>(xp, cb, g, inv, qmax, tab);
+        case 8: return build_avx512_d<Q, MODE, 8>(xp, cb, g, inv, qmax, tab);
+        case 16: return build_avx512_d<Q, MODE, 16>(xp, cb, g, inv, qmax, tab);
+        default: return build_body<Q, MODE, true>(xp, cb, g, inv, qmax, tab);
+    }
+}
+#endif
+
+template <typename Q, int MODE>
+float build(ConvIsa isa, const float* xp, const float* cb, const Geometry& g, float inv, float qmax, Q* tab) {
+#ifdef QC_X86
+    if (isa == C_AVX512) return build_avx512<Q, MODE>(xp, cb, g, inv, qmax, tab);
+    if (isa == C_AVX2) return build_avx2<Q, MODE>(xp, cb, g, inv, qmax, tab);
+#endif
+    return build_generic<Q, MODE>(xp, cb, g, inv, qmax, tab);
+}
+
+}  // namespace qlconv
