@@ -115,6 +115,20 @@ def test_compiled_table_is_the_emulation(isa, bits, mode, name, rng):
         assert np.abs(want).max() == qmax and np.abs(got).max() == qmax  # the largest entry maps to qmax
 
 
+@pytest.mark.skipif(not {"avx2", "avx512bw"} <= set(ISAS), reason="needs the AVX2 and AVX-512 kernels")
+@pytest.mark.parametrize("name", ["alexnet-conv2", "alexnet-conv3", "mini-conv", "K=256", "d=5-generic"])
+def test_pruned_max_is_the_full_max(name, rng):
+    """The AVX-512 exact scale skips pixel blocks by their Cauchy-Schwarz bound; the AVX2 one computes
+    every product, the same FMA sequence: the same scale and table, bit for bit."""
+    x, books, codes, _, s, p, g = _case(rng, *SHAPES[name], n=1)
+    _, kh, kw, _ = codes.shape
+    for xg in (x[0, : x.shape[1] // g], np.maximum(x[0, : x.shape[1] // g], 0) ** 3):  # also sparse, heavy-tailed
+        a, sa = _convq.compiled_table(xg, books, kh, kw, s, p, 8, "exact", "avx2")
+        b, sb = _convq.compiled_table(xg, books, kh, kw, s, p, 8, "exact", "avx512bw")
+        assert sa == sb
+        np.testing.assert_array_equal(a, b)
+
+
 @needs_simd
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("table_dtype", ["int8", "int16"])

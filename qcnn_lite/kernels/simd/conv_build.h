@@ -113,6 +113,60 @@ QC_TARGET_AVX512 float build_avx512_d(const float* xp, const float* cb, const Ge
 }
 #endif
 
+#ifdef QC_X86
+// The exact scale's max |t| (AVX-512), skipping the pixel blocks that cannot hold it: by
+// Cauchy-Schwarz no product of block b of sub-space m exceeds
+//   bound(m, b) = max_k ||codeword_mk|| * max_{p in b} ||x_m(p)||,
+// so once the running max reaches it, the block's K*16 products need not be computed. Each
+// sub-space's block of largest bound goes first (a high running max early), then every block
+// whose bound still exceeds the running max. The bounds carry a margin of 2^-10 for float
+// rounding (products and norms are off by a few ulps), so the max is that of the full pass.
+template <int D>
+QC_TARGET_AVX512 float max_pruned_avx512_d(const float* xp, const float* cb, const Geometry& g, float* bounds) {
+    const size_t nb = g.PP / 16;
+    const __m512 zero = _mm512_setzero_ps();
+    for (int m = 0; m < g.M; m++) {
+        const float* cm = cb + (size_t)m * g.K * D;
+        float c2 = 0;
+        for (int k = 0; k < g.K; k++) {
+            float ss = 0;
+            for (int j = 0; j < D; j++) ss = std::fma(cm[(size_t)k * D + j], cm[(size_t)k * D + j], ss);
+            c2 = std::max(c2, ss);
+        }
+        const float cn = std::sqrt(c2) * (1.0f + 1.0f / 1024);
+        const float* xm = xp + (size_t)m * D * g.PP;
+        for (size_t b = 0; b < nb; b++) {
+            __m512 ss = zero;
+            for (int j = 0; j < D; j++) {
+                const __m512 v = _mm512_loadu_ps(xm + (size_t)j * g.PP + 16 * b);
+                ss = _mm512_fmadd_ps(v, v, ss);
+            }
+            bounds[(size_t)m * nb + b] = cn * std::sqrt(_mm512_reduce_max_ps(ss)) * (1.0f + 1.0f / 1024);
+        }
+    }
+    __m512 amax = zero;
+    for (int m = 0; m < g.M; m++) {
+        float* bm = bounds + (size_t)m * nb;
+        const size_t b = (size_t)(std::max_element(bm, bm + nb) - bm);
+        build_group_avx512<int8_t, B_MAX, D, 1>(xp + (size_t)m * D * g.PP, cb + (size_t)m * g.K * D, nullptr, g.PP,
+                                                g.K, 16 * b, zero, zero, zero, amax);
+        bm[b] = -1;  // done
+    }
+    float am = _mm512_reduce_max_ps(amax);
+    for (int m = 0; m < g.M; m++)
+        for (size_t b = 0; b < nb; b++)
+            if (bounds[(size_t)m * nb + b] > am) {
+                build_group_avx512<int8_t, B_MAX, D, 1>(xp + (size_t)m * D * g.PP, cb + (size_t)m * g.K * D, nullptr,
+                                                        g.PP, g.K, 16 * b, zero, zero, zero, amax);
+                am = _mm512_reduce_max_ps(amax);
+            }
+    return am;
+}
+#endif
+
+// max |t| over the whole table (the exact scale's first pass); bounds: M * PP/16 floats of scratch.
+inline float table_max(ConvIsa isa, const float* xp, const float* cb, const Geometry& g, float* bounds);
+
 template <typename Q, int MODE>
 float build_generic(const float* xp, const float* cb, const Geometry& g, float inv, float qmax, Q* tab) {
     return build_body<Q, MODE, false>(xp, cb, g, inv, qmax, tab);
@@ -144,6 +198,18 @@ float build(ConvIsa isa, const float* xp, const float* cb, const Geometry& g, fl
     if (isa == C_AVX2) return build_avx2<Q, MODE>(xp, cb, g, inv, qmax, tab);
 #endif
     return build_generic<Q, MODE>(xp, cb, g, inv, qmax, tab);
+}
+
+inline float table_max(ConvIsa isa, const float* xp, const float* cb, const Geometry& g, float* bounds) {
+#ifdef QC_X86
+    if (isa == C_AVX512) switch (g.d) {
+            case 4: return max_pruned_avx512_d<4>(xp, cb, g, bounds);
+            case 8: return max_pruned_avx512_d<8>(xp, cb, g, bounds);
+            case 16: return max_pruned_avx512_d<16>(xp, cb, g, bounds);
+            default: break;
+        }
+#endif
+    return build<int8_t, B_MAX>(isa, xp, cb, g, 1.0f, 0.0f, (int8_t*)nullptr);
 }
 
 }  // namespace qlconv

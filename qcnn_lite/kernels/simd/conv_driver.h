@@ -16,7 +16,7 @@ namespace qlconv {
 // Per-thread scratch, kept between calls (fresh allocations of this size are
 // fresh mmaps with their page faults on every call).
 struct ConvScratch {
-    std::vector<float> xp, norms;
+    std::vector<float> xp, norms, bounds;
     std::vector<int8_t> tab8;
     std::vector<int16_t> tab16, acc16;
     std::vector<int32_t> acc32;
@@ -63,7 +63,7 @@ inline float table_scale(ConvIsa isa, const float* x, const float* cb, const Geo
                          ConvScratch& sc, float* xp) {
     phase_split(x, g, xp, sc.colmap);
     const int qmax = qmax_of(bits, g.kh * g.kw * g.M);
-    const float bound = exact ? build<int8_t, B_MAX>(isa, xp, cb, g, 1.0f, 0.0f, (int8_t*)nullptr)
+    const float bound = exact ? table_max(isa, xp, cb, g, grow(sc.bounds, (size_t)g.M * (g.PP / BLK)))
                               : cs_bound(xp, cb, g, grow(sc.norms, g.PP));
     return scale_of(bound, qmax);
 }
