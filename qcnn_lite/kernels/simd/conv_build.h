@@ -15,7 +15,10 @@
 // Loop order (AVX-512): sub-space m, then pixels in groups of NB blocks of 16 (NB = 2 for
 // d <= 8), then all K codewords: the group's NB*d input values stay in registers while the
 // codewords (broadcast from memory) pass over them; NB independent FMA chains per codeword
-// hide the FMA latency. One 16-byte (int8) or 32-byte (int16) store per block and codeword.
+// hide the FMA latency. The write pass of the FMA builds gets the codewords scaled by 1/s
+// (table_rows), so t is already in units of s: no multiply; on AVX-512 the 32 int8 entries of
+// two blocks are rounded and packed with saturating packs and one permute, one 32-byte store
+// per codeword (vpmovdb per block took a third more shuffle-port work; figures in the commit).
 // The generic/AVX2 loop: m, k, then pixel blocks (the d input planes of sub-space m in L1).
 #pragma once
 
@@ -69,6 +72,11 @@ QC_TARGET_AVX512 static inline __attribute__((always_inline)) void build_group_a
     __m512 xv[NB][D];
     for (int b = 0; b < NB; b++)
         for (int j = 0; j < D; j++) xv[b][j] = _mm512_loadu_ps(xm + (size_t)j * PP + p + 16 * b);
+    // The packed int8 path, for products already in units of s (table_rows folds 1/s into the
+    // codewords: inv = 1, no multiply), and its clamp.
+    const bool packed = sizeof(Q) == 1 && NB == 2 && _mm512_cvtss_f32(vinv) == 1.0f;
+    const int qm = (int)_mm512_cvtss_f32(hi);
+    const __m256i qhi8 = _mm256_set1_epi8((char)qm), qlo8 = _mm256_set1_epi8((char)-qm);
     for (int k = 0; k < K; k++) {
         const float* c = cm + (size_t)k * D;
         __m512 t[NB];
@@ -77,9 +85,20 @@ QC_TARGET_AVX512 static inline __attribute__((always_inline)) void build_group_a
             const __m512 cj = _mm512_set1_ps(c[j]);
             for (int b = 0; b < NB; b++) t[b] = _mm512_fmadd_ps(cj, xv[b][j], t[b]);
         }
+        if ((MODE & B_WRITE) && packed) {
+            // 32 int8 entries: round half to even (cvtps2dq), two saturating packs (32 -> 16 -> 8
+            // bits, within each 128-bit lane), a dword permute into order, then the clamp; fewer
+            // shuffle-port instructions than two vpmovdb. Saturating first, clamping after, gives
+            // clamp(rint(v)): the bounds are integers within int8.
+            const __m512i w = _mm512_packs_epi32(_mm512_cvtps_epi32(t[0]), _mm512_cvtps_epi32(t[1 % NB]));
+            const __m512i b8 = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0),
+                                                        _mm512_packs_epi16(w, w));
+            const __m256i q = _mm256_min_epi8(_mm256_max_epi8(_mm512_castsi512_si256(b8), qlo8), qhi8);
+            _mm256_storeu_si256((__m256i*)(tm + (size_t)k * PP + p), q);
+        }
         for (int b = 0; b < NB; b++) {
             if (MODE & B_MAX) amax = _mm512_max_ps(amax, _mm512_abs_ps(t[b]));
-            if (MODE & B_WRITE) {
+            if ((MODE & B_WRITE) && !packed) {
                 // clamp, then round half to even (cvtps2dq, default MXCSR): the same as
                 // clamp(rint(v)) since the bounds are integers
                 const __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(t[b], vinv), lo), hi);

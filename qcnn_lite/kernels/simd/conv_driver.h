@@ -16,7 +16,7 @@ namespace qlconv {
 // Per-thread scratch, kept between calls (fresh allocations of this size are
 // fresh mmaps with their page faults on every call).
 struct ConvScratch {
-    std::vector<float> xp, norms, bounds;
+    std::vector<float> xp, norms, bounds, cb_scaled;
     std::vector<int8_t> tab8;
     std::vector<int16_t> tab16, acc16;
     std::vector<int32_t> acc32;
@@ -75,7 +75,16 @@ void table_rows(ConvIsa isa, const float* xp, const float* cb, const Geometry& g
     Geometry gb = g;
     gb.M = m1 - m0;
     const int qmax = qmax_of(bits, g.kh * g.kw * g.M);
-    build<Q, B_WRITE>(isa, xp + (size_t)m0 * g.d * g.PP, cb + (size_t)m0 * g.K * g.d, gb, 1.0f / s, (float)qmax, tab);
+    const float* c = cb + (size_t)m0 * g.K * g.d;
+    float inv = 1.0f / s;
+    if (isa != C_GENERIC) {  // the FMA builds: codewords scaled by 1/s, products in units of s (no multiply)
+        const size_t n = (size_t)gb.M * g.K * g.d;
+        float* cs = grow(conv_scratch().cb_scaled, n);
+        for (size_t i = 0; i < n; i++) cs[i] = c[i] * inv;
+        c = cs;
+        inv = 1.0f;
+    }
+    build<Q, B_WRITE>(isa, xp + (size_t)m0 * g.d * g.PP, c, gb, inv, (float)qmax, tab);
     std::memset(tab + (size_t)gb.M * g.K * g.PP, 0, 64 * sizeof(Q));
 }
 
