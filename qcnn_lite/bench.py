@@ -293,8 +293,9 @@ def _profile_table(layers: list[dict]) -> str:
     if not rows:
         return ""
     cols = ["call", "scale", "build", "adds", "epilogue", "other"]
-    lines = ["\nconv layers, ms of thread CPU time per phase (medians; scale: phase split + table scale;"
-             " other: Python and allocation; '-': not on integer tables)",
+    lines = ["\nconv layers, ms per phase (the least disturbed of the runs; call: thread CPU time of the whole"
+             " call; scale: phase split + table scale; other: call minus the phases -- Python, validation, allocation;"
+             " '-': not on integer tables; x torch: torch-fp32's median over the call)",
              f"{'layer':16s}" + "".join(f"{c:>9s}" for c in cols) + f"{'torch-fp32':>11s}{'x torch':>8s}"]
     for r in rows:
         p, t = r["profile_ms"], r["times"].get("torch-fp32")

@@ -20,6 +20,8 @@ SHAPES = {
     "groups-pad": (2, 6, 17, 9, 10, 3, 1, 1, 2),
     "1x1-map": (1, 2, 1, 1, 5, 3, 1, 1, 1),
     "narrow-rows": (1, 1, 9, 3, 7, 2, 1, 0, 1),  # Wq < 16: a vector spans many output rows
+    "stride2-pad1": (1, 3, 40, 70, 9, 5, 2, 1, 1),  # rows of 32 columns and a tail, phases shifted by padding
+    "stride4-pad2": (2, 2, 37, 101, 5, 11, 4, 2, 1),
 }
 
 

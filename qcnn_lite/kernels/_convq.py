@@ -229,7 +229,7 @@ def profile_conv(layer, x: np.ndarray, repeat: int = 20) -> dict[str, float]:
     For a layer on integer tables and the compiled kernels: ``scale`` (phase split and the table
     scale), ``build`` (quantized table rows), ``adds`` (run-adds), ``epilogue`` (s * sum + bias),
     timed inside the kernel (wall clock, one thread; the run of ``repeat`` with the smallest sum,
-    the least disturbed on a shared machine); ``call``: the whole ``layer(x)`` (median thread time);
+    the least disturbed on a shared machine); ``call``: the whole ``layer(x)`` (its least thread time);
     ``other``: call minus the phases (Python, validation, allocation). Any other layer (decoded
     weight, float tables, no compiled kernels): ``call`` only.
     """
@@ -243,7 +243,7 @@ def profile_conv(layer, x: np.ndarray, repeat: int = 20) -> dict[str, float]:
         return (time.thread_time() - t0) * 1e3
 
     layer(x)
-    call = float(np.median([thread_ms(lambda: layer(x)) for _ in range(repeat)]))
+    call = float(min(thread_ms(lambda: layer(x)) for _ in range(repeat)))
     res = {"call": call}
     if layer.table_dtype == "float32" or not conv_isas() or not layer.uses_tables(x.shape[2], x.shape[3]):
         return res

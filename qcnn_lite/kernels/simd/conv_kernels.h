@@ -104,10 +104,35 @@ inline int qmax_of(int bits, int n_items) {
 // Zero-padded, phase-split input of one group: xp[c][a*s + b][y*Wq + x] = x[c][y*s + a - pad][x*s + b - pad].
 // The column map is tabulated once (a division per pixel cost as much as the whole
 // accumulation of a small layer); stride 1 is one contiguous copy per row.
+#ifdef QC_X86
+// Columns [0, 32*J) of one input row (stride s = 2 or 4) into its s phase rows, 32 columns at a
+// time: per phase one two-source permute picks its 32/s columns. d[b] is phase b's row at its
+// first column c0[b] (< s). Returns the columns done, 32*J (the caller does the rest).
+QC_TARGET_AVX512 inline int split_row_avx512(const float* src, int W, int s, const int* c0, float* const* d) {
+    const int n = 32 / s;
+    int col = 0;
+    for (; col + 32 <= W; col += 32) {
+        const __m512 a = _mm512_loadu_ps(src + col), b = _mm512_loadu_ps(src + col + 16);
+        for (int ph = 0; ph < s; ph++) {
+            const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(c0[ph]),
+                                                 _mm512_mullo_epi32(_mm512_set1_epi32(s), _mm512_setr_epi32(
+                                                     0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)));
+            const __m512 v = _mm512_permutex2var_ps(a, idx, b);  // lanes >= n: indices past 31 wrap, unused
+            float* out = d[ph] + col / s;
+            if (n == 16)
+                _mm512_storeu_ps(out, v);
+            else
+                _mm256_storeu_ps(out, _mm512_castps512_ps256(v));
+        }
+    }
+    return col;
+}
+#endif
+
 // zero = false: xp already holds zeros wherever this geometry writes nothing (the caller's
-// last split had the same geometry).
+// last split had the same geometry). vec: AVX-512 may be used (strides 2 and 4).
 inline void phase_split(const float* x, const Geometry& g, float* xp, std::vector<int64_t>& colmap,
-                        bool zero = true) {
+                        bool zero = true, bool vec = false) {
     const int s = g.stride;
     const size_t P = (size_t)g.Hq * g.Wq;
     if (zero) std::memset(xp, 0, sizeof(float) * (size_t)g.C * g.PP);
@@ -116,6 +141,9 @@ inline void phase_split(const float* x, const Geometry& g, float* xp, std::vecto
         const int cp = col + g.padding;
         colmap[col] = (int64_t)((size_t)(cp % s) * P + cp / s);
     }
+    int c0[4];  // first column of each phase (strides up to 4 vectorized)
+    for (int b = 0; b < s && b < 4; b++) c0[b] = ((b - g.padding) % s + s) % s;
+    vec = vec && (s == 2 || s == 4) && g.W >= 32 + s;
     for (int r = 0; r < g.H; r++) {
         const int rp = r + g.padding;
         const size_t row_off = (size_t)((rp % s) * s) * P + (size_t)(rp / s) * g.Wq;
@@ -124,17 +152,25 @@ inline void phase_split(const float* x, const Geometry& g, float* xp, std::vecto
             float* dst = xp + (size_t)c * g.PP + row_off;
             if (s == 1) {
                 std::memcpy(dst + g.padding, src, sizeof(float) * g.W);
-            } else {
-                // phase by phase: a strided read, a contiguous write (a scatter through the column
-                // map cost twice as much: AlexNet conv1's 3x227x227 took 40 us)
-                for (int b = 0; b < s; b++) {
-                    const int c0 = ((b - g.padding) % s + s) % s;  // first column of phase b
-                    if (c0 >= g.W) continue;
-                    float* d = dst + colmap[c0];
-                    const float* sc = src + c0;
-                    const int cnt = (g.W - c0 + s - 1) / s;
-                    for (int k = 0; k < cnt; k++) d[k] = sc[(size_t)k * s];
-                }
+                continue;
+            }
+            // phase by phase: a strided read, a contiguous write (the rest of the row after the
+            // AVX-512 chunks; the whole row otherwise)
+            int done = 0;
+#ifdef QC_X86
+            if (vec) {
+                float* d[4];
+                for (int b = 0; b < s; b++) d[b] = dst + colmap[c0[b]];
+                done = split_row_avx512(src, g.W, s, c0, d);
+            }
+#endif
+            for (int b = 0; b < s; b++) {
+                const int first = done + ((b - g.padding - done) % s + s) % s;  // first column >= done of phase b
+                if (first >= g.W) continue;
+                float* d = dst + colmap[first];
+                const float* sc = src + first;
+                const int cnt = (g.W - first + s - 1) / s;
+                for (int k = 0; k < cnt; k++) d[k] = sc[(size_t)k * s];
             }
         }
     }

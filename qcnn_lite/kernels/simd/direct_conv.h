@@ -216,7 +216,7 @@ inline void direct_conv2d(ConvIsa isa, const float* x, int n, int groups, const 
     for (int i = 0; i < n; i++)
         for (int gi = 0; gi < groups; gi++) {
             const size_t ig = (size_t)i * groups + gi;
-            phase_split(x + ig * in_group, g, xp, colmap, !same);
+            phase_split(x + ig * in_group, g, xp, colmap, !same, isa == C_AVX512);
             same = true;
             const float* w = wp + (size_t)gi * nb * n_items * ocb;
             const float* b = bias + (size_t)gi * g.Ct;
