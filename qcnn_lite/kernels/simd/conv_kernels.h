@@ -229,19 +229,28 @@ static inline __attribute__((always_inline)) void accumulate_generic(const Q* ta
 // (the table has slack); those lanes land in acc's own padding and are dropped.
 QC_TARGET_AVX512 static inline void accumulate_avx512_i8(const int8_t* tab, const int64_t* offs, int n_items,
                                                          size_t L, int16_t* acc) {
-    const size_t Lv = (L + 31) / 32 * 32;
+    const size_t Lv = (L + 31) / 32 * 32, L32 = (L + 15) / 32 * 32;  // L32: 32-lane part; a 16-lane tail if L16 > L32
+    const bool tail = (L + 15) / 16 * 16 > L32;
     int q = 0;
 #define LD(r) _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)((r) + t)))
+#define LDH(r) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)((r) + L32)))
     for (; q + 8 <= n_items; q += 8) {
         const int8_t *r0 = tab + offs[q], *r1 = tab + offs[q + 1], *r2 = tab + offs[q + 2], *r3 = tab + offs[q + 3];
         const int8_t *r4 = tab + offs[q + 4], *r5 = tab + offs[q + 5], *r6 = tab + offs[q + 6], *r7 = tab + offs[q + 7];
-        for (size_t t = 0; t < Lv; t += 32) {
+        for (size_t t = 0; t < L32; t += 32) {
             __m512i a = _mm512_add_epi16(_mm512_add_epi16(LD(r0), LD(r1)), _mm512_add_epi16(LD(r2), LD(r3)));
             __m512i b = _mm512_add_epi16(_mm512_add_epi16(LD(r4), LD(r5)), _mm512_add_epi16(LD(r6), LD(r7)));
             __m512i* p = (__m512i*)(acc + t);
             _mm512_storeu_si512(p, _mm512_add_epi16(_mm512_loadu_si512(p), _mm512_add_epi16(a, b)));
         }
+        if (tail) {  // the last 16 lanes: half the table bytes of a full vector
+            __m256i a = _mm256_add_epi16(_mm256_add_epi16(LDH(r0), LDH(r1)), _mm256_add_epi16(LDH(r2), LDH(r3)));
+            __m256i b = _mm256_add_epi16(_mm256_add_epi16(LDH(r4), LDH(r5)), _mm256_add_epi16(LDH(r6), LDH(r7)));
+            __m256i* p = (__m256i*)(acc + L32);
+            _mm256_storeu_si256(p, _mm256_add_epi16(_mm256_loadu_si256(p), _mm256_add_epi16(a, b)));
+        }
     }
+#undef LDH
     for (; q < n_items; q++) {
         const int8_t* r0 = tab + offs[q];
         for (size_t t = 0; t < Lv; t += 32) {
