@@ -15,7 +15,8 @@
 // Loop order (AVX-512): sub-space m, then pixels in groups of NB blocks of 16 (NB = 2 for
 // d <= 8), then all K codewords: the group's NB*d input values stay in registers while the
 // codewords (broadcast from memory) pass over them; NB independent FMA chains per codeword
-// hide the FMA latency. The write pass of the FMA builds gets the codewords scaled by 1/s
+// hide the FMA latency; a group whose inputs are all zero (the padding rows) stores zero entries
+// without computing them. The write pass of the FMA builds gets the codewords scaled by 1/s
 // (table_rows), so t is already in units of s: no multiply; on AVX-512 the 32 int8 entries of
 // two blocks are rounded and packed with saturating packs and one permute, one 32-byte store
 // per codeword (vpmovdb per block took a third more shuffle-port work; figures in the commit).
@@ -70,8 +71,17 @@ QC_TARGET_AVX512 static inline __attribute__((always_inline)) void build_group_a
     const float* xm, const float* cm, Q* tm, size_t PP, int K, size_t p, __m512 vinv, __m512 lo, __m512 hi,
     __m512& amax) {
     __m512 xv[NB][D];
+    __m512i any = _mm512_setzero_si512();
     for (int b = 0; b < NB; b++)
-        for (int j = 0; j < D; j++) xv[b][j] = _mm512_loadu_ps(xm + (size_t)j * PP + p + 16 * b);
+        for (int j = 0; j < D; j++) {
+            xv[b][j] = _mm512_loadu_ps(xm + (size_t)j * PP + p + 16 * b);
+            any = _mm512_or_si512(any, _mm512_castps_si512(xv[b][j]));
+        }
+    if (_mm512_test_epi32_mask(any, any) == 0) {  // all inputs +0 (padding): every product and entry is 0
+        if (MODE & B_WRITE)
+            for (int k = 0; k < K; k++) std::memset(tm + (size_t)k * PP + p, 0, sizeof(Q) * 16 * NB);
+        return;
+    }
     // The packed int8 path, for products already in units of s (table_rows folds 1/s into the
     // codewords: inv = 1, no multiply), and its clamp.
     const bool packed = sizeof(Q) == 1 && NB == 2 && _mm512_cvtss_f32(vinv) == 1.0f;
