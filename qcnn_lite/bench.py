@@ -295,13 +295,12 @@ def _profile_table(layers: list[dict]) -> str:
     cols = ["call", "scale", "build", "adds", "epilogue", "other"]
     lines = ["\nconv layers, ms per phase (the least disturbed of the runs; call: thread CPU time of the whole"
              " call; scale: phase split + table scale; other: call minus the phases -- Python, validation, allocation;"
-             " '-': not on integer tables; x torch: torch-fp32's median over the call)",
-             f"{'layer':16s}" + "".join(f"{c:>9s}" for c in cols) + f"{'torch-fp32':>11s}{'x torch':>8s}"]
+             " '-': not on integer tables; x torch: the table above's thread-time speed-up over torch-fp32)",
+             f"{'layer':16s}" + "".join(f"{c:>9s}" for c in cols) + f"{'x torch':>9s}"]
     for r in rows:
-        p, t = r["profile_ms"], r["times"].get("torch-fp32")
-        tt = None if t is None else t["cpu_median_ms"]
+        p, x = r["profile_ms"], r.get("speedup_cpu", {}).get("torch-fp32")
         lines.append(f"{r['network'] + '/' + r['layer']:16s}" + "".join(f"{p[c]:9.3f}" if c in p else f"{'-':>9s}" for c in cols)
-                     + ("" if tt is None else f"{tt:11.3f}{tt / p['call']:8.2f}"))
+                     + ("" if x is None else f"{x:9.2f}"))
     return "\n".join(lines) + "\n"
 
 
