@@ -34,9 +34,8 @@ kernels of the simd extension (``simd/conv_kernels.h``, ``simd/conv_driver.h``:
 generic, AVX2 and AVX-512BW functions picked at run time, ``QCNN_LITE_TARGET``
 forces one; tables over 1 MiB run in L2-sized tiles of sub-spaces); and the
 portable Pythran kernels ``conv_table_int`` / ``conv_int_accumulate`` where
-the extension is not built. Measured on an AVX-512 Xeon, one thread, batch 1
-(``bench-layers``): AlexNet conv2 1.33 ms and conv3 1.03 ms with int8 tables,
-2.5x and 2.6x torch fp32, 2.9x and 3.5x the float tables.
+the extension is not built. Measured figures, per layer and phase
+(``bench-layers --profile``, :func:`profile_conv`): ``docs/conv-kernels.md``.
 """
 from __future__ import annotations
 
