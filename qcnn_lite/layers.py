@@ -476,8 +476,7 @@ class QConv2d(_QuantizedLayer):
     def __call__(self, x: np.ndarray, relu: bool = False) -> np.ndarray:
         """Forward pass: x (n, in, H, W) -> (n, out, OH, OW), by look-up tables or, where they
         cannot pay off (:meth:`uses_tables`), by the decoded weight. ``relu`` applies a ReLU
-        to the output (fused into the decoded-weight path). The decoded weight runs on the compiled
-        direct kernel (:mod:`~qcnn_lite.kernels._direct_conv`) for few input channels, else im2col + BLAS."""
+        to the output (fused into the decoded-weight path)."""
         x = _check_input(x, 4, self.in_channels, "QConv2d")
         if self.uses_tables(x.shape[2], x.shape[3]):
             return kernels.conv2d_lut(x, self.codebooks, self.codes, self.bias, self.stride, self.padding, self.groups,
@@ -491,13 +490,10 @@ class QConv2d(_QuantizedLayer):
             self.codebooks.flags.writeable = False
             self.codes.flags.writeable = False
             self._decoded = (key, self.dense_weight().reshape(Ct, -1))  # (c, i, j) order, as _conv_dense
-        if self.in_channels // self.groups <= _direct_conv.MAX_CHANNELS and kernels.backend() != "numpy" \
-                and _direct_conv.available():
-            isa = _direct_conv.default_conv_isa()
-            if getattr(self, "_packed", (None, None))[0] != (key, isa):  # packed once per weight and ISA
-                self._packed = ((key, isa), _direct_conv.pack_weight(self._decoded[1].reshape(Ct, -1, kh, kw),
-                                                                     self.groups, isa))
-            return _direct_conv.direct_conv2d(x, self._packed[1], self.bias, Ct, kh, kw, self.stride, self.padding,
-                                              self.groups, relu, isa)
+        if _direct_conv.usable(self.in_channels // self.groups):  # few input channels: compiled direct kernel
+            if getattr(self, "_direct_w", (None,))[0] != (key, _direct_conv.default_conv_isa()):  # once per weight, ISA
+                self._direct_w = _direct_conv.packed(key, self._decoded[1].reshape(Ct, -1, kh, kw), self.groups)
+            return _direct_conv.direct_conv2d(x, self._direct_w[1], self.bias, Ct, kh, kw, self.stride, self.padding,
+                                              self.groups, relu, self._direct_w[0][1])
         return _conv_dense(x, self._decoded[1], self.bias, kh, kw, self.stride, self.padding, self.groups,
                            _COLS_BYTES, relu)

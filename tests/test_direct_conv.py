@@ -88,4 +88,4 @@ def test_qconv_decoded_weight_runs_direct(rng):
     finally:
         kernels.set_backend(old)
     assert rel_err(got, want) < TOL
-    assert hasattr(q, "_packed")
+    assert hasattr(q, "_direct_w")

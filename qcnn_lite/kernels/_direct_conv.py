@@ -14,7 +14,7 @@ import numpy as np
 from ._convq import _lut_simd, conv_isas, default_conv_isa
 from ._numpy import conv_output_size
 
-__all__ = ["MAX_CHANNELS", "available", "pack_weight", "direct_conv2d"]
+__all__ = ["MAX_CHANNELS", "available", "usable", "packed", "pack_weight", "direct_conv2d"]
 
 # Input channels per group up to which a decoded-weight conv runs here rather than im2col + BLAS:
 # past a few channels the patch matrix is no longer the cost, and BLAS's blocking wins.
@@ -24,6 +24,20 @@ MAX_CHANNELS = 4
 def available() -> bool:
     """Whether the compiled direct conv kernels are built (and this CPU runs one of them)."""
     return bool(conv_isas()) and hasattr(_lut_simd, "direct_conv2d")
+
+
+def usable(channels_per_group: int) -> bool:
+    """Whether a decoded-weight conv with this many input channels per group runs here: few channels,
+    the compiled backend selected (the numpy backend keeps im2col + BLAS), the kernels built."""
+    from . import backend
+
+    return channels_per_group <= MAX_CHANNELS and backend() != "numpy" and available()
+
+
+def packed(key, w: np.ndarray, groups: int) -> tuple[tuple, np.ndarray]:
+    """((key, isa), :func:`pack_weight` of w for the current ISA): a layer's cache entry."""
+    isa = default_conv_isa()
+    return (key, isa), pack_weight(w, groups, isa)
 
 
 def pack_weight(w: np.ndarray, groups: int, isa: str | None = None) -> np.ndarray:
