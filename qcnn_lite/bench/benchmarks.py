@@ -43,6 +43,7 @@ from qcnn_lite.bench.synthetic import quantized_layer, quantized_network
 from qcnn_lite.bench import ort
 from qcnn_lite.bench.timing import interleaved, round_ratios, single_thread, spread, summary, time_call
 from qcnn_lite.paper.constants import RELEASED_ALEXNET, table2_paper
+from qcnn_lite.nn import table_policy
 from qcnn_lite.nn.layers import QConv2d, QLinear
 from qcnn_lite.bench.noblas import LABEL as NOBLAS_LABEL
 from qcnn_lite.bench.noblas import direct_layer, noblas_network
@@ -151,8 +152,11 @@ def _speedups(times: dict[str, dict[str, float]], key: str = "median_ms") -> dic
 
 # --------------------------------------------------------------------------- layers
 def bench_layers(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[int, int]] = RELEASED_ALEXNET,
-                 repeat: int = 10, seed: int = 0) -> dict[str, Any]:
-    """Time every conv/fc layer of the full-size networks at batch 1, one thread."""
+                 repeat: int = 10, seed: int = 0, profile: bool = False) -> dict[str, Any]:
+    """Time every conv/fc layer of the full-size networks at batch 1, one thread.
+
+    ``profile``: also split each conv layer's time into its phases (:func:`kernels._convq.profile_conv`).
+    """
     torch, torch_layer, _ = _torch()
     with contextlib.suppress(ImportError):
         import faiss  # noqa: F401  (imported first, so that single_thread puts its OpenMP on one thread too)
@@ -206,6 +210,8 @@ def bench_layers(names: Sequence[str] = NETWORKS, settings: dict[str, tuple[int,
                     "round_speedup": per_round["wall"], "round_speedup_cpu": per_round["cpu"],
                     "ort": _ort_facts(ort_fns),
                 })
+                if profile and L["type"] == "conv":
+                    rows[-1]["profile_ms"] = kernels.profile_conv(q, x, max(repeat, 20), table_policy.CONV_SCALE_MODE)
                 del ort_fns
     return {"machine": machine(), "settings": {k: list(v) for k, v in settings.items()}, "timing": _TIMING,
             "layers": rows}
@@ -379,12 +385,30 @@ def render_layers(res: dict, cpu: bool = False) -> str:
     spread_t = _spread_table(rows)
     fmts = [n for r in res["layers"] if (n := _ort_note(f"{r['network']}/{r['layer']}", r.get("ort"), cpu))]
     return (_header(res["machine"], cpu, _rounds(res["layers"])) + "\n" + _time_table(rows, cpu) + "\n" + _LEGEND
+            + _profile_table(res["layers"])
             + "\n(x vs B: speed-up of the Q-CNN layers, compiled LUT kernels at their default table precision"
             " -- shown after K: uint8 fc tables, int8 conv tables (int16 sums) -- over baseline B;"
             f" float-tables: the same layer with float tables; {_FAISS}: faiss IndexPQFastScan over the weight rows,"
             " same M, K=16, every output)" + note + "\n"
             + (f"{_SPREAD_NOTE}\n{spread_t}\n" if spread_t else "")
             + ("ort-int8-static format per layer, the faster of both here:\n  " + "\n  ".join(fmts) + "\n" if fmts else ""))
+
+
+def _profile_table(layers: list[dict]) -> str:
+    """Per-phase thread CPU time of the conv layers profiled (``bench-layers --profile``), or ''."""
+    rows = [r for r in layers if "profile_ms" in r]
+    if not rows:
+        return ""
+    cols = ["call", "scale", "build", "adds", "epilogue", "other"]
+    lines = ["\nconv layers, ms per phase (the least disturbed of the runs; call: thread CPU time of the whole"
+             " call; scale: phase split + table scale; other: call minus the phases -- Python, validation, allocation;"
+             " '-': not on integer tables; x torch: the table above's thread-time speed-up over torch-fp32)",
+             f"{'layer':16s}" + "".join(f"{c:>9s}" for c in cols) + f"{'x torch':>9s}"]
+    for r in rows:
+        p, x = r["profile_ms"], r.get("speedup_cpu", {}).get("torch-fp32")
+        lines.append(f"{r['network'] + '/' + r['layer']:16s}" + "".join(f"{p[c]:9.3f}" if c in p else f"{'-':>9s}" for c in cols)
+                     + ("" if x is None else f"{x:9.2f}"))
+    return "\n".join(lines) + "\n"
 
 
 def render_networks(res: dict, cpu: bool = False) -> str:

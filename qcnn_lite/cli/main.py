@@ -312,7 +312,7 @@ def _bench(args: argparse.Namespace) -> int:
     names = args.networks
     run, render = ((bench.bench_layers, bench.render_layers) if args.command == "bench-layers"
                    else (bench.bench_networks, bench.render_networks))
-    res = run(names, repeat=args.repeat)
+    res = run(names, repeat=args.repeat, **({"profile": True} if getattr(args, "profile", False) else {}))
     text = json.dumps(res, indent=2)
     if args.out:
         write_file(args.out, (text + "\n").encode())
@@ -455,6 +455,9 @@ def _model_parsers(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--out", type=checks.output_file(), help="also write the JSON to this file (refuses to overwrite)")
         p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                        help="what the tables show: wall time (default) or thread CPU time (steadier on a busy machine)")
+        if name == "bench-layers":
+            p.add_argument("--profile", action="store_true",
+                           help="also split each conv layer's time into phases: scale, table build, run-adds, epilogue")
         p.set_defaults(func=_bench)
 
 

@@ -21,9 +21,9 @@ from .dispatch import (available_backends, backend, built_targets, cpu_info, des
 from .lut import (CONV_TABLE_DTYPES, conv2d_lut, linear_codes_packer, linear_lut, linear_lut_u8, lrn, pack_linear_codes,
                   unpack_linear_codes)
 from .noblas import conv2d_direct, conv_epilogue, direct_available, linear_direct
-from ._convq import DEFAULT_SCALE_MODE, SCALE_MODES
+from ._convq import DEFAULT_SCALE_MODE, SCALE_MODES, profile_conv
 
 __all__ = ["CONV_TABLE_DTYPES", "SCALE_MODES", "DEFAULT_SCALE_MODE", "linear_lut", "linear_lut_u8", "pack_linear_codes",
            "linear_codes_packer", "unpack_linear_codes", "conv2d_lut", "lrn", "backend", "set_backend", "available_backends", "target",
            "set_target", "cpu_info", "built_targets", "runnable_targets", "simd_isas", "describe", "direct_available", "conv2d_direct",
-           "linear_direct", "conv_epilogue"]
+           "linear_direct", "conv_epilogue", "profile_conv"]

@@ -18,11 +18,15 @@ runs per output value:
   output ``y = s * sum(q) + bias`` in float32. An entry is off by at most
   ``s/2``, an output by at most ``n_items * s / 2``.
 
-This module is the exact numpy emulation (:func:`conv2d_int`): the same
-float32 operations in the same order as ``simd/conv_kernels.h`` (products
-summed left to right over the sub-vector, no FMA), so its integer tables, sums
-and outputs are bit-identical to the C++ kernels'; plus the wrapper of those
-kernels (:func:`conv2d_compiled`). The table layout is the float kernel's (see
+This module is the numpy emulation (:func:`conv2d_int`): the same float32
+operations in the same order as the C++ kernels (products summed left to right
+over the sub-vector), plus the wrapper of those kernels (:func:`conv2d_compiled`).
+Their generic build multiplies and adds as the emulation does: integer tables,
+sums and outputs bit-identical. Their AVX2/AVX-512 builds sum the products with
+FMA (``simd/conv_build.h``): the stated tolerance is an entry off by at most one
+where t/s lies within float rounding of a half-integer (about 1 entry in 10^5 on
+AlexNet's tables; the tests allow 1e-3), the exact scale within float rounding,
+an output within a few scales; the integer sums of given tables stay exact. The table layout is the float kernel's (see
 :mod:`qcnn_lite.kernels._pythran`): zero-padded input split into stride phases.
 
 Three implementations, one result: this emulation (numpy backend); the C++
@@ -30,8 +34,8 @@ kernels of the simd extension (``simd/conv_kernels.h``, ``simd/conv_driver.h``:
 generic, AVX2 and AVX-512BW functions picked at run time, ``QCNN_LITE_TARGET``
 forces one; tables over 1 MiB run in L2-sized tiles of sub-spaces); and the
 portable Pythran kernels ``conv_table_int`` / ``conv_int_accumulate`` where
-the extension is not built. ``bench-layers`` measures them against torch and the
-float tables; docs/measurements.md keeps the figures.
+the extension is not built. ``bench-layers --profile`` (:func:`profile_conv`) shows where each
+layer's time goes; the measured figures are in ``docs/conv-kernels.md``.
 """
 from __future__ import annotations
 
@@ -48,7 +52,7 @@ except ImportError:  # built without a C++ compiler
 
 __all__ = ["TABLE_BITS", "SCALE_MODES", "qmax_of", "table_bound", "scale_of", "quantized_table",
            "table_sums", "conv2d_int", "conv_isas", "default_conv_isa", "conv2d_compiled", "compiled_table",
-           "compiled_sums"]
+           "compiled_sums", "PHASES", "profile_conv"]
 
 TABLE_BITS = {"int8": 8, "int16": 16}
 SCALE_MODES = ("exact", "bound")  # the first is the default everywhere
@@ -98,7 +102,7 @@ def quantized_table(x: np.ndarray, codebooks: np.ndarray, kh: int, kw: int, stri
                     bits: int = 8, scale_mode: str = DEFAULT_SCALE_MODE) -> tuple[np.ndarray, np.float32]:
     """One image and group: x (M*d, H, W), codebooks (M, K, d) -> (q (M*K, SP) int8/int16, scale).
 
-    Bit-identical to the extension's ``conv_table`` (same float32 operations, round half to even).
+    The extension's ``conv_table`` (same float32 operations, round half to even; FMA on AVX2/AVX-512: see above).
     """
     C, H, W = x.shape
     M, K, d = codebooks.shape
@@ -134,7 +138,7 @@ def table_sums(q: np.ndarray, codes: np.ndarray, H: int, W: int, stride: int, pa
 
 def conv2d_int(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bias: np.ndarray, stride: int, padding: int,
                groups: int, bits: int = 8, scale_mode: str = DEFAULT_SCALE_MODE, relu: bool = False) -> np.ndarray:
-    """The integer-table convolution in numpy, bit-exact with the compiled kernels.
+    """The integer-table convolution in numpy: the compiled kernels' result (see the module docstring for the tolerance).
 
     x (n, C, H, W) f32, codebooks (M, K, d), codes (Ct, kh, kw, M), bias (Ct,) -> (n, Ct, OH, OW) f32.
     """
@@ -185,11 +189,12 @@ def default_conv_isa() -> str:
 def conv2d_compiled(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bias: np.ndarray, stride: int,
                     padding: int, groups: int, bits: int = 8, scale_mode: str = DEFAULT_SCALE_MODE, relu: bool = False,
                     isa: str | None = None, scales: np.ndarray | None = None,
-                    tile_bytes: int | None = None) -> np.ndarray:
+                    tile_bytes: int | None = None, times: np.ndarray | None = None) -> np.ndarray:
     """The extension's integer conv (arguments validated by :func:`qcnn_lite.kernels.conv2d_lut`).
 
     Same shapes as :func:`conv2d_int`; ``scales`` (n, groups) float32, if given, receives the table scales.
     ``tile_bytes``: tables larger than this (default 1 MiB) run in tiles of sub-spaces (for tests).
+    ``times`` float64 (4,), if given, gets the seconds of each phase (:data:`PHASES`) added to it.
     """
     isa = default_conv_isa() if isa is None else isa
     n, C, H, W = x.shape
@@ -200,8 +205,48 @@ def conv2d_compiled(x: np.ndarray, codebooks: np.ndarray, codes: np.ndarray, bia
     sc = np.empty((n, groups), np.float32) if scales is None else scales
     _lut_simd.conv2d(isa, x, n, groups, C // groups, H, W, codebooks, M, K, d, codes, codes.itemsize, Ct // groups,
                      kh, kw, bias, stride, padding, bits, int(scale_mode == "exact"), int(relu), out, sc,
-                     *(() if tile_bytes is None else (int(tile_bytes),)))
+                     *(() if tile_bytes is None and times is None else (int(tile_bytes or 0),)),
+                     *(() if times is None else (times,)))
     return out
+
+
+PHASES = ("scale", "build", "adds", "epilogue")
+
+
+def profile_conv(layer, x: np.ndarray, repeat: int = 20, scale_mode: str = DEFAULT_SCALE_MODE) -> dict[str, float]:
+    """Where a :class:`~qcnn_lite.nn.layers.QConv2d` call's time goes, in ms (its tables scaled by ``scale_mode``,
+    the one the layer uses).
+
+    For a layer on integer tables and the compiled kernels: ``scale`` (phase split and the table
+    scale), ``build`` (quantized table rows), ``adds`` (run-adds), ``epilogue`` (s * sum + bias),
+    timed inside the kernel (wall clock, one thread; the run of ``repeat`` with the smallest sum,
+    the least disturbed on a shared machine); ``call``: the whole ``layer(x)`` (its least thread time);
+    ``other``: call minus the phases (Python, validation, allocation). Any other layer (decoded
+    weight, float tables, no compiled kernels): ``call`` only.
+    """
+    import time
+
+    def thread_ms(fn):
+        t0 = time.thread_time()
+        fn()
+        return (time.thread_time() - t0) * 1e3
+
+    layer(x)
+    call = float(min(thread_ms(lambda: layer(x)) for _ in range(repeat)))
+    res = {"call": call}
+    if layer.table_dtype == "float32" or not conv_isas() or not layer.uses_tables(x.shape[2], x.shape[3]):
+        return res
+    bits = TABLE_BITS[layer.table_dtype]
+    args = (np.ascontiguousarray(x, np.float32), layer.codebooks, layer.codes, layer.bias, layer.stride,
+            layer.padding, layer.groups, bits, scale_mode)
+    runs = []
+    for _ in range(repeat):
+        t = np.zeros(len(PHASES))
+        conv2d_compiled(*args, times=t)
+        runs.append(t * 1e3)
+    res.update(zip(PHASES, min(runs, key=sum).tolist()))  # the least disturbed run: the phases are wall time
+    res["other"] = call - sum(res[k] for k in PHASES)
+    return res
 
 
 def compiled_table(x: np.ndarray, codebooks: np.ndarray, kh: int, kw: int, stride: int, padding: int,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from qcnn_lite import kernels
+from qcnn_lite.kernels import direct_conv
 from qcnn_lite.kernels.geometry import conv_geometry, conv_output_size, phase_split, run_starts
 from qcnn_lite.nn import table_policy
 from qcnn_lite.nn.checks import as_bias, as_f32, check_input, positive_int
@@ -442,5 +443,10 @@ class QConv2d(_QuantizedLayer):
             self.codebooks.flags.writeable = False
             self.codes.flags.writeable = False
             self._decoded = (key, self.dense_weight().reshape(Ct, -1))  # (c, i, j) order, as _conv_dense
+        if direct_conv.usable(self.in_channels // self.groups):  # few input channels: compiled direct kernel
+            if getattr(self, "_direct_w", (None,))[0] != (key, direct_conv.default_conv_isa()):  # once per weight, ISA
+                self._direct_w = direct_conv.packed(key, self._decoded[1].reshape(Ct, -1, kh, kw), self.groups)
+            return direct_conv.direct_conv2d(x, self._direct_w[1], self.bias, Ct, kh, kw, self.stride, self.padding,
+                                              self.groups, relu, self._direct_w[0][1])
         return _conv_dense(x, self._decoded[1], self.bias, kh, kw, self.stride, self.padding, self.groups,
                            _COLS_BYTES, relu)

@@ -7,14 +7,16 @@
 // s * acc + bias (optional ReLU) while each accumulator is still in cache.
 #pragma once
 
-#include "conv_kernels.h"
+#include <chrono>
+
+#include "conv_build.h"
 
 namespace qlconv {
 
 // Per-thread scratch, kept between calls (fresh allocations of this size are
 // fresh mmaps with their page faults on every call).
 struct ConvScratch {
-    std::vector<float> xp, norms;
+    std::vector<float> xp, norms, bounds, cb_scaled;
     std::vector<int8_t> tab8;
     std::vector<int16_t> tab16, acc16;
     std::vector<int32_t> acc32;
@@ -79,7 +81,7 @@ inline float table_scale(ConvIsa isa, const float* x, const float* cb, const Geo
                          ConvScratch& sc, float* xp) {
     phase_split(x, g, xp, sc.colmap);
     const int qmax = qmax_of(bits, g.kh * g.kw * g.M);
-    const float bound = exact ? build<int8_t, 1>(isa, xp, cb, g, 1.0f, 0.0f, (int8_t*)nullptr)
+    const float bound = exact ? table_max(isa, xp, cb, g, grow(sc.bounds, (size_t)g.M * (g.PP / BLK)))
                               : cs_bound(xp, cb, g, grow(sc.norms, g.PP));
     return scale_of(bound, qmax);
 }
@@ -91,7 +93,16 @@ void table_rows(ConvIsa isa, const float* xp, const float* cb, const Geometry& g
     Geometry gb = g;
     gb.M = m1 - m0;
     const int qmax = qmax_of(bits, g.kh * g.kw * g.M);
-    build<Q, 0>(isa, xp + (size_t)m0 * g.d * g.PP, cb + (size_t)m0 * g.K * g.d, gb, 1.0f / s, (float)qmax, tab);
+    const float* c = cb + (size_t)m0 * g.K * g.d;
+    float inv = 1.0f / s;
+    if (isa != C_GENERIC) {  // the FMA builds: codewords scaled by 1/s, products in units of s (no multiply)
+        const size_t n = (size_t)gb.M * g.K * g.d;
+        float* cs = grow(conv_scratch().cb_scaled, n);
+        for (size_t i = 0; i < n; i++) cs[i] = c[i] * inv;
+        c = cs;
+        inv = 1.0f;
+    }
+    build<Q, B_WRITE>(isa, xp + (size_t)m0 * g.d * g.PP, c, gb, inv, (float)qmax, tab);
     std::memset(tab + (size_t)gb.M * g.K * g.PP, 0, 64 * sizeof(Q));
 }
 
@@ -175,14 +186,72 @@ void sums_of_table(ConvIsa isa, const Q* src, const C* codes, const Geometry& g,
     });
 }
 
+// One output plane from its accumulator (pitch Wq): y = s * acc + bias, optional ReLU. The sums
+// are exact integers; s * acc + bias rounds once more on the FMA builds (the generic one
+// multiplies and adds, as the emulation).
+template <typename A>
+inline void emit_generic(const A* acc, const Geometry& g, float s, float bias, bool relu, float* y) {
+    for (int r = 0; r < g.OH; r++)
+        for (int col = 0; col < g.OW; col++) {
+            float v = s * (float)acc[(size_t)r * g.Wq + col] + bias;
+            y[(size_t)r * g.OW + col] = relu ? std::max(v, 0.0f) : v;
+        }
+}
+#ifdef QC_X86
+// int16 accumulators, 16 columns a vector (masked at the row's end): the scalar loop above took
+// a third of a 13x13 layer's run-add time.
+QC_TARGET_AVX512 inline void emit_avx512(const int16_t* acc, const Geometry& g, float s, float bias, bool relu,
+                                         float* y) {
+    const __m512 vs = _mm512_set1_ps(s), vb = _mm512_set1_ps(bias), zero = _mm512_setzero_ps();
+    for (int r = 0; r < g.OH; r++) {
+        const int16_t* a = acc + (size_t)r * g.Wq;
+        float* yr = y + (size_t)r * g.OW;
+        for (int col = 0; col < g.OW; col += 16) {
+            const __mmask16 m = (__mmask16)(g.OW - col >= 16 ? 0xFFFF : (1u << (g.OW - col)) - 1);
+            const __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm512_castsi512_si256(_mm512_maskz_loadu_epi16((__mmask32)m, a + col))));
+            __m512 o = _mm512_fmadd_ps(vs, v, vb);
+            if (relu) o = _mm512_max_ps(o, zero);
+            _mm512_mask_storeu_ps(yr + col, m, o);
+        }
+    }
+}
+#endif
+template <typename A>
+inline void emit_plane(ConvIsa isa, const A* acc, const Geometry& g, float s, float bias, bool relu, float* y) {
+#ifdef QC_X86
+    if constexpr (sizeof(A) == 2)
+        if (isa == C_AVX512) return emit_avx512(acc, g, s, bias, relu, y);
+#endif
+    emit_generic(acc, g, s, bias, relu, y);
+}
+
+// Optional per-phase times (seconds, added to times[phase]) for profiling; without a
+// buffer it reads no clock. The adds phase is whatever lies between the other laps.
+enum Phase { PH_SCALE = 0, PH_BUILD = 1, PH_ADDS = 2, PH_EPILOGUE = 3, N_PHASES = 4 };
+struct PhaseClock {
+    double* times;
+    std::chrono::steady_clock::time_point t0;
+    explicit PhaseClock(double* t) : times(t) {}
+    void start() {
+        if (times) t0 = std::chrono::steady_clock::now();
+    }
+    void lap(Phase p) {
+        if (!times) return;
+        const auto t1 = std::chrono::steady_clock::now();
+        times[p] += std::chrono::duration<double>(t1 - t0).count();
+        t0 = t1;
+    }
+};
+
 // The whole layer: x (n, groups*C, H, W), codes (groups*Ct, kh, kw, M), bias (groups*Ct,)
 // -> out (n, groups*Ct, OH, OW); scales (n, groups) receives each table's scale. Tables larger
 // than tile_bytes are built and summed in tiles of sub-spaces (group_sums).
 template <typename Q, typename A, typename C>
 void conv2d(ConvIsa isa, const float* x, int n, int groups, const float* cb, const C* codes, const float* bias,
             const Geometry& g, int bits, bool exact, bool relu, float* out, float* scales,
-            size_t tile_bytes = TILE_BYTES) {
+            size_t tile_bytes = TILE_BYTES, double* times = nullptr) {
     ConvScratch& sc = conv_scratch();
+    PhaseClock clock(times);
     const int mb = tile_subspaces(g, sizeof(Q), tile_bytes);
     Q* tab = table_buffer<Q>(sc, (size_t)mb * g.K * g.PP + 64);
     float* xp = grow(sc.xp, (size_t)g.C * g.PP);
@@ -190,23 +259,24 @@ void conv2d(ConvIsa isa, const float* x, int n, int groups, const float* cb, con
     const size_t codes_group = (size_t)g.Ct * g.kh * g.kw * g.M;
     for (int i = 0; i < n; i++)
         for (int gi = 0; gi < groups; gi++) {
+            clock.start();
             const float s = table_scale(isa, x + ((size_t)i * groups + gi) * in_group, cb, g, bits, exact, sc, xp);
+            clock.lap(PH_SCALE);
             scales[(size_t)i * groups + gi] = s;
             float* o = out + ((size_t)i * groups + gi) * g.Ct * out_plane;
             const float* b = bias + (size_t)gi * g.Ct;
             auto rows = [&](int m0, int m1) -> const Q* {
+                clock.lap(PH_ADDS);
                 table_rows<Q>(isa, xp, cb, g, bits, s, m0, m1, tab);
-                return tab;
+                clock.lap(PH_BUILD);
+                return (const Q*)tab;
             };
             group_sums<Q, A, C>(isa, codes + gi * codes_group, g, mb, sc, rows, [&](int oc, const A* acc) {
-                float* y = o + (size_t)oc * out_plane;
-                const float bo = b[oc];
-                for (int r = 0; r < g.OH; r++)
-                    for (int col = 0; col < g.OW; col++) {
-                        float v = s * (float)acc[(size_t)r * g.Wq + col] + bo;
-                        y[(size_t)r * g.OW + col] = relu ? std::max(v, 0.0f) : v;
-                    }
+                clock.lap(PH_ADDS);
+                emit_plane(isa, acc, g, s, b[oc], relu, o + (size_t)oc * out_plane);
+                clock.lap(PH_EPILOGUE);
             });
+            clock.lap(PH_ADDS);
         }
 }
 

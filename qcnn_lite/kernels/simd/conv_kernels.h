@@ -1,10 +1,12 @@
 // Integer look-up-table convolution: 8-bit tables summed in 16-bit
 // accumulators (or 16-bit tables in 32-bit accumulators).
 //
-// Included by conv_driver.h (the layer driver); no Python here. qcnn_lite.kernels._convq holds the
-// numpy emulation of every step below: same float32 operations in the same
-// order (the extension is built with -ffp-contract=off: no FMA contraction),
-// the same round-half-even, so its integer tables are bit-identical.
+// Included by conv_build.h (the table build) and conv_driver.h (the layer driver); no Python
+// here. qcnn_lite.kernels._convq holds the numpy emulation of every step: the same float32
+// operations in the same order, the same round-half-even. The generic kernels match it bit for
+// bit (the extension is built with -ffp-contract=off); the AVX2/AVX-512 table builds sum the
+// products with FMA, so an entry whose t/s lies within float rounding of a half-integer may be
+// off by one (about one in 10^5 on AlexNet's tables), the exact scale by float rounding.
 //
 // Layout (as the float kernel, qcnn_lite/kernels/_pythran.py): per image and
 // group, the zero-padded input map is split into its stride*stride phases,
@@ -27,12 +29,7 @@
 // q = clamp(rint(t * (1/s)), -qmax, qmax); y = s * sum + bias (float32).
 //
 // Loop order and why (AlexNet conv2, group of 48 channels, 27x27, K=128, M=6):
-//   * table build (AVX-512): sub-space m, then pixels in blocks of 16, then all K
-//     codewords: the block's d input values stay in d registers while the
-//     codewords (broadcast from memory) pass over them; one 16-byte store of
-//     int8 entries per codeword and block. (The generic/AVX2 loop: m, k, then
-//     pixel blocks, the input planes of sub-space m -- d * SP floats, 32 KB --
-//     staying in L1 across the K codewords.)
+//   * table build: see conv_build.h.
 //   * accumulation: output channel outer; its kh*kw*M runs added EIGHT per pass
 //     over the int16 accumulator (L = 837 values, 1.7 KB: L1), so each pass
 //     loads and stores the accumulator once for eight runs. The int8 table
@@ -56,8 +53,7 @@
 //     offset-binary entries summed as 16-bit words (faiss's even/odd trick, no
 //     sign extension): 45 / 36 adds/ns, slower: 150-288 scattered rows per block
 //     miss L1 every load, where eight sequential runs stream.
-//   The table build (AlexNet conv2: 12.2 M products, mul + add without FMA so
-//   the emulation stays exact) is the other half of the time: ~0.4 ms.
+//   The table build (AlexNet conv2: 12.2 M products a pass; conv_build.h) is the other half.
 #pragma once
 
 #include <algorithm>
@@ -113,15 +109,46 @@ inline int qmax_of(int bits, int n_items) {
 // Zero-padded, phase-split input of one group: xp[c][a*s + b][y*Wq + x] = x[c][y*s + a - pad][x*s + b - pad].
 // The column map is tabulated once (a division per pixel cost as much as the whole
 // accumulation of a small layer); stride 1 is one contiguous copy per row.
-inline void phase_split(const float* x, const Geometry& g, float* xp, std::vector<int64_t>& colmap) {
+#ifdef QC_X86
+// Columns [0, 32*J) of one input row (stride s = 2 or 4) into its s phase rows, 32 columns at a
+// time: per phase one two-source permute picks its 32/s columns. d[b] is phase b's row at its
+// first column c0[b] (< s). Returns the columns done, 32*J (the caller does the rest).
+QC_TARGET_AVX512 inline int split_row_avx512(const float* src, int W, int s, const int* c0, float* const* d) {
+    const int n = 32 / s;
+    int col = 0;
+    for (; col + 32 <= W; col += 32) {
+        const __m512 a = _mm512_loadu_ps(src + col), b = _mm512_loadu_ps(src + col + 16);
+        for (int ph = 0; ph < s; ph++) {
+            const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(c0[ph]),
+                                                 _mm512_mullo_epi32(_mm512_set1_epi32(s), _mm512_setr_epi32(
+                                                     0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)));
+            const __m512 v = _mm512_permutex2var_ps(a, idx, b);  // lanes >= n: indices past 31 wrap, unused
+            float* out = d[ph] + col / s;
+            if (n == 16)
+                _mm512_storeu_ps(out, v);
+            else
+                _mm256_storeu_ps(out, _mm512_castps512_ps256(v));
+        }
+    }
+    return col;
+}
+#endif
+
+// zero = false: xp already holds zeros wherever this geometry writes nothing (the caller's
+// last split had the same geometry). vec: AVX-512 may be used (strides 2 and 4).
+inline void phase_split(const float* x, const Geometry& g, float* xp, std::vector<int64_t>& colmap,
+                        bool zero = true, bool vec = false) {
     const int s = g.stride;
     const size_t P = (size_t)g.Hq * g.Wq;
-    std::memset(xp, 0, sizeof(float) * (size_t)g.C * g.PP);
+    if (zero) std::memset(xp, 0, sizeof(float) * (size_t)g.C * g.PP);
     if (colmap.size() < (size_t)g.W) colmap.resize(g.W);
     for (int col = 0; col < g.W; col++) {
         const int cp = col + g.padding;
         colmap[col] = (int64_t)((size_t)(cp % s) * P + cp / s);
     }
+    int c0[4];  // first column of each phase (strides up to 4 vectorized)
+    for (int b = 0; b < s && b < 4; b++) c0[b] = ((b - g.padding) % s + s) % s;
+    vec = vec && (s == 2 || s == 4) && g.W >= 32 + s;
     for (int r = 0; r < g.H; r++) {
         const int rp = r + g.padding;
         const size_t row_off = (size_t)((rp % s) * s) * P + (size_t)(rp / s) * g.Wq;
@@ -130,8 +157,25 @@ inline void phase_split(const float* x, const Geometry& g, float* xp, std::vecto
             float* dst = xp + (size_t)c * g.PP + row_off;
             if (s == 1) {
                 std::memcpy(dst + g.padding, src, sizeof(float) * g.W);
-            } else {
-                for (int col = 0; col < g.W; col++) dst[colmap[col]] = src[col];
+                continue;
+            }
+            // phase by phase: a strided read, a contiguous write (the rest of the row after the
+            // AVX-512 chunks; the whole row otherwise)
+            int done = 0;
+#ifdef QC_X86
+            if (vec) {
+                float* d[4];
+                for (int b = 0; b < s; b++) d[b] = dst + colmap[c0[b]];
+                done = split_row_avx512(src, g.W, s, c0, d);
+            }
+#endif
+            for (int b = 0; b < s; b++) {
+                const int first = done + ((b - g.padding - done) % s + s) % s;  // first column >= done of phase b
+                if (first >= g.W) continue;
+                float* d = dst + colmap[first];
+                const float* sc = src + first;
+                const int cnt = (g.W - first + s - 1) / s;
+                for (int k = 0; k < cnt; k++) d[k] = sc[(size_t)k * s];
             }
         }
     }
@@ -168,86 +212,6 @@ inline float scale_of(float bound, int qmax) {
     return s >= 1.17549435e-38f ? s : 1.0f;
 }
 
-// Table build body, compiled once per ISA (the caller carries the target attribute and inlines it).
-// mode 0: write q (int8 or int16); mode 1: return max |t| only (exact scale's first pass).
-template <typename Q, int MODE>
-static inline __attribute__((always_inline)) float build_body(const float* xp, const float* cb, const Geometry& g,
-                                                              float inv, float qmax, Q* tab) {
-    float amax_l[BLK] = {0};  // per-lane maxima: max is exact in any order, so the loop vectorizes
-    const int d = g.d;
-    for (int m = 0; m < g.M; m++) {
-        const float* xm = xp + (size_t)m * d * g.PP;
-        for (int k = 0; k < g.K; k++) {
-            const float* c = cb + ((size_t)m * g.K + k) * d;
-            Q* row = MODE == 1 ? nullptr : tab + ((size_t)m * g.K + k) * g.PP;  // MODE 1 has no table
-            for (size_t p0 = 0; p0 < g.PP; p0 += BLK) {
-                float t[BLK];
-                const float c0 = c[0];
-                for (int i = 0; i < BLK; i++) t[i] = c0 * xm[p0 + i];
-                for (int j = 1; j < d; j++) {
-                    const float cj = c[j];
-                    const float* xj = xm + (size_t)j * g.PP + p0;
-                    for (int i = 0; i < BLK; i++) t[i] = t[i] + cj * xj[i];
-                }
-                if (MODE == 1) {
-                    for (int i = 0; i < BLK; i++) amax_l[i] = std::max(amax_l[i], std::fabs(t[i]));
-                } else {
-                    for (int i = 0; i < BLK; i++) {
-                        float v = __builtin_rintf(t[i] * inv);  // round half to even (default rounding mode)
-                        v = std::min(std::max(v, -qmax), qmax);
-                        row[p0 + i] = (Q)(int)v;
-                    }
-                }
-            }
-        }
-    }
-    float amax = 0;
-    for (int i = 0; i < BLK; i++) amax = std::max(amax, amax_l[i]);
-    return amax;
-}
-
-#ifdef QC_X86
-// The AVX-512 table build: pixels in blocks of 16 (one register), the block's D input
-// values held in D registers while all K codewords of the sub-space pass over them
-// (codewords broadcast from memory); the generic body reloads x per codeword and
-// spilled its products to the stack (AlexNet conv2 total: 1.53 -> 1.09 ms).
-// Same float operations in the same order as build_body: t = c0*x0, t = t + cj*xj.
-template <typename Q, int MODE, int D>
-QC_TARGET_AVX512 float build_avx512_d(const float* xp, const float* cb, const Geometry& g, float inv, float qmax,
-                                      Q* tab) {
-    const __m512 vinv = _mm512_set1_ps(inv), hi = _mm512_set1_ps(qmax), lo = _mm512_set1_ps(-qmax);
-    __m512 amax = _mm512_setzero_ps();
-    for (int m = 0; m < g.M; m++) {
-        const float* xm = xp + (size_t)m * D * g.PP;
-        const float* cm = cb + (size_t)m * g.K * D;
-        Q* tm = MODE == 1 ? nullptr : tab + (size_t)m * g.K * g.PP;
-        for (size_t p = 0; p < g.PP; p += 16) {
-            __m512 xv[D];
-            for (int j = 0; j < D; j++) xv[j] = _mm512_loadu_ps(xm + (size_t)j * g.PP + p);
-            for (int k = 0; k < g.K; k++) {
-                const float* c = cm + (size_t)k * D;
-                __m512 t = _mm512_mul_ps(_mm512_set1_ps(c[0]), xv[0]);
-                for (int j = 1; j < D; j++) t = _mm512_add_ps(t, _mm512_mul_ps(_mm512_set1_ps(c[j]), xv[j]));
-                if (MODE == 1) {
-                    amax = _mm512_max_ps(amax, _mm512_abs_ps(t));
-                } else {
-                    // clamp, then round half to even (cvtps2dq, default MXCSR): the same as
-                    // clamp(rint(v)) since the bounds are integers
-                    const __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(t, vinv), lo), hi);
-                    const __m512i i = _mm512_cvtps_epi32(v);
-                    Q* dst = tm + (size_t)k * g.PP + p;
-                    if (sizeof(Q) == 1)
-                        _mm_storeu_si128((__m128i*)dst, _mm512_cvtepi32_epi8(i));
-                    else
-                        _mm256_storeu_si256((__m256i*)dst, _mm512_cvtepi32_epi16(i));
-                }
-            }
-        }
-    }
-    return _mm512_reduce_max_ps(amax);
-}
-#endif
-
 // Accumulation body: acc[t] += the runs of one output channel, eight runs a pass (the caller zeroes acc).
 // Generic loop version (the vector ISAs use the intrinsic versions below).
 template <typename Q, typename A>
@@ -270,19 +234,28 @@ static inline __attribute__((always_inline)) void accumulate_generic(const Q* ta
 // (the table has slack); those lanes land in acc's own padding and are dropped.
 QC_TARGET_AVX512 static inline void accumulate_avx512_i8(const int8_t* tab, const int64_t* offs, int n_items,
                                                          size_t L, int16_t* acc) {
-    const size_t Lv = (L + 31) / 32 * 32;
+    const size_t Lv = (L + 31) / 32 * 32, L32 = (L + 15) / 32 * 32;  // L32: 32-lane part; a 16-lane tail if L16 > L32
+    const bool tail = (L + 15) / 16 * 16 > L32;
     int q = 0;
 #define LD(r) _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)((r) + t)))
+#define LDH(r) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)((r) + L32)))
     for (; q + 8 <= n_items; q += 8) {
         const int8_t *r0 = tab + offs[q], *r1 = tab + offs[q + 1], *r2 = tab + offs[q + 2], *r3 = tab + offs[q + 3];
         const int8_t *r4 = tab + offs[q + 4], *r5 = tab + offs[q + 5], *r6 = tab + offs[q + 6], *r7 = tab + offs[q + 7];
-        for (size_t t = 0; t < Lv; t += 32) {
+        for (size_t t = 0; t < L32; t += 32) {
             __m512i a = _mm512_add_epi16(_mm512_add_epi16(LD(r0), LD(r1)), _mm512_add_epi16(LD(r2), LD(r3)));
             __m512i b = _mm512_add_epi16(_mm512_add_epi16(LD(r4), LD(r5)), _mm512_add_epi16(LD(r6), LD(r7)));
             __m512i* p = (__m512i*)(acc + t);
             _mm512_storeu_si512(p, _mm512_add_epi16(_mm512_loadu_si512(p), _mm512_add_epi16(a, b)));
         }
+        if (tail) {  // the last 16 lanes: half the table bytes of a full vector
+            __m256i a = _mm256_add_epi16(_mm256_add_epi16(LDH(r0), LDH(r1)), _mm256_add_epi16(LDH(r2), LDH(r3)));
+            __m256i b = _mm256_add_epi16(_mm256_add_epi16(LDH(r4), LDH(r5)), _mm256_add_epi16(LDH(r6), LDH(r7)));
+            __m256i* p = (__m256i*)(acc + L32);
+            _mm256_storeu_si256(p, _mm256_add_epi16(_mm256_loadu_si256(p), _mm256_add_epi16(a, b)));
+        }
     }
+#undef LDH
     for (; q < n_items; q++) {
         const int8_t* r0 = tab + offs[q];
         for (size_t t = 0; t < Lv; t += 32) {
@@ -402,32 +375,11 @@ static inline void accumulate_neon_i16(const int16_t* tab, const int64_t* offs, 
 #endif  // QC_NEON
 
 // ------------------------------------------------------------- per-ISA pieces ----
-template <typename Q, int MODE>
-float build_generic(const float* xp, const float* cb, const Geometry& g, float inv, float qmax, Q* tab) {
-    return build_body<Q, MODE>(xp, cb, g, inv, qmax, tab);
-}
 template <typename Q, typename A>
 void acc_generic(const Q* tab, const int64_t* offs, int n, size_t L, A* acc) {
     accumulate_generic<Q, A>(tab, offs, n, L, acc);
 }
 #ifdef QC_X86
-template <typename Q, int MODE>
-QC_TARGET_AVX2 float build_avx2(const float* xp, const float* cb, const Geometry& g, float inv, float qmax, Q* tab) {
-    return build_body<Q, MODE>(xp, cb, g, inv, qmax, tab);
-}
-template <typename Q, int MODE>
-QC_TARGET_AVX512 float build_avx512(const float* xp, const float* cb, const Geometry& g, float inv, float qmax, Q* tab) {
-    switch (g.d) {  // the sub-vector lengths of the networks here; others take the generic loop
-        case 1: return build_avx512_d<Q, MODE, 1>(xp, cb, g, inv, qmax, tab);
-        case 2: return build_avx512_d<Q, MODE, 2>(xp, cb, g, inv, qmax, tab);
-        case 3: return build_avx512_d<Q, MODE, 3>(xp, cb, g, inv, qmax, tab);
-        case 4: return build_avx512_d<Q, MODE, 4>(xp, cb, g, inv, qmax, tab);
-        case 6: return build_avx512_d<Q, MODE, 6>(xp, cb, g, inv, qmax, tab);
-        case 8: return build_avx512_d<Q, MODE, 8>(xp, cb, g, inv, qmax, tab);
-        case 16: return build_avx512_d<Q, MODE, 16>(xp, cb, g, inv, qmax, tab);
-        default: return build_body<Q, MODE>(xp, cb, g, inv, qmax, tab);
-    }
-}
 QC_TARGET_AVX2 inline void acc16_avx2(const int16_t* tab, const int64_t* offs, int n, size_t L, int32_t* acc) {
     accumulate_generic<int16_t, int32_t>(tab, offs, n, L, acc);
 }
@@ -435,15 +387,6 @@ QC_TARGET_AVX512 inline void acc16_avx512(const int16_t* tab, const int64_t* off
     accumulate_generic<int16_t, int32_t>(tab, offs, n, L, acc);
 }
 #endif
-
-template <typename Q, int MODE>
-float build(ConvIsa isa, const float* xp, const float* cb, const Geometry& g, float inv, float qmax, Q* tab) {
-#ifdef QC_X86
-    if (isa == C_AVX512) return build_avx512<Q, MODE>(xp, cb, g, inv, qmax, tab);
-    if (isa == C_AVX2) return build_avx2<Q, MODE>(xp, cb, g, inv, qmax, tab);
-#endif
-    return build_generic<Q, MODE>(xp, cb, g, inv, qmax, tab);
-}
 
 // The run-adds. On aarch64 NEON is baseline, so C_GENERIC (the only conv ISA there) takes
 // the NEON loops; acc_generic stays the portable loop of other architectures.
