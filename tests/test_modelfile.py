@@ -18,6 +18,7 @@ from qcnn_lite.nn.engine import Network, build_layer, output_shapes
 from qcnn_lite.nn.layers import Conv2d, Linear, QConv2d, QLinear
 from qcnn_lite.cli.main import describe
 from qcnn_lite.cli.main import main as cli_main
+from qcnn_lite.io import bitpack
 from qcnn_lite.io.modelfile import ModelFormatError, load, read_manifest, save
 from qcnn_lite.quant.quantize import quantize_network
 
@@ -214,11 +215,11 @@ def test_codes_are_packed_msb_first(tmp_path, K):
 @pytest.mark.parametrize("K", [3, 100, 1024])
 def test_packing_in_small_chunks(tmp_path, monkeypatch, K):
     """Packing and unpacking work in chunks of codes; chunk edges must not shift the stream."""
-    import qcnn_lite.io.modelfile as mf
+
 
     net = tiny_net({"c1": K, "f1": K}, seed=4)
     whole = save(net, tmp_path / "a.qcnn").read_bytes()
-    monkeypatch.setattr(mf, "_CHUNK", 8)
+    monkeypatch.setattr(bitpack, "_CHUNK", 8)
     assert save(net, tmp_path / "b.qcnn").read_bytes() == whole
     assert_same(net, load(tmp_path / "a.qcnn"))
 
@@ -728,7 +729,6 @@ def test_load_streams_the_file(tmp_path, monkeypatch):
     file, nor a whole array's packed codes (floats are read straight into their array)."""
     import tracemalloc
 
-    import qcnn_lite.io.modelfile as mf
 
     # Four fc layers whose 4-bit codes take 2 MiB each in the file, 4 MiB each decoded.
     n, rng = 2048, np.random.default_rng(11)
@@ -739,7 +739,7 @@ def test_load_streams_the_file(tmp_path, monkeypatch):
     p = save(net, tmp_path / "big.qcnn")
     size = os.path.getsize(p)
     largest = max(a["nbytes"] for a in read_manifest(p)["arrays"])
-    monkeypatch.setattr(mf, "_CHUNK", 4096)  # smaller unpack temporaries, so the file reading is what is measured
+    monkeypatch.setattr(bitpack, "_CHUNK", 4096)  # smaller unpack temporaries, so the file reading is what is measured
     tracemalloc.start()
     try:
         back = load(p)
@@ -772,7 +772,6 @@ def test_load_packs_fc_codes_as_read(tmp_path, monkeypatch, K, out):
     saved one computes, and saving it again gives the same bytes. Odd output counts end inside a block."""
     import tracemalloc
 
-    import qcnn_lite.io.modelfile as mf
 
     rng = np.random.default_rng(K)
     M = 2048
@@ -782,7 +781,7 @@ def test_load_packs_fc_codes_as_read(tmp_path, monkeypatch, K, out):
         pytest.skip("the byte-shuffle kernels are not built or the numpy backend runs: nothing is packed")
     net = Network("fc", (M, 1, 1), [{"type": "flatten"}, {"type": "fc", "name": "f", "out": out}], {"f": q})
     p = save(net, tmp_path / "fc.qcnn")
-    monkeypatch.setattr(mf, "_CHUNK", 4096)
+    monkeypatch.setattr(bitpack, "_CHUNK", 4096)
     tracemalloc.start()
     try:
         back = load(p)

@@ -37,6 +37,7 @@ from qcnn_lite import kernels
 from qcnn_lite.nn.engine import Network
 from qcnn_lite.nn.layers import Conv2d, Linear, QConv2d, QLinear
 from qcnn_lite.nn import precision
+from qcnn_lite.io.bitpack import pack_codes, unpack_codes
 from qcnn_lite.io.manifest import (ALIGN, FORMAT_VERSION, KIND, ROLES, TABLES_SINCE, Fail, ModelFormatError,
                                    check_json, check_layout, check_manifest, code_bits, dumps, expected_shapes,
                                    loads, table_dtypes_of)
@@ -57,42 +58,9 @@ MAGIC = b"QCNNLITE"
 _PREAMBLE = struct.Struct("<8sII")  # magic, format version, header length
 _DIGEST = 32  # SHA-256 trailer
 _MAX_HEADER = 64 << 20  # a manifest is a few kB; refuse absurd lengths before decoding
-_CHUNK = 1 << 14  # codes packed/unpacked per step (a multiple of 8 keeps chunks byte-aligned; small temporaries)
 _IO_CHUNK = 1 << 20  # bytes per read when hashing, skipping or unpacking codes: bounds the memory of a load
 _CHANGED = "the file changed while it was being read"
 _CLASSES = {"Linear": Linear, "Conv2d": Conv2d, "QLinear": QLinear, "QConv2d": QConv2d}
-
-
-# --------------------------------------------------------------------------- bit packing
-def _pack_codes(codes: np.ndarray, bits: int) -> bytes:
-    """Codes (any shape, < 2**bits) -> MSB-first bit stream, C order, last byte zero-padded."""
-    flat = np.ascontiguousarray(codes).reshape(-1).astype(">u2")
-    out = []
-    for i in range(0, flat.size, _CHUNK):
-        b = np.unpackbits(flat[i : i + _CHUNK].view(np.uint8).reshape(-1, 2), axis=1)  # (n, 16), MSB first
-        out.append(np.packbits(b[:, 16 - bits :].reshape(-1)).tobytes())
-    return b"".join(out)
-
-
-def _unpack_codes(buf: memoryview | bytes, bits: int, out: np.ndarray) -> None:
-    """Inverse of :func:`_pack_codes`: the first ``len(out)`` codes of ``bits`` bits in buf -> out.
-
-    A code of at most 16 bits starting anywhere in a byte lies within 3 bytes, so
-    each one is cut out of a 24-bit big-endian window. Works chunk by chunk, so the
-    temporaries stay small next to the codes (peak memory matters on a phone).
-    """
-    src = np.frombuffer(buf, dtype=np.uint8)
-    n = len(out)
-    mask = np.uint32((1 << bits) - 1)
-    for i in range(0, n, _CHUNK):
-        j = min(n, i + _CHUNK)
-        b0, b1 = (i * bits) >> 3, min(len(src), ((j * bits) >> 3) + 3)
-        raw = np.zeros(b1 - b0 + 2, dtype=np.uint32)  # two zero bytes so every window is in bounds
-        raw[: b1 - b0] = src[b0:b1]
-        pos = np.arange(i, j, dtype=np.int64) * bits  # bit offset of each code
-        idx = (pos >> 3) - b0
-        window = (raw[idx] << 16) | (raw[idx + 1] << 8) | raw[idx + 2]
-        out[i:j] = (window >> (24 - bits - (pos & 7)).astype(np.uint32)) & mask
 
 
 # --------------------------------------------------------------------------- layer <-> arrays
@@ -114,7 +82,7 @@ def _layer_entry(name: str, layer: Any) -> tuple[dict, list[tuple[str, np.ndarra
             bits = code_bits(K)
             if a.size and (int(a.min()) < 0 or int(a.max()) >= K):
                 raise ValueError(f"layer {name!r}: codes must lie in [0, {K})")
-            data: np.ndarray | bytes = _pack_codes(a, bits)
+            data: np.ndarray | bytes = pack_codes(a, bits)
             dtype = code_dtype(K).name
         else:
             if not np.isfinite(a).all():
@@ -493,7 +461,7 @@ def _read_codes(r: _Reader, count: int, bits: int, K: int, what: str, fail: Fail
         if used and part[-1] & ((1 << (8 - used)) - 1):
             raise fail(f"{what}: non-zero padding bits after the last code")
         out = codes[i:j] if sink is None else codes[: j - i]
-        _unpack_codes(part, bits, out)
+        unpack_codes(part, bits, out)
         if check_K and int(out.max()) >= K:
             bad = int(np.argmax(out >= K))
             raise fail(f"{what}: code {int(out[bad])} at index {i + bad} is >= K={K} codewords")
