@@ -54,7 +54,7 @@ def _cache_path(dense_file: Path, digest: str, dense: Network) -> Path:
     Named by a hash of the dense file's SHA-256 and of the quantization recipe
     (settings, calibration size, seed), so a cached file is never stale.
     """
-    recipe = json.dumps([digest, sorted(demo_settings(dense).items()), _N_CALIB, _SEED, 1], default=list)
+    recipe = json.dumps([digest, sorted(demo_settings(dense).items()), _N_CALIB, _N_ITER, _SEED, 1], default=list)
     key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
     return paths.results_dir() / "cache" / "models" / f"{Path(dense_file).stem}-q-{key}.qcnn"
 
@@ -92,7 +92,8 @@ def demo_settings(net: Network) -> dict[str, tuple[int, int]]:
     return settings
 
 
-_N_CALIB, _SEED = 1000, 0
+# The calibration recipe of notebook 04 (section 1b): 2,500 training images, 2 sweeps per layer.
+_N_CALIB, _N_ITER, _SEED = 2500, 2, 0
 
 
 def quantize_for_demo(dense: Network, n_calib: int = _N_CALIB, seed: int = _SEED, error_correction: bool = True,
@@ -117,7 +118,7 @@ def quantize_for_demo(dense: Network, n_calib: int = _N_CALIB, seed: int = _SEED
         except (datasets.DataError, OSError):
             pass  # no data here: plain product quantization
     net = quantize_network(dense, calib, demo_settings(dense), error_correction=calib is not None, seed=seed,
-                           show_progress=False)
+                           n_iter=_N_ITER, show_progress=False)
     if source is not None:
         net.meta["quantized_from"] = {"file": Path(source).name, "sha256": _sha256(Path(source))}
     return net
