@@ -65,10 +65,11 @@ def report(template: str):
         "# report: every number below is formatted from a variable, every claim from a condition\n"
         "# (tests/test_notebook_numbers.py); a claim its output contradicts fails the assert\n"
         "from IPython.display import Markdown, display\n"
-        "from qcnn_lite.repro.claims import claim, verdict, start, rows, failed\n"
-        "start()\n"
-        f'display(Markdown(rf"""\n{body}\n"""), metadata={{"qcnn_claims": rows()}})\n'
-        'assert not failed(), f"the prose claims what the output does not show: {failed()}"'
+        "import qcnn_lite.repro.claims as _claims\n"
+        "from qcnn_lite.repro.claims import claim, verdict\n"
+        "_claims.start()\n"
+        f'display(Markdown(rf"""\n{body}\n"""), metadata={{"qcnn_claims": _claims.rows()}})\n'
+        'assert not _claims.failed(), f"the prose claims what the output does not show: {_claims.failed()}"'
     )
     cell.metadata["tags"] = ["report"]
     cell.metadata["jupyter"] = {"source_hidden": True}
