@@ -298,7 +298,7 @@ def classify(net: Network, data: bytes | str | os.PathLike | Any, dense: Network
 
 
 # A network input whose grey levels vary less than this (standard deviation, 0-255) is nearly uniform:
-# the least varied of the first 2,000 Fashion-MNIST test images has about 24 (notebook 07 shows it).
+# the least varied of the first 2,000 Fashion-MNIST test images has about 22 (notebook 07 prints it).
 UNIFORM_STD = 8.0
 # Below this top-1 probability the answer is flagged as unsure (notebook 07 shows how many test images fall below).
 MIN_TOP1 = 0.5
