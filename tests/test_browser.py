@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -53,10 +54,8 @@ def _skip_reason() -> str | None:
         import playwright.sync_api  # noqa: F401
     except ImportError:
         return "BROWSER TEST SKIPPED: the playwright package is not installed (pip install playwright)"
-    import importlib.util
-
-    if importlib.util.find_spec("jupyterlab") is None:  # started as `python -m jupyter lab`: no script needed
-        return "BROWSER TEST SKIPPED: jupyterlab is not installed for this Python"
+    if shutil.which("jupyter", path=str(Path(sys.executable).parent)) is None:
+        return "BROWSER TEST SKIPPED: jupyter is not installed next to this Python"
     return None
 
 
