@@ -202,12 +202,17 @@ cells = [
     """, r"""
     The cost model counts one table addition as one multiply-add. On a real CPU an addition read from a table
     costs more (more still when the table falls out of cache), the small mini-network layers run partly from
-    decoded weights, and the non-quantized parts (pooling, LRN, activations) take the same time in both. The cell
-    compares the measured ratio with the cost model's at the opening setting.
+    decoded weights, and the non-quantized parts (pooling, LRN, activations) take the same time in both. So the
+    measured ratio has no reason to equal the cost model's, and on a shared machine it varies from run to run: the
+    cell prints both at the opening setting, and times each path again to show the spread.
     """, check=r"""
-    measured = opened.dense_ms_per_image / opened.ms_per_image
-    print(f"cost model {opened.speedup:.2f}x fewer operations; measured {measured:.2f}x faster")
-    assert abs(measured - opened.speedup) > 0.1 * opened.speedup  # the measured time does not follow the model
+    measured = [opened.dense_ms_per_image / opened.ms_per_image]
+    for _ in range(2):
+        again = ex.readout(initial, corrected=True)  # cached layers: only the timing is repeated
+        measured.append(again.dense_ms_per_image / again.ms_per_image)
+    print(f"cost model {opened.speedup:.2f}x fewer operations; measured dense/Q-CNN time: "
+          + ", ".join(f"{m:.2f}x" for m in measured))
+    assert opened.speedup > 1 and all(m > 0 for m in measured)
     """),
     exercise(3, r"""
     Use `ex.readout(settings)` in a loop to trace your own Pareto front over a grid of settings, and plot it
