@@ -167,9 +167,12 @@ def test_capture_in_jupyterlab_shows_top5(jupyterlab, tmp_path):
             page = browser.new_page(viewport={"width": 1300, "height": 1000})
             _run_app_cell(page, base, token)
             page.locator(".qcnn-camera-status[data-state='live']").wait_for(timeout=90_000)
+            # no input picture (no broken-image icon) before the first photo
+            images_before = page.locator(".qcnn-classify-app img:visible").count()
             page.locator(".qcnn-camera-capture").click()
             names = _top5(page)
             timing = page.locator(".qcnn-time").inner_text()
+            images_after = page.locator(".qcnn-classify-app img:visible").count()
             page.locator(".qcnn-classify-app").scroll_into_view_if_needed()
             shot = tmp_path / "browser_capture.png"
             page.screenshot(path=str(shot))
@@ -178,6 +181,11 @@ def test_capture_in_jupyterlab_shows_top5(jupyterlab, tmp_path):
     print(f"\nfake camera frame classified as: {names}\n{timing}\nscreenshot: {shot}")
     _check_top5(names)
     assert "source: camera" in timing
+    from qcnn_lite.apps.demo import TIMING_RUNS
+
+    assert f"median of {TIMING_RUNS} warm runs" in timing and "Q-CNN:" in timing and "dense CNN:" in timing
+    assert "faster than the dense engine (results/table2" in timing  # the full-size figure beside the 28x28 one
+    assert images_before == 0 and images_after == 1
     assert hashlib.sha256((REPO / NOTEBOOK).read_bytes()).hexdigest() == before, "the notebook file was modified"
 
 
@@ -206,6 +214,7 @@ def test_refused_camera_falls_back_to_upload(jupyterlab):
     print(f"\ncamera refused: {said!r}; coffee.jpg classified as: {names}")
     assert "permission was refused" in said and "upload" in said.lower()
     assert "Upload photo" in note  # the app points to the upload
+    assert note.lower().count("camera unavailable") == 1 and "no camera here" not in note.lower()  # said once
     _check_top5(names)
     assert "source: upload coffee.jpg" in timing
     # the browser's upload went through the same path as a direct call in Python
@@ -215,3 +224,36 @@ def test_refused_camera_falls_back_to_upload(jupyterlab):
     expect = demo.classify(net, PHOTO.read_bytes()).top
     assert [n for n, _ in names] == [n for n, _ in expect]
     assert max(abs(p - q) for (_, p), (_, q) in zip(names, expect)) < 1e-4
+
+
+def _uniform_y4m(path: Path, grey: int = 128, w: int = 320, h: int = 240, frames: int = 30) -> Path:
+    """A Y4M video of uniform grey frames, for Chromium's --use-file-for-fake-video-capture."""
+    frame = b"FRAME\n" + bytes([grey]) * (w * h) + bytes([128]) * (2 * (w // 2) * (h // 2))
+    path.write_bytes(f"YUV4MPEG2 W{w} H{h} F30:1 Ip A1:1 C420jpeg\n".encode() + frame * frames)
+    return path
+
+
+def test_uniform_frame_gets_the_far_from_training_note(jupyterlab, tmp_path):
+    """A camera that shows a plain grey wall: the app answers, and says the photo is nothing like the training images."""
+    from playwright.sync_api import sync_playwright
+
+    base, token = jupyterlab
+    video = _uniform_y4m(tmp_path / "grey.y4m")
+    args = CHROMIUM_ARGS + [f"--use-file-for-fake-video-capture={video}"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            _run_app_cell(page, base, token)
+            page.locator(".qcnn-camera-status[data-state='live']").wait_for(timeout=90_000)
+            page.locator(".qcnn-camera-capture").click()
+            names = _top5(page)
+            note = page.locator(".qcnn-far").first
+            note.wait_for(timeout=30_000)
+            said = note.inner_text()
+            timing = page.locator(".qcnn-time").inner_text()
+        finally:
+            browser.close()
+    print(f"\nuniform grey frame: {names}\nnote: {said}\n{timing}")
+    _check_top5(names)
+    assert "nearly uniform" in said and "source: camera" in timing

@@ -16,7 +16,7 @@ pytest.importorskip("ipywidgets")
 
 from qcnn_lite.paper import cost  # noqa: E402
 from qcnn_lite.nn import models
-from qcnn_lite.apps.explorer import Explorer, default_groups, pareto_points  # noqa: E402
+from qcnn_lite.apps.explorer import Explorer, default_groups, pareto_front, pareto_points, parse_settings  # noqa: E402
 from qcnn_lite.apps.explorer_ui import ExplorerUI, readout_html  # noqa: E402
 from qcnn_lite.nn.layers import Conv2d, QLinear  # noqa: E402
 from qcnn_lite.quant.quantize import quantize_conv2d
@@ -126,10 +126,38 @@ def test_default_groups_and_errors(explorer):
 def test_pareto_points(tmp_path):
     assert pareto_points("mini-alexnet", tmp_path) == []
     rows = [{"network": "mini-alexnet", "compression": 15.0, "speedup": 1.6, "top1_err": 9.1},
+            {"network": "mini-alexnet", "compression": 14.0, "speedup": 1.7, "top1_err": 9.5},  # dominated
+            {"network": "mini-alexnet", "compression": 30.0, "speedup": 1.9, "top1_err": 9.7},
+            {"network": "mini-alexnet", "method": "dense", "compression": 1.0, "speedup": 1.0, "top1_err": 8.7},
+            {"network": "mini-alexnet", "compression": None, "speedup": None, "top1_err": None},  # unreachable
             {"network": "mini-vgg16", "compression": 20.0, "speedup": 2.0, "top1_err": 7.0},
             {"network": "mini-alexnet", "target": "broken row"}]
     (tmp_path / "table1_searched.json").write_text(json.dumps(rows))
-    assert pareto_points("mini-alexnet", tmp_path) == rows[:1]
+    assert pareto_points("mini-alexnet", tmp_path) == [rows[0], rows[2]]
+
+
+def _brute_front(pts):
+    def beaten(p):
+        return any(q["c"] >= p["c"] and q["e"] <= p["e"] and (q["c"] > p["c"] or q["e"] < p["e"]) for q in pts)
+    return sorted((p for p in pts if not beaten(p)), key=lambda p: (p["c"], p["e"]))
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_pareto_front_matches_brute_force(seed):
+    r = np.random.default_rng(seed)
+    n = int(r.integers(1, 40))
+    # coarse values: ties in either coordinate, and duplicate points, are common
+    pts = [{"c": float(r.integers(1, 8)), "e": float(r.integers(1, 8)), "i": i} for i in range(n)]
+    got = pareto_front(pts, maximize="c", minimize="e")
+    want = _brute_front(pts)
+    assert sorted(p["i"] for p in got) == sorted(p["i"] for p in want)
+    assert [p["c"] for p in got] == sorted(p["c"] for p in got)
+
+
+def test_parse_settings():
+    assert parse_settings("conv1 1x64 fc8 2x4") == {"conv1": (1, 64), "fc8": (2, 4)}
+    with pytest.raises(ValueError):
+        parse_settings("conv1 1x64 fc8")
 
 
 def test_readout_html_escapes():

@@ -185,3 +185,90 @@ def test_every_figure_has_a_writer(png: Path):
     assert any(pair.search(s) for s in sources.values()), (
         f"figures/{folder}/{name}.png is written by no notebook or module: a stale figure (delete it)"
     )
+
+
+# --- claims: every qualitative word that rests on a result comes from a condition that holds ---------------
+
+def _claim_rows(cell: dict) -> list[dict] | None:
+    for o in cell.get("outputs", []):
+        if "text/markdown" in o.get("data", {}) and "qcnn_claims" in o.get("metadata", {}):
+            return o["metadata"]["qcnn_claims"]
+    return None
+
+
+def false_claims(nb: dict) -> list[tuple[int, str]]:
+    """(cell index, claim) for every required claim whose recorded condition is false, or a claim cell
+    whose output recorded no claims (not executed with the claims helper)."""
+    bad = []
+    for i, cell in enumerate(nb["cells"]):
+        if "report" not in cell.get("metadata", {}).get("tags", []):
+            continue
+        src = _src(cell)
+        if not re.search(r"\b(claim|verdict)\(", report_template_raw(src)):
+            continue
+        rows = _claim_rows(cell)
+        if not rows:
+            bad.append((i, "no recorded claims in the output: execute the notebook"))
+            continue
+        bad.extend((i, r["text"]) for r in rows if r.get("required") and not r.get("condition"))
+        if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            bad.append((i, "the claim cell raised"))
+    return bad
+
+
+def report_template_raw(source: str) -> str:
+    m = re.search(r'Markdown\(rf?"""(.*)"""\)', source, re.S)
+    return m.group(1) if m else ""
+
+
+def test_claims_checker_flags_a_false_required_claim():
+    src = 'display(Markdown(rf"""the layer is {claim(exact, \'exact\')}"""), metadata={})'
+    ok = {"data": {"text/markdown": "x"}, "metadata": {"qcnn_claims": [{"text": "exact", "condition": True, "required": True}]}}
+    no = {"data": {"text/markdown": "x"}, "metadata": {"qcnn_claims": [{"text": "exact", "condition": False, "required": True}]}}
+    alt = {"data": {"text/markdown": "x"}, "metadata": {"qcnn_claims": [{"text": "not exact", "condition": False, "required": False}]}}
+    cell = _code(src, report=True)
+    assert false_claims(_nb([{**cell, "outputs": [ok]}])) == []
+    assert false_claims(_nb([{**cell, "outputs": [no]}])) == [(0, "exact")]
+    assert false_claims(_nb([{**cell, "outputs": [alt]}])) == []  # the alternative text was chosen: true
+    assert false_claims(_nb([cell]))[0][1].startswith("no recorded claims")
+
+
+def test_claims_helper_records_and_fails():
+    from qcnn_lite.repro import claims
+    claims.start()
+    assert claims.claim(2 > 1, "faster", "slower") == "faster"
+    assert claims.claim(1 > 2, "faster", "slower") == "slower"
+    assert claims.verdict(0.1, 0.5) == "a gain" and claims.verdict(-0.5, -0.1) == "a loss"
+    assert claims.verdict(-0.1, 0.2) == "within the noise"
+    assert claims.failed() == []
+    claims.claim(1 > 2, "exact")
+    assert claims.failed() == ["exact"] and len(claims.rows()) == 6
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_claims_hold_in_the_executed_notebook(path: Path):
+    bad = false_claims(_load(path))
+    assert not bad, f"{path.name}: claims its output contradicts:\n" + "\n".join(f"  cell {i}: {t}" for i, t in bad)
+
+
+# --- exercises: every solution is a code cell that asserts its answer --------------------------------------
+
+def unchecked_exercises(nb: dict) -> list[str]:
+    bad = []
+    cells = nb["cells"]
+    for i, cell in enumerate(cells):
+        text = _src(cell)
+        m = re.match(r"\*\*Exercise (\d+)\.\*\*", text) if cell["cell_type"] == "markdown" else None
+        if not m:
+            continue
+        nxt = cells[i + 1] if i + 1 < len(cells) else None
+        if not (nxt and nxt["cell_type"] == "code" and "solution" in nxt.get("metadata", {}).get("tags", [])
+                and re.search(r"^\s*assert\b", _src(nxt), re.M)):
+            bad.append(f"exercise {m.group(1)}")
+    return bad
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_exercise_solution_asserts_its_answer(path: Path):
+    bad = unchecked_exercises(_load(path))
+    assert not bad, f"{path.name}: exercises without a solution cell that asserts its answer: {bad}"

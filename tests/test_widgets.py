@@ -198,9 +198,37 @@ def test_odd_image_modes_are_classified(app):
     assert "1x1" in app.message.value and "qcnn-top5" in app.result.value
 
 
-def test_camera_unavailable_points_to_the_upload(app):
+def test_camera_unavailable_is_said_once_and_points_to_the_upload(app):
+    # the camera widget's status line says it (camera.js), with the reason; the app adds no second message
     app.camera.status = "unavailable: camera permission was refused"
-    assert "Upload photo" in app.message.value and "permission was refused" in app.message.value
+    assert "unavailable" not in app.message.value.lower() and "no camera" not in app.message.value.lower()
+    js = (REPO / "qcnn_lite" / "apps" / "camera.js").read_text()
+    assert js.count("Camera unavailable") == 1 and "Use the file upload instead" in js
+
+
+def test_no_input_picture_before_the_first_photo(app):
+    import ipywidgets as W
+
+    box = next(c for c in app.children if isinstance(c, W.HBox) and app.picture in getattr(c.children[0], "children", ()))
+    assert box.children[0].layout.display == "none"
+
+
+def test_timing_is_a_median_of_warm_runs_and_a_uniform_photo_is_flagged(app):
+    grey = io.BytesIO()
+    Image.new("RGB", (320, 240), (128, 128, 128)).save(grey, format="JPEG")
+    res = app.classify_bytes(grey.getvalue(), "camera")
+    assert res is not None and res.runs == demo.TIMING_RUNS > 1
+    assert f"median of {demo.TIMING_RUNS} warm runs" in app.timing.value
+    assert "qcnn-far" in app.message.value and "nearly uniform" in app.message.value
+    assert app.picture.layout is not None and app.children[-1].children[0].layout.display != "none"
+
+
+def test_far_from_training_notes():
+    flat = np.zeros((28, 28), np.uint8)
+    assert "nearly uniform" in demo.far_from_training(flat, np.full(10, 0.1))[0]
+    varied = (np.arange(784).reshape(28, 28) % 255).astype(np.uint8)
+    assert demo.far_from_training(varied, np.eye(10)[3]) == []
+    assert "Unsure" in demo.far_from_training(varied, np.full(10, 0.1))[0]
 
 
 def test_real_photo_sample_goes_through(qnet):

@@ -102,7 +102,7 @@ cells = [
 
     **Lloyd's algorithm** alternates two steps that each lower $E$: assign every point to its nearest codeword,
     then move every codeword to the mean of its points. It stops when $E$ no longer falls (relative change
-    below $10^{-7}$). An empty codeword restarts at the worst-served point. Here it is in numpy; the starting
+    below $10^{-7}$) or after `n_iter` steps, whichever comes first. An empty codeword restarts at the worst-served point. Here it is in numpy; the starting
     codebook comes from the package's k-means++ seeding (spread-out points, chosen at random with a fixed seed),
     so that our result and `qcnn_lite.quant.pq.kmeans` can be compared exactly. A 2-D toy example with correlated data:
     """),
@@ -139,6 +139,12 @@ cells = [
     assert np.allclose(my_centers, centers) and (my_labels == labels).all()  # from scratch == package
     print(f"Lloyd's k-means, K=16: {len(E_history)} steps, distortion E per step:", np.round(E_history, 4))
     print("numpy version == qcnn_lite.quant.pq.kmeans (same codebook, same labels)")
+    converged = len(E_history) < 25  # n_iter=25: fewer steps means the tolerance stopped it
+    last_drop = (E_history[-2] - E_history[-1]) / E_history[-2]
+    """),
+    report(r"""
+    Here Lloyd's algorithm {claim(converged, f'stopped after {len(E_history)} steps, when $E$ no longer fell', f'reached the cap of {len(E_history)} steps with $E$ still falling (by {last_drop:.1e} of its value in the last step)')}:
+    {claim(converged, 'this codebook is a local minimum', 'so this codebook is not yet a local minimum (the package stops at the same cap)')}.
     """),
     code(r"""
     vq_err = ((toy - centers[labels]) ** 2).sum(1).mean()
@@ -161,15 +167,21 @@ cells = [
     for v in pq2.codebooks_[1, :, 0]:
         axes[1].axhline(v, color="grey", lw=0.5)
     axes[1].set_title(f"product quantizer, M=2 x K=4: 8 stored numbers\nmean distortion {pq_err:.3f}")
+    cell_share = np.bincount(codes2[:, 0] * 4 + codes2[:, 1], minlength=16) / len(toy)
+    n_empty, n_sparse = int((cell_share == 0).sum()), int((cell_share < 0.01).sum())
     for ax in axes:
         ax.set_aspect("equal")
     fig.tight_layout()
     show(fig, "vq_vs_pq_toy")
     """),
-    md(r"""
+    report(r"""
     Both quantizers spend 4 bits per point and have 16 reproduction values. k-means places its 16 where the
-    data is; the product quantizer is stuck with a $4 \times 4$ grid (half of its cells lie where there is
-    no data) and distorts more. In exchange it stores 8 numbers instead of 32, and it scales: with $M$
+    data is; the product quantizer is stuck with a $4 \times 4$ grid (fewer than 1 % of the points fall in {n_sparse}
+    of its 16 cells, none at all in {n_empty}) and
+    {claim(pq_err > vq_err, f'distorts more ({pq_err:.3f} against {vq_err:.3f})')}.
+    """),
+    md(r"""
+    In exchange it stores 8 numbers instead of 32, and it scales: with $M$
     sub-spaces it has $K^M$ reproduction values for the price of $MK$ codewords, where plain k-means with
     $K^M$ codewords would be hopeless to train or store.
 
@@ -446,18 +458,25 @@ cells = [
     Replace the Fashion-MNIST patches by i.i.d. Gaussian vectors of the same shape and redo the distortion grid.
     Does the advantage of long sub-vectors at equal bits survive?
     """, r"""
-    `P_train = rng.standard_normal(P_train.shape)` (and the same for `P_test`), then re-run the grid cell.
-    What correlation between neighbouring dimensions is there left for k-means to exploit?
+    Keep the notebook's data: draw new arrays under new names, `G_train = rng.standard_normal(P_train.shape)`
+    (and `G_test` likewise), and run the grid loop on them. What correlation between neighbouring dimensions is
+    there left for k-means to exploit?
     """, r"""
-    With independent Gaussian coordinates the long sub-vectors keep only a small advantage (the "space-filling"
-    gain of vector quantization, a fraction of a dB), far less than on the patches: most of the patch advantage
-    came from the correlation between neighbouring pixels, which i.i.d. data does not have.
-    ```python
-    G_train, G_test = rng.standard_normal(P_train.shape), rng.standard_normal(P_test.shape)
-    for d, K in [(1, 2), (4, 16), (8, 256)]:  # all one bit per dimension
-        q = ProductQuantizer(sub_dim=d, n_codewords=K, seed=0).fit(G_train)
-        print(d, K, q.distortion(G_test) / G_test.var(0).sum())
-    ```
+    With independent Gaussian coordinates the long sub-vectors keep much less of their advantage (what is left
+    is the "space-filling" gain of vector quantization) than on the patches: most of the patch advantage came
+    from the correlation between neighbouring pixels, which i.i.d. data does not have.
+    """, check=r"""
+    ex_rng = np.random.default_rng(1)
+    G_train, G_test = ex_rng.standard_normal(P_train.shape), ex_rng.standard_normal(P_test.shape)
+    gain_db = {}
+    for label, (tr, te) in {"Gaussian": (G_train, G_test), "patches": (P_train, P_test)}.items():
+        rel = {}
+        for d, K in [(1, 2), (4, 16), (8, 256)]:  # all one bit per dimension
+            qg = ProductQuantizer(sub_dim=d, n_codewords=K, seed=0).fit(tr)
+            rel[d] = qg.distortion(te) / ((te - tr.mean(0)) ** 2).sum(1).mean()
+        gain_db[label] = 10 * np.log10(rel[1] / rel[8])  # C's=8 against C's=1, at equal bits
+        print(f"{label:8s}: relative distortion {[round(float(v), 3) for v in rel.values()]}, C's=8 gains {gain_db[label]:.2f} dB")
+    assert gain_db["Gaussian"] < gain_db["patches"]  # the advantage shrinks without correlation
     """),
     exercise(2, r"""
     Plain PQ minimises the distortion of the *vectors*, but a layer only needs accurate *inner products*.
@@ -467,13 +486,15 @@ cells = [
     The relative inner-product error is $\sum (\langle q, x\rangle - \langle q, \hat x\rangle)^2 / \sum \langle q, x\rangle^2$,
     with `exact` and `est` from the scatter cell.
     """, r"""
-    ```python
-    qz = ProductQuantizer(sub_dim=8, n_codewords=16, seed=0).fit(P_train)
-    est = qz.lookup_table(Q)[:, np.arange(qz.n_subspaces), qz.encode(P_test[50:])].sum(-1)
-    print(((exact - est) ** 2).sum() / (exact ** 2).sum(), qz.distortion(P_test) / variance)
-    ```
     The two differ because the inputs $q$ are not isotropic: errors along directions the inputs rarely take cost
     nothing. Error correction (notebook 02) minimises the inner-product (response) error on real inputs.
+    """, check=r"""
+    qz_ex = ProductQuantizer(sub_dim=8, n_codewords=16, seed=0).fit(P_train)
+    est_ex = qz_ex.lookup_table(Q)[:, np.arange(qz_ex.n_subspaces), qz_ex.encode(P_test[50:])].sum(-1)
+    ip_err = float(((exact - est_ex) ** 2).sum() / (exact ** 2).sum())
+    vec_err = float(qz_ex.distortion(P_test) / variance)
+    print(f"relative inner-product error {ip_err:.3f}, relative distortion {vec_err:.3f}")
+    assert abs(ip_err - vec_err) > 0.05 * vec_err  # the two errors differ
     """),
     exercise(3, r"""
     Count the multiply-adds of `lookup_table` for one query and check the formula $DK$.
@@ -483,6 +504,12 @@ cells = [
     """, r"""
     $M K C'_s = D K$ multiply-adds. The dense layer costs $D C_t$, so the table alone costs as much when
     $K = C_t$: $K$ must stay well below the number of outputs (for fc7, $K = 32 \ll 4096$).
+    """, check=r"""
+    qz3 = ProductQuantizer(sub_dim=8, n_codewords=16, seed=0).fit(P_train)
+    D_ = P_train.shape[1]
+    macs = qz3.n_subspaces * qz3.n_codewords * qz3.sub_dim  # M K inner products of length C's
+    print("table multiply-adds:", macs, "= D K =", D_ * qz3.n_codewords)
+    assert macs == D_ * qz3.n_codewords and qz3.lookup_table(P_test[:1]).size == qz3.n_subspaces * qz3.n_codewords
     """),
 ]
 

@@ -62,27 +62,50 @@ def report(template: str):
     if '"""' in body:
         raise ValueError("report(): the template must not contain triple double quotes")
     cell = new_code_cell(
-        "# report: every number below is formatted from a variable (tests/test_notebook_numbers.py)\n"
+        "# report: every number below is formatted from a variable, every claim from a condition\n"
+        "# (tests/test_notebook_numbers.py); a claim its output contradicts fails the assert\n"
         "from IPython.display import Markdown, display\n"
-        f'display(Markdown(rf"""\n{body}\n"""))'
+        "import qcnn_lite.repro.claims as _claims\n"
+        "from qcnn_lite.repro.claims import claim, verdict\n"
+        "_claims.start()\n"
+        f'display(Markdown(rf"""\n{body}\n"""), metadata={{"qcnn_claims": _claims.rows()}})\n'
+        'assert not _claims.failed(), f"the prose claims what the output does not show: {_claims.failed()}"'
     )
     cell.metadata["tags"] = ["report"]
     cell.metadata["jupyter"] = {"source_hidden": True}
     return cell
 
 
-def exercise(number: int, task: str, hint: str, solution: str):
-    """One exercise as Markdown: the task, then a collapsed hint and a collapsed solution."""
+def exercise(number: int, task: str, hint: str, solution: str, check: str | None = None):
+    """One exercise as Markdown: the task, then a collapsed hint and a collapsed solution.
+
+    ``check`` is the solution's code: it becomes a code cell right after the exercise (tagged
+    ``solution``, its source collapsed), which computes the answer and ``assert``s the claim the
+    solution's prose makes -- so nbval runs every solution. It must contain an ``assert`` and must
+    not overwrite the notebook's variables (use names of its own).
+    """
     task, hint, solution = (textwrap.dedent(t).strip("\n") for t in (task, hint, solution))
-    return md(
+    text = md(
         f"**Exercise {number}.** {task}\n\n"
         f"<details><summary>Hint</summary>\n\n{hint}\n\n</details>\n\n"
-        f"<details><summary>Solution</summary>\n\n{solution}\n\n</details>"
+        f"<details><summary>Solution</summary>\n\n{solution}\n\n"
+        + ("The code cell below (collapsed) computes it and asserts the answer.\n\n" if check else "")
+        + "</details>"
     )
+    if check is None:
+        return text
+    body = textwrap.dedent(check).strip("\n")
+    if "assert" not in body:
+        raise ValueError(f"exercise {number}: the solution code must assert its answer")
+    cell = new_code_cell(f"# Solution to exercise {number}: computes the answer and asserts it\n{body}")
+    cell.metadata["tags"] = ["solution"]
+    cell.metadata["jupyter"] = {"source_hidden": True}
+    return [text, cell]
 
 
 def build(name: str, cells: list, constants: dict[str, str] | None = None) -> Path:
     """Write ``notebooks/<name>.ipynb``; ``constants`` maps each declared lesson constant to its source."""
+    cells = [c for item in cells for c in (item if isinstance(item, list) else [item])]
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}

@@ -29,7 +29,8 @@ from qcnn_lite.io.cache import sha256_file
 from qcnn_lite.nn.engine import Network
 from qcnn_lite.io.preprocess import prepare
 
-__all__ = ["classify", "Result", "load_models", "default_model_paths", "quantize_for_demo", "quantize_file",
+__all__ = ["classify", "Result", "far_from_training", "full_size_speedup", "UNIFORM_STD", "MIN_TOP1", "TIMING_RUNS",
+           "load_models", "default_model_paths", "quantize_for_demo", "quantize_file",
            "demo_settings", "class_names", "DEFAULT_ARCH"]
 
 DEFAULT_ARCH = "mini-alexnet"
@@ -51,7 +52,7 @@ def _cache_path(dense_file: Path, digest: str, dense: Network) -> Path:
     Named by a hash of the dense file's SHA-256 and of the quantization recipe
     (settings, calibration size, seed), so a cached file is never stale.
     """
-    recipe = json.dumps([digest, sorted(demo_settings(dense).items()), _N_CALIB, _SEED, 1], default=list)
+    recipe = json.dumps([digest, sorted(demo_settings(dense).items()), _N_CALIB, _N_ITER, _SEED, 1], default=list)
     key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
     return paths.results_dir() / "cache" / "models" / f"{Path(dense_file).stem}-q-{key}.qcnn"
 
@@ -89,7 +90,8 @@ def demo_settings(net: Network) -> dict[str, tuple[int, int]]:
     return settings
 
 
-_N_CALIB, _SEED = 1000, 0
+# The calibration recipe of notebook 04 (section 1b): 2,500 training images, 2 sweeps per layer.
+_N_CALIB, _N_ITER, _SEED = 2500, 2, 0
 
 
 def quantize_for_demo(dense: Network, n_calib: int = _N_CALIB, seed: int = _SEED, error_correction: bool = True,
@@ -114,7 +116,7 @@ def quantize_for_demo(dense: Network, n_calib: int = _N_CALIB, seed: int = _SEED
         except (datasets.DataError, OSError):
             pass  # no data here: plain product quantization
     net = quantize_network(dense, calib, demo_settings(dense), error_correction=calib is not None, seed=seed,
-                           show_progress=False)
+                           n_iter=_N_ITER, show_progress=False)
     if source is not None:
         net.meta["quantized_from"] = {"file": Path(source).name, "sha256": sha256_file(Path(source))}
     return net
@@ -226,6 +228,8 @@ class Result:
     dense_top: list[tuple[str, float]] | None = None
     dense_seconds: float | None = None
     notes: list[str] = field(default_factory=list)
+    runs: int = 1
+    far_notes: list[str] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -253,6 +257,8 @@ def _probabilities(net: Network, x: np.ndarray, repeat: int = 1) -> tuple[np.nda
 
     times = []
     with single_thread(warn=False):
+        if repeat > 1:
+            net.forward(x)  # one untimed pass: the median is over warm runs only
         for _ in range(max(1, repeat)):
             t0 = time.perf_counter()
             out = net.forward(x)[0]
@@ -273,13 +279,60 @@ def classify(net: Network, data: bytes | str | os.PathLike | Any, dense: Network
              repeat: int = 1) -> Result:
     """Photo (file bytes, path or PIL image) -> :class:`Result`. Raises :class:`~qcnn_lite.io.preprocess.ImageError` for a bad file.
 
-    ``seconds`` (and ``dense_seconds``) are the median of ``repeat`` forward passes.
+    ``seconds`` (and ``dense_seconds``) are the median of ``repeat`` forward passes (after one
+    untimed pass when ``repeat`` > 1). ``far_notes`` says when the photo is far from the training
+    data (:func:`far_from_training`).
     """
     prep = prepare(data, net.input_shape, net.meta)
     probs, seconds = _probabilities(net, prep.x, repeat)
     names = class_names(net)
-    res = Result(probs, _top(probs, names), prep.display, seconds, kernels.backend(), notes=list(prep.notes))
+    res = Result(probs, _top(probs, names), prep.display, seconds, kernels.backend(), notes=list(prep.notes),
+                 runs=max(1, repeat), far_notes=far_from_training(prep.display, probs))
     if dense is not None:
         dprobs, res.dense_seconds = _probabilities(dense, prep.x, repeat)
         res.dense_top = _top(dprobs, class_names(dense))
     return res
+
+
+# A network input whose grey levels vary less than this (standard deviation, 0-255) is nearly uniform:
+# the least varied of the first 2,000 Fashion-MNIST test images has about 22 (notebook 07 prints it).
+UNIFORM_STD = 8.0
+# Below this top-1 probability the answer is flagged as unsure (notebook 07 shows how many test images fall below).
+MIN_TOP1 = 0.5
+# Forward passes timed per photo in the app; the median is shown.
+TIMING_RUNS = 15
+
+
+def far_from_training(picture: np.ndarray, probs: np.ndarray) -> list[str]:
+    """Notes for a photo unlike the training images: a nearly uniform input, or an unsure top class.
+
+    A closed-set classifier always answers with one of its classes; these notes say when that answer
+    means little. They catch only the obvious cases (a softmax can be confident on anything).
+    """
+    notes = []
+    if float(np.asarray(picture, np.float32).std()) < UNIFORM_STD:
+        notes.append("This photo is nearly uniform: there is no object in it, nothing like the training images. "
+                     "The classes below are a forced guess, not an answer.")
+    elif float(np.max(probs)) < MIN_TOP1:
+        notes.append(f"Unsure: the top class has less than {100 * MIN_TOP1:.0f} % probability; the photo is probably "
+                     "unlike the training images (or not one of the ten classes).")
+    return notes
+
+
+def full_size_speedup(network: str = "alexnet") -> dict[str, Any] | None:
+    """Q-CNN's speed-up over the dense engine at full size from ``results/table2`` (with the machine
+    that measured it), or None when the file is missing."""
+    from qcnn_lite.io.results import load_table
+
+    rows = load_table("table2")
+    if not rows:
+        return None
+    row = next((r for r in rows if r.get("network") == network and r.get("model") == "Q-CNN"), None)
+    if row is None or row.get("speedup_vs_dense") is None:
+        return None
+    machine = {}
+    bench = paths.results_dir() / "table2_bench.json"
+    if bench.exists():
+        machine = json.loads(bench.read_text()).get("machine", {})
+    return {"network": network, "speedup": float(row["speedup_vs_dense"]), "cpu": machine.get("cpu", "not recorded"),
+            "date": str(machine.get("time_utc", "not recorded"))[:10]}

@@ -28,7 +28,7 @@ from qcnn_lite.nn.layers import Conv2d, Linear
 from qcnn_lite.quant.quantize import layer_settings
 from qcnn_lite.quant.quantize import quantize_conv2d, quantize_linear
 
-__all__ = ["Explorer", "Readout", "default_groups", "pareto_points"]
+__all__ = ["Explorer", "Readout", "default_groups", "pareto_front", "pareto_points", "searched_rows", "parse_settings"]
 
 CONV_SUB_DIMS = (1, 2, 4, 8, 16)
 FC_SUB_DIMS = (1, 2, 4, 8, 16, 32)
@@ -192,16 +192,49 @@ class Explorer:
                        top1=self._top1(q), dense_top1=self._dense_top1, corrected=bool(corrected))
 
 
-def pareto_points(network: str, results_dir: str | Path) -> list[dict]:
-    """Rows of ``results/table1_searched.json`` for ``network`` (compression, speed-up, top-1 error), if present.
+def pareto_front(rows: Sequence[dict], maximize: str = "compression", minimize: str = "top1_err") -> list[dict]:
+    """The rows no other row beats: none has ``maximize`` >= and ``minimize`` <=, one of them strictly.
 
-    Returns ``[]`` when the settings search has not been run (no file).
+    Rows missing either value (None) are left out; the front comes sorted by ``maximize``. Equal
+    points are all kept.
     """
+    pts = [r for r in rows if r.get(maximize) is not None and r.get(minimize) is not None]
+    ordered = sorted(pts, key=lambda r: (-float(r[maximize]), float(r[minimize])))
+    front, best = [], float("inf")
+    for r in ordered:  # by falling `maximize`: a row is on the front iff its `minimize` beats all rows before
+        m = float(r[minimize])
+        if m < best or (front and m == float(front[-1][minimize]) and float(r[maximize]) == float(front[-1][maximize])):
+            front.append(r)
+            best = min(best, m)
+    return sorted(front, key=lambda r: float(r[maximize]))
+
+
+def searched_rows(network: str, results_dir: str | Path) -> list[dict]:
+    """Rows of ``results/table1_searched.json`` for ``network`` with compression, speed-up and top-1
+    error (unreachable targets and the dense row left out); ``[]`` when the search has not been run."""
     path = Path(results_dir) / "table1_searched.json"
     if not path.is_file():
         return []
     rows = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(rows, list):
         raise ValueError(f"{path}: expected a list of rows")
-    return [r for r in rows if isinstance(r, dict) and r.get("network") == network
-            and all(k in r for k in ("compression", "speedup", "top1_err"))]
+    return [r for r in rows if isinstance(r, dict) and r.get("network") == network and r.get("method") != "dense"
+            and all(r.get(k) is not None for k in ("compression", "speedup", "top1_err"))]
+
+
+def pareto_points(network: str, results_dir: str | Path) -> list[dict]:
+    """The Pareto front (compression up, top-1 error down) of the settings search for ``network``
+    (``results/table1_searched.json``), sorted by compression; ``[]`` when the search has not been run."""
+    return pareto_front(searched_rows(network, results_dir))
+
+
+def parse_settings(text: str) -> dict[str, tuple[int, int]]:
+    """``"conv1 1x64 conv2 2x64"`` (a searched row's ``settings``) -> ``{"conv1": (1, 64), "conv2": (2, 64)}``."""
+    parts = text.split()
+    if len(parts) % 2:
+        raise ValueError(f"settings must be pairs of layer and C'sxK: {text!r}")
+    out = {}
+    for name, dk in zip(parts[::2], parts[1::2]):
+        d, k = dk.split("x")
+        out[name] = (int(d), int(k))
+    return out

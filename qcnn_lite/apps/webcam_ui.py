@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from qcnn_lite.apps.demo import Result, classify, load_models, warm_up
+from qcnn_lite.apps.demo import TIMING_RUNS, Result, classify, full_size_speedup, load_models, warm_up
 from qcnn_lite.nn.engine import Network
 from qcnn_lite.io.preprocess import ImageError
 
@@ -126,6 +126,61 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def _widgets(net: Network, notes: list[str], camera: bool) -> Any:
+    """The app's widgets, in a namespace; the input picture stays hidden until the first photo."""
+    import types
+
+    import ipywidgets as W
+
+    what = f"{net.name}, {'quantized' if net.is_quantized else 'dense'}"
+    ui = types.SimpleNamespace()
+    ui.header = W.HTML(_CSS + f"<b>Network:</b> {html.escape(what)}, input {'x'.join(map(str, net.input_shape))}"
+                       + "".join(f'<div class="qcnn-note">{html.escape(n)}</div>' for n in notes))
+    ui.upload = W.FileUpload(accept="image/*", multiple=False, description="Upload photo")
+    ui.message = W.HTML("")
+    ui.picture = W.Image(format="png", width=140, height=140, layout=W.Layout(border="1px solid #ccc"))
+    # no empty image (a broken-image icon) before the first photo: the whole input column is hidden
+    ui.picture_box = W.VBox([W.HTML("<b>Network input</b>"), ui.picture], layout=W.Layout(display="none"))
+    ui.result = W.HTML('<div class="qcnn-idle">Capture a frame or upload a photo.</div>')
+    ui.timing = W.HTML("")
+    # one "camera unavailable" message: the camera widget's own status line says it, with the reason
+    ui.camera = _camera_class()() if camera else None
+    return ui
+
+
+def _timing_html(res: Result, source: str, full: dict[str, Any] | None) -> str:
+    """The timing line: medians of several warm runs, and the full-size speed-up from results/table2."""
+    t = f"Q-CNN: {1000 * res.seconds:.2f} ms ({res.backend} kernels)"
+    if res.dense_seconds is not None:
+        t += f" &nbsp;|&nbsp; dense CNN: {1000 * res.dense_seconds:.2f} ms"
+    t += f" &nbsp;(median of {res.runs} warm runs each, one thread; source: {html.escape(source)})"
+    if full is not None and res.dense_seconds is not None:
+        t += (f'<div class="qcnn-fullsize">Here, at {"x".join(map(str, res.picture.shape[:2]))}, dense/Q-CNN = '
+              f"{res.dense_seconds / res.seconds:.2f}x. At full {full['network']} size Q-CNN ran "
+              f"{full['speedup']:.2f}x faster than the dense engine (results/table2, {html.escape(full['cpu'])}, "
+              f"{html.escape(full['date'])}): the tables pay off on large layers, a 28x28 network is mostly overhead.</div>")
+    return f'<div class="qcnn-time" data-source="{html.escape(source)}" data-runs="{res.runs}">{t}</div>'
+
+
+def _show_result(ui: Any, res: Result, source: str, net: Network, full: dict[str, Any] | None) -> None:
+    ui.picture.value = _png(res.picture, max(1, 140 // max(res.picture.shape[:2])))
+    ui.picture_box.layout.display = "flex"
+    ui.message.value = ("".join(f'<div class="qcnn-note qcnn-far">{html.escape(n)}</div>' for n in res.far_notes)
+                        + "".join(f'<div class="qcnn-note">{html.escape(n)}</div>' for n in res.notes))
+    html_q = top5_html(res.top, f"Q-CNN ({net.name}): top-5")
+    if res.dense_top is not None:
+        html_q = (f'<div style="display:flex; flex-wrap:wrap; gap:1.5em">{html_q}'
+                  f'{top5_html(res.dense_top, "dense CNN: top-5")}</div>')
+    ui.result.value = html_q
+    ui.timing.value = _timing_html(res, source, full)
+
+
+def _show_error(ui: Any, text: str) -> None:
+    ui.message.value = f'<div class="qcnn-error">{html.escape(text)}</div>'
+    ui.result.value = '<div class="qcnn-idle">No answer for this input.</div>'
+    ui.timing.value = ""
+
+
 def classify_app(model_path: str | os.PathLike | None = None, dense_path: str | os.PathLike | None = None,
                  net: Network | None = None, dense: Network | None = None, camera: bool = True) -> Any:
     """The demo: one ``ipywidgets.VBox`` with camera, upload, input picture, top-5 and timings.
@@ -133,8 +188,8 @@ def classify_app(model_path: str | os.PathLike | None = None, dense_path: str | 
     Networks come from ``net``/``dense`` when given, else from
     :func:`load_models` (``model_path``/``dense_path``, default the quantized
     mini-alexnet). The returned box has ``.camera``, ``.upload``, ``.picture``,
-    ``.result``, ``.message`` and ``.classify_bytes(data)``, which the camera
-    and upload call.
+    ``.result``, ``.message``, ``.timing`` and ``.classify_bytes(data)``, which the camera
+    and upload call. Times are medians of :data:`~qcnn_lite.apps.demo.TIMING_RUNS` warm runs.
     """
     import ipywidgets as W
 
@@ -142,77 +197,36 @@ def classify_app(model_path: str | os.PathLike | None = None, dense_path: str | 
     if net is None:
         net, loaded_dense, notes = load_models(model_path, dense_path)
         dense = dense if dense is not None else loaded_dense
-    what = f"{net.name}, {'quantized' if net.is_quantized else 'dense'}"
     warm_up(net, dense)
-
-    header = W.HTML(_CSS + f"<b>Network:</b> {html.escape(what)}, input {'x'.join(map(str, net.input_shape))}"
-                    + "".join(f'<div class="qcnn-note">{html.escape(n)}</div>' for n in notes))
-    upload = W.FileUpload(accept="image/*", multiple=False, description="Upload photo")
-    message = W.HTML("")
-    picture = W.Image(format="png", width=140, height=140, layout=W.Layout(border="1px solid #ccc"))
-    result = W.HTML('<div class="qcnn-idle">Capture a frame or upload a photo.</div>')
-    timing = W.HTML("")
-    inputs: list[Any] = []
-    cam = None
-    if camera:
-        cam = _camera_class()()
-        inputs.append(cam)
-    inputs.append(W.VBox([W.HTML("<small>or a file (always available):</small>"), upload]))
-
-    def show_error(text: str) -> None:
-        message.value = f'<div class="qcnn-error">{html.escape(text)}</div>'
-        result.value = '<div class="qcnn-idle">No answer for this input.</div>'
-        timing.value = ""
+    ui = _widgets(net, notes, camera)
+    full = full_size_speedup() if net.input_shape[-1] < 64 else None  # the lesson of a small network
 
     def classify_bytes(data: bytes, source: str = "upload") -> Result | None:
         try:
-            res = classify(net, data, dense)
+            res = classify(net, data, dense, repeat=TIMING_RUNS)
         except ImageError as e:
-            show_error(str(e))
+            _show_error(ui, str(e))
             return None
         except Exception as e:  # the demo must answer, not print a traceback into the output area
-            show_error(f"could not classify this {source}: {type(e).__name__}: {e}")
+            _show_error(ui, f"could not classify this {source}: {type(e).__name__}: {e}")
             return None
-        scale = max(1, 140 // max(res.picture.shape[:2]))
-        picture.value = _png(res.picture, scale)
-        message.value = "".join(f'<div class="qcnn-note">{html.escape(n)}</div>' for n in res.notes)
-        html_q = top5_html(res.top, f"Q-CNN ({net.name}): top-5")
-        t = f"Q-CNN: {1000 * res.seconds:.2f} ms ({res.backend} kernels)"
-        if res.dense_top is not None:
-            html_q = (f'<div style="display:flex; flex-wrap:wrap; gap:1.5em">{html_q}'
-                      f'{top5_html(res.dense_top, "dense CNN: top-5")}</div>')
-            t += f" &nbsp;|&nbsp; dense CNN: {1000 * res.dense_seconds:.2f} ms"
-        result.value = html_q
-        timing.value = f'<div class="qcnn-time" data-source="{html.escape(source)}">{t} &nbsp;(source: {html.escape(source)})</div>'
+        _show_result(ui, res, source, net, full)
         return res
 
     def on_upload(change: dict) -> None:
-        files = change["new"]
-        if not files:
-            return
-        f = files[0]
-        classify_bytes(bytes(f.get("content", b"")), f"upload {f.get('name', '')}".strip())
+        if change["new"]:
+            f = change["new"][0]
+            classify_bytes(bytes(f.get("content", b"")), f"upload {f.get('name', '')}".strip())
 
-    upload.observe(on_upload, names="value")
-    if cam is not None:
-        cam.on_frame(lambda data: classify_bytes(data, "camera"))
-
-        def on_status(change: dict) -> None:
-            if str(change["new"]).startswith("unavailable"):
-                message.value = ('<div class="qcnn-note">No camera here: use "Upload photo" '
-                                 f'({html.escape(change["new"][len("unavailable: "):])}).</div>')
-
-        cam.observe(on_status, names="status")
-
-    box = W.VBox([
-        header,
-        W.HBox(inputs, layout=W.Layout(align_items="flex-start", grid_gap="1.5em")),
-        message,
-        W.HBox([W.VBox([W.HTML("<b>Network input</b>"), picture]), W.VBox([result, timing])],
-               layout=W.Layout(grid_gap="1.5em")),
-    ])
+    ui.upload.observe(on_upload, names="value")
+    inputs = [ui.camera] if ui.camera is not None else []
+    if ui.camera is not None:
+        ui.camera.on_frame(lambda data: classify_bytes(data, "camera"))
+    inputs.append(W.VBox([W.HTML("<small>or a file (always available):</small>"), ui.upload]))
+    box = W.VBox([ui.header, W.HBox(inputs, layout=W.Layout(align_items="flex-start", grid_gap="1.5em")), ui.message,
+                  W.HBox([ui.picture_box, W.VBox([ui.result, ui.timing])], layout=W.Layout(grid_gap="1.5em"))])
     box.add_class("qcnn-classify-app")
-    box.camera, box.upload, box.picture, box.result, box.message, box.timing = cam, upload, picture, result, message, timing
-    box.net, box.dense = net, dense
-    box.classify_bytes = classify_bytes
+    for name in ("camera", "upload", "picture", "result", "message", "timing"):
+        setattr(box, name, getattr(ui, name))
+    box.net, box.dense, box.classify_bytes = net, dense, classify_bytes
     return box

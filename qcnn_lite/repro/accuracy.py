@@ -115,7 +115,8 @@ def table1_accuracy(
                            lambda: evaluate_network(net, xt, test_y))
             bar.update(1)
             base = {"network": arch, "reference": MINI_OF[arch]}
-            rows.append(_dense_row(base, dense))
+            recipe = {"n_calib": n_calib, "n_iter": n_iter, "seed": seed}  # the calibration, recorded in every row
+            rows.append({**_dense_row(base, dense), "n_calib": 0, "n_iter": 0, "seed": seed})
             calib = data.to_input(train_x[calib_idx], mean, std)
             calib_y = train_y[calib_idx]
             for setting, st in enumerate(MINI_SETTINGS[arch], start=1):
@@ -139,7 +140,8 @@ def table1_accuracy(
                             _save(q, Path(save_models) / f"{arch}-s{setting}-{method}.qcnn")
                         return {**_both_precisions(q, xt, test_y), "quantize_s": round(secs, 1)}
 
-                    rows.append(_row(base, setting, method, cached(cache_dir, key, work), dense, cost))
+                    rows.append({**_row(base, setting, method, cached(cache_dir, key, work), dense, cost),
+                                 **(recipe if method == "ec" else {"n_calib": 0, "n_iter": 0, "seed": seed})})
                     bar.update(1)
     return rows
 
