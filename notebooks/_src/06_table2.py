@@ -46,6 +46,9 @@ cells = [
     bench_raw = json.loads(bench_file.read_text()) if rows is not None and bench_file.exists() else res
     mach = bench_raw.get("machine", {})
     runs = {(n["network"], eng): t["runs"] for n in bench_raw["networks"] for eng, t in n["times"].items()}
+    lo, hi = min(runs.values()), max(runs.values())
+    runs_text = (f"{lo}" if lo == hi else
+                 f"{lo} to {hi} (the no-BLAS loops, the slowest, had {runs.get(('alexnet', 'dense-noblas'), '-')})")
     print(f"results file measured on: {mach.get('cpu', 'not recorded')}, {mach.get('cores', '?')} cores, "
           f"{mach.get('time_utc', 'date not recorded')}, kernel build target {mach.get('kernel_target', 'not recorded')} "
           f"(built: {', '.join(mach.get('kernel_targets_built', [])) or 'not recorded'}); compiler: {mach.get('compiler', 'not recorded in the file')}")
@@ -76,8 +79,7 @@ cells = [
     the file format adds a manifest and a checksum to the paper's formula), and memory falls from
     {alex_d['memory_mib']:.1f} to {alex_q['memory_mib']:.1f} MiB because the quantized weights are
     {alex_d['storage_mib'] / alex_q['storage_mib']:.1f}x smaller; what remains is Python, numpy and the activations.
-    Each time is a median of {min(runs.values())} to {max(runs.values())} runs (the no-BLAS loops, the slowest, had
-    {runs.get(('alexnet', 'dense-noblas'), '-')}).
+    Each time is a median of {runs_text} runs.
     """),
     md(r"""
     ## 2. Phones, and this machine, beside the paper
