@@ -32,11 +32,14 @@ def _dotted(path: Path) -> str:
 
 def _imports(path: Path) -> list[tuple[str, list[str], int]]:
     """(absolute module, imported names, line) for every import in the file, lazy ones included."""
-    tree = ast.parse(path.read_text(), str(path))
-    here = _dotted(path)
-    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    return _imports_of(path.read_text(), _dotted(path), path.name == "__init__.py")
+
+
+def _imports_of(source: str, here: str, is_package: bool = False) -> list[tuple[str, list[str], int]]:
+    """The imports of ``source``, the module ``here`` (a package's ``__init__`` when ``is_package``)."""
+    package = here if is_package else here.rpartition(".")[0]
     out = []
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
@@ -66,52 +69,54 @@ def test_every_module_has_a_layer():
         assert len(parts) == 1 or parts[0] in LAYERS, f"{p}: subpackage {parts[0]!r} is not in LAYERS"
 
 
-@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PKG)))
-def test_imports_only_go_down(path):
-    here = _dotted(path)
-    mine = _layer(here)
-    for mod, names, line in _imports(path):
+def _upward(here: str, imports: list[tuple[str, list[str], int]]) -> list[str]:
+    """The imports of module ``here`` that reach a higher layer."""
+    names = LAYERS + ("the package root",)
+    mine, bad = _layer(here), []
+    for mod, imported, line in imports:
         theirs = _layer(mod)
         if theirs is None:
             continue
         if theirs == len(LAYERS) and mod == "qcnn_lite" and here != "qcnn_lite.__main__":
             # `from qcnn_lite import kernels` names a subpackage: judge it by that subpackage
-            for n in names:
-                assert n in LAYERS and LAYERS.index(n) <= mine, \
-                    f"{here}:{line} imports {n!r} from the package root (import it from its subpackage)"
+            bad += [f"{here}:{line} imports {n!r} from the package root (import it from its subpackage)"
+                    for n in imported if n not in LAYERS or LAYERS.index(n) > mine]
+        elif theirs > mine:
+            bad.append(f"{here}:{line} imports {mod} from a higher layer ({names[theirs]} > {names[mine]})")
+    return bad
+
+
+def _private(here: str, imports: list[tuple[str, list[str], int]]) -> list[str]:
+    """The imports of module ``here`` that take a private name of another subpackage."""
+    parts_here = here.split(".")
+    my_sub = parts_here[1] if len(parts_here) > 1 else None
+    bad = []
+    for mod, imported, line in imports:
+        parts = mod.split(".")
+        if parts[0] != "qcnn_lite" or len(parts) < 2 or parts[1] == my_sub:
             continue
-        name = (LAYERS + ("the package root",))
-        assert theirs <= mine, f"{here}:{line} imports {mod} from a higher layer ({name[theirs]} > {name[mine]})"
+        private = [p for p in parts[2:] if p.startswith("_")] + [n for n in imported if n.startswith("_")]
+        if private:
+            bad.append(f"{here}:{line} uses private {private} of qcnn_lite.{parts[1]}")
+    return bad
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PKG)))
+def test_imports_only_go_down(path):
+    assert not _upward(_dotted(path), _imports(path))
 
 
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PKG)))
 def test_no_private_names_across_subpackages(path):
-    here = _dotted(path).split(".")
-    my_sub = here[1] if len(here) > 1 else None
-    for mod, names, line in _imports(path):
-        parts = mod.split(".")
-        if parts[0] != "qcnn_lite" or len(parts) < 2 or parts[1] == my_sub:
-            continue
-        private = [p for p in parts[2:] if p.startswith("_")] + [n for n in names if n.startswith("_")]
-        assert not private, f"{'.'.join(here)}:{line} uses private {private} of qcnn_lite.{parts[1]}"
+    assert not _private(_dotted(path), _imports(path))
 
 
-def test_the_checker_catches_an_upward_import(tmp_path):
-    """The rules above are not vacuous: a fake nn module importing the CLI is refused."""
-    fake = PKG / "nn" / "_fake_upward.py"
-    assert _layer("qcnn_lite.cli.main") > _layer("qcnn_lite.nn.layers")
-    tree_mod = "from qcnn_lite.cli.main import main\nfrom qcnn_lite.kernels._convq import qmax_of\n"
-    p = tmp_path / "m.py"
-    p.write_text(tree_mod)
-    imported = [m for m, _, _ in ast_imports_of(tree_mod, "qcnn_lite.nn")]
-    assert any(_layer(m) > _layer("qcnn_lite.nn") for m in imported)
-    assert any(any(x.startswith("_") for x in m.split(".")[2:]) for m in imported)
-    assert not fake.exists()
-
-
-def ast_imports_of(source: str, package: str) -> list[tuple[str, list[str], int]]:
-    out = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ImportFrom) and not node.level:
-            out.append((node.module, [a.name for a in node.names], node.lineno))
-    return out
+def test_the_checkers_catch_what_they_must():
+    """Not vacuous: an nn module importing the CLI, or a private kernels module, is refused; its own
+    subpackage's private names and lower layers' public names are fine."""
+    here = "qcnn_lite.nn.fake"
+    bad = _imports_of("from qcnn_lite.cli.main import main\nfrom ..kernels._convq import qmax_of\n"
+                      "from qcnn_lite import apps\n", here)
+    assert len(_upward(here, bad)) == 2 and len(_private(here, bad)) == 1
+    good = _imports_of("from qcnn_lite.kernels import geometry\nfrom ._helpers import x\nimport numpy\n", here)
+    assert not _upward(here, good) and not _private(here, good)

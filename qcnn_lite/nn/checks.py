@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from qcnn_lite.kernels.checks import check_ints
+
 __all__ = ["as_f32", "as_bias", "positive_int", "check_input"]
 
 
@@ -30,8 +32,8 @@ def as_bias(bias, n_out: int) -> np.ndarray:
 
 
 def positive_int(name: str, v, lo: int = 1) -> int:
-    if isinstance(v, bool) or int(v) != v or v < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+    """v as an int: ValueError unless it is an integer >= lo (the kernels' own check)."""
+    check_ints(**{name: (v, lo)})
     return int(v)
 
 
